@@ -1,0 +1,80 @@
+"""The versioned HTTP/JSON API, as a pure function of (method, path, body, caller VM).
+
+Transports (server.py) decide who the caller is; this module never reads identity from the
+request. It is the one place where service errors become HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import unquote
+
+from . import __version__
+from .errors import BadRequest, DockvolsError, NotFound
+from .volumes import VolumeService
+
+log = logging.getLogger("dockvols.api")
+MAX_BODY = 64 * 1024
+
+Reply = tuple[int, dict]
+
+
+class Api:
+    def __init__(self, service: VolumeService) -> None:
+        self.service = service
+
+    def handle(self, method: str, path: str, body: bytes, vm: str) -> Reply:
+        try:
+            return self._route(method, path.split("?", 1)[0], body, vm)
+        except DockvolsError as exc:
+            return exc.http_status, exc.to_wire()
+        except Exception:  # the error boundary: log the traceback, answer without it
+            log.exception("internal error on %s %s from VM %s", method, path, vm)
+            return 500, {"error": {"code": "InternalError",
+                                   "message": f"internal error on {method} {path}; "
+                                              "see the dockvols service log"}}
+
+    def _route(self, method: str, path: str, body: bytes, vm: str) -> Reply:
+        parts = path.strip("/").split("/")
+        if parts[:1] != ["v1"]:
+            raise NotFound(f"no such API path {path!r}; the API is under /v1/")
+        rest = parts[1:]
+        svc = self.service
+        if rest == ["status"] and method == "GET":
+            return 200, {"version": __version__, "backend": svc.backend.name, "vm": vm}
+        if rest == ["datastores"] and method == "GET":
+            default = svc.default_datastore(vm)
+            return 200, {"datastores": [
+                {**d.__dict__, "default": d.name == default} for d in svc.datastores()]}
+        if rest == ["volumes"]:
+            if method == "GET":
+                return 200, {"volumes": svc.list(vm)}
+            if method == "POST":
+                req = _json_body(body)
+                return 201, {"volume": svc.create(vm, req.get("name"), req.get("opts"))}
+        if len(rest) in (2, 3) and rest[0] == "volumes":
+            name = unquote(rest[1])
+            action = rest[2] if len(rest) == 3 else None
+            if action is None and method == "GET":
+                return 200, {"volume": svc.get(vm, name)}
+            if action is None and method == "DELETE":
+                svc.remove(vm, name)
+                return 200, {}
+            if action == "attach" and method == "POST":
+                return 200, svc.attach(vm, name)
+            if action == "detach" and method == "POST":
+                return 200, {"volume": svc.detach(vm, name)}
+        raise NotFound(f"no route for {method} {path}")
+
+
+def _json_body(body: bytes) -> dict:
+    if len(body) > MAX_BODY:
+        raise BadRequest(f"request body of {len(body)} bytes is over the {MAX_BODY} byte limit")
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    return data

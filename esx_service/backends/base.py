@@ -1,0 +1,89 @@
+"""The contract between volume operations and a storage backend.
+
+The volume layer owns names, options, locking, the metadata state machine and in-use rules;
+a backend only stores disks and metadata files and attaches disks to VMs. Every method
+raises only ``esx_service.errors`` types, and the removing/detaching methods are idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class DatastoreInfo:
+    name: str
+    type: str
+    capacity_bytes: int
+    free_bytes: int
+    url: str
+
+
+@dataclass(frozen=True)
+class DiskLocation:
+    """Where a volume lives: ``[datastore] dockvols/<vmgroup>/<name>.vmdk``."""
+
+    datastore: str
+    vmgroup: str
+    name: str
+
+    @property
+    def folder(self) -> str:
+        return f"dockvols/{self.vmgroup}"
+
+    @property
+    def descriptor_path(self) -> str:
+        return f"{self.folder}/{self.name}.vmdk"
+
+    @property
+    def metadata_path(self) -> str:
+        return f"{self.folder}/{self.name}.json"
+
+
+class Backend(Protocol):
+    name: str
+
+    def datastores(self) -> list[DatastoreInfo]:
+        """All datastores this service can place volumes on."""
+
+    def default_datastore(self, vm: str) -> str | None:
+        """The datastore of the calling VM, or None when the backend has no such notion."""
+
+    def list_metadata(self, datastore: str) -> list[dict]:
+        """Raw metadata of every volume on a datastore, all vmgroups, every status."""
+
+    def read_metadata(self, loc: DiskLocation) -> dict | None:
+        """The metadata of one volume, None when there is no metadata file."""
+
+    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+        """Replace the metadata file atomically (creating the folder if needed)."""
+
+    def delete_metadata(self, loc: DiskLocation) -> None:
+        """Remove the metadata file; missing is fine."""
+
+    def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
+                    policy: str | None) -> str:
+        """Create the VMDK; returns the disk UUID. Raises InsufficientSpace/BackendError."""
+
+    def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:
+        """Copy a detached disk to a new one; returns the new disk's UUID."""
+
+    def delete_disk(self, loc: DiskLocation) -> None:
+        """Delete descriptor and extent; missing is fine."""
+
+    def disk_allocated_bytes(self, loc: DiskLocation) -> int:
+        """Bytes the disk really uses on the datastore (0 if unknown)."""
+
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+        """Attach to the VM; returns what the guest needs to find the disk."""
+
+    def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
+        """Detach from the VM; not attached is fine."""
+
+    def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
+        """Whether the disk really is attached to that VM now. With ``attach_info`` None:
+        whether it is attached anywhere (a backend that cannot tell cheaply answers False)."""
+
+    def vm_powered_on(self, vm: str) -> bool:
+        """Whether the named VM is running (a disk left on a stopped VM may be taken)."""

@@ -1,0 +1,219 @@
+"""The embedded backend: datastores are directories, disks are flat VMDKs, attach is a loop
+device on the extent. It lets one Linux host with Docker run the whole system."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+from ..atomic import atomic_write_bytes, atomic_write_json
+from ..commands import CommandRunner, run_command
+from ..errors import BackendError, InsufficientSpace, UnknownDatastore
+from ..options import MB
+from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
+from .base import DatastoreInfo, DiskLocation
+
+_CHUNK = 4 * MB
+_ZEROS = bytes(_CHUNK)
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, datastores: dict[str, str], run: CommandRunner = run_command) -> None:
+        self._paths = dict(datastores)
+        self._run = run
+        for path in self._paths.values():
+            os.makedirs(os.path.join(path, "dockvols"), exist_ok=True)
+
+    # -- datastores -------------------------------------------------------------------
+    def datastores(self) -> list[DatastoreInfo]:
+        result = []
+        for name, path in self._paths.items():
+            st = os.statvfs(path)
+            result.append(DatastoreInfo(
+                name=name, type="local", capacity_bytes=st.f_blocks * st.f_frsize,
+                free_bytes=st.f_bavail * st.f_frsize, url=f"file://{path}",
+            ))
+        return result
+
+    def default_datastore(self, vm: str) -> str | None:
+        return None
+
+    def _path(self, loc: DiskLocation, relative: str) -> str:
+        root = self._paths.get(loc.datastore)
+        if root is None:
+            raise UnknownDatastore(f"unknown datastore {loc.datastore!r}")
+        return os.path.join(root, relative)
+
+    # -- metadata ---------------------------------------------------------------------
+    def list_metadata(self, datastore: str) -> list[dict]:
+        root = os.path.join(self._paths[datastore], "dockvols")
+        found = []
+        for group in _listdir(root):
+            folder = os.path.join(root, group)
+            for entry in _listdir(folder):
+                if entry.endswith(".json") and not entry.startswith("."):
+                    data = _read_json(os.path.join(folder, entry))
+                    if data is not None:
+                        found.append(data)
+        return found
+
+    def read_metadata(self, loc: DiskLocation) -> dict | None:
+        return _read_json(self._path(loc, loc.metadata_path))
+
+    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+        path = self._path(loc, loc.metadata_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_json(path, data)
+
+    def delete_metadata(self, loc: DiskLocation) -> None:
+        _unlink(self._path(loc, loc.metadata_path))
+
+    # -- disks ------------------------------------------------------------------------
+    def _extent_name(self, loc: DiskLocation) -> str:
+        return f"{loc.name}-flat.vmdk"
+
+    def _extent_path(self, loc: DiskLocation) -> str:
+        descriptor = self._path(loc, loc.descriptor_path)
+        try:
+            with open(descriptor, encoding="utf-8") as f:
+                extent = parse_descriptor(f.read()).extent_file
+        except FileNotFoundError:
+            extent = self._extent_name(loc)
+        except ValueError as exc:
+            raise BackendError(f"corrupt descriptor {descriptor}: {exc}") from exc
+        return os.path.join(os.path.dirname(descriptor), os.path.basename(extent))
+
+    def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
+                    policy: str | None) -> str:
+        if policy:
+            raise BackendError("vsan-policy-name needs the vsphere backend; "
+                               "the local backend has no storage policies")
+        return self._write_disk(loc, size_mb * MB, diskformat, source=None)
+
+    def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:
+        source = self._extent_path(src)
+        return self._write_disk(dst, os.stat(source).st_size, diskformat, source=source)
+
+    def _write_disk(self, loc: DiskLocation, size: int, diskformat: str,
+                    source: str | None) -> str:
+        descriptor = self._path(loc, loc.descriptor_path)
+        os.makedirs(os.path.dirname(descriptor), exist_ok=True)
+        extent = os.path.join(os.path.dirname(descriptor), self._extent_name(loc))
+        disk_uuid = new_disk_uuid()
+        try:
+            fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise BackendError(f"disk file {extent} already exists") from exc
+        try:
+            try:
+                if diskformat != "thin":
+                    os.posix_fallocate(fd, 0, size)
+                if diskformat == "eagerzeroedthick" and source is None:
+                    _write_zeros(fd, size)
+                if source is not None:
+                    _copy_extent(source, fd, sparse=diskformat == "thin")
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            atomic_write_bytes(descriptor, build_descriptor(
+                os.path.basename(extent), size, diskformat == "thin", disk_uuid).encode())
+        except OSError as exc:
+            _unlink(extent)
+            _unlink(descriptor)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientSpace(
+                    f"datastore {loc.datastore} ran out of space creating {loc.name}") from exc
+            raise BackendError(f"creating disk {descriptor} failed: {exc}") from exc
+        return disk_uuid
+
+    def delete_disk(self, loc: DiskLocation) -> None:
+        extent = self._extent_path(loc)
+        _unlink(extent)
+        _unlink(self._path(loc, loc.descriptor_path))
+
+    def disk_allocated_bytes(self, loc: DiskLocation) -> int:
+        try:
+            return os.stat(self._extent_path(loc)).st_blocks * 512
+        except FileNotFoundError:
+            return 0
+
+    # -- attach -----------------------------------------------------------------------
+    def _loop_devices_of(self, extent: str) -> list[str]:
+        out = self._run(["losetup", "--noheadings", "--output", "NAME,BACK-FILE", "--list"])
+        devices = []
+        for line in out.splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and _same_file(parts[1].strip(), extent):
+                devices.append(parts[0])
+        return devices
+
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+        extent = self._extent_path(loc)
+        if not os.path.exists(extent):
+            raise BackendError(f"disk extent {extent} is missing")
+        argv = ["losetup", "--find", "--show"] + (["--read-only"] if read_only else []) + [extent]
+        device = self._run(argv).strip()
+        return {"kind": "loop", "device": device}
+
+    def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
+        for device in self._loop_devices_of(self._extent_path(loc)):
+            self._run(["losetup", "--detach", device])
+
+    def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
+        devices = self._loop_devices_of(self._extent_path(loc))
+        if attach_info is None:
+            return bool(devices)
+        return attach_info.get("device") in devices
+
+    def vm_powered_on(self, vm: str) -> bool:
+        # Local "VMs" are identities on this running host: always treat them as running.
+        return True
+
+
+def _same_file(listed: str, extent: str) -> bool:
+    # losetup appends " (deleted)" for unlinked backing files; those are never ours.
+    return os.path.realpath(listed) == os.path.realpath(extent)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"unreadable metadata {path}: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_zeros(fd: int, size: int) -> None:
+    written = 0
+    while written < size:
+        written += os.pwrite(fd, _ZEROS[: min(_CHUNK, size - written)], written)
+
+
+def _copy_extent(source: str, fd: int, sparse: bool) -> None:
+    with open(source, "rb") as src:
+        offset = 0
+        while chunk := src.read(_CHUNK):
+            if not (sparse and chunk.count(0) == len(chunk)):
+                os.pwrite(fd, chunk, offset)
+            offset += len(chunk)

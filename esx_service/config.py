@@ -1,0 +1,149 @@
+"""esx_service configuration: one frozen object per process, from an INI file and the
+environment (environment wins), validated once at start."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket as _socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "/etc/dockvols/dockvols.conf"
+BACKENDS = ("local", "vsphere")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# setting -> (INI section, INI key, environment variable)
+_SOURCES = {
+    "backend": ("service", "backend", "DOCKVOLS_BACKEND"),
+    "data_dir": ("service", "data_dir", "DOCKVOLS_DATA_DIR"),
+    "socket": ("service", "socket", "DOCKVOLS_SOCKET"),
+    "vm_name": ("service", "vm_name", "DOCKVOLS_VM_NAME"),
+    "extra_vm_sockets": ("service", "extra_vm_sockets", "DOCKVOLS_EXTRA_VM_SOCKETS"),
+    "default_datastore": ("service", "default_datastore", "DOCKVOLS_DEFAULT_DATASTORE"),
+    "log_level": ("service", "log_level", "DOCKVOLS_LOG_LEVEL"),
+    "log_file": ("service", "log_file", "DOCKVOLS_LOG_FILE"),
+    "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
+    "vsphere_host": ("vsphere", "host", "DOCKVOLS_VSPHERE_HOST"),
+    "vsphere_port": ("vsphere", "port", "DOCKVOLS_VSPHERE_PORT"),
+    "vsphere_user": ("vsphere", "user", "DOCKVOLS_VSPHERE_USER"),
+    "vsphere_password": ("vsphere", "password", "DOCKVOLS_VSPHERE_PASSWORD"),
+    "vsphere_insecure": ("vsphere", "insecure", "DOCKVOLS_VSPHERE_INSECURE"),
+    "vsphere_ca_file": ("vsphere", "ca_file", "DOCKVOLS_VSPHERE_CA_FILE"),
+    "vsphere_datacenter": ("vsphere", "datacenter", "DOCKVOLS_VSPHERE_DATACENTER"),
+    "vsphere_datastores": ("vsphere", "datastores", "DOCKVOLS_VSPHERE_DATASTORES"),
+}
+
+
+@dataclass(frozen=True)
+class VsphereSettings:
+    host: str = "localhost"
+    port: int = 443
+    user: str = "root"
+    password: str = ""
+    insecure: bool = False
+    ca_file: str | None = None
+    datacenter: str | None = None
+    datastores: tuple[str, ...] = ()  # empty: every datastore the host or vCenter sees
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    backend: str = "local"
+    data_dir: str = "/var/lib/dockvols"
+    socket: str = "/run/dockvols/esx.sock"
+    vm_name: str = field(default_factory=_socket.gethostname)
+    extra_vm_sockets: tuple[tuple[str, str], ...] = ()
+    default_datastore: str | None = None
+    log_level: str = "INFO"
+    log_file: str | None = None
+    datastores: tuple[tuple[str, str], ...] = ()
+    vsphere: VsphereSettings = field(default_factory=VsphereSettings)
+    source: str = "defaults"
+
+    @property
+    def local_datastores(self) -> dict[str, str]:
+        if self.datastores:
+            return dict(self.datastores)
+        return {"datastore1": os.path.join(self.data_dir, "datastores", "datastore1")}
+
+
+def _pairs(value: str, what: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ConfigError(f"invalid {what} entry {item!r}: expected NAME=VALUE[,NAME=VALUE]")
+        pairs.append((key.strip(), val.strip()))
+    return tuple(pairs)
+
+
+def _bool(value: str, what: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"invalid {what} {value!r}: use true or false")
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
+    env = os.environ if env is None else env
+    path = path or env.get("DOCKVOLS_CONFIG") or None
+    parser = configparser.ConfigParser(interpolation=None)
+    source = "defaults"
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_FILE
+    if os.path.exists(path):
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as exc:
+            raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+        source = path
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+
+    raw: dict[str, str] = {}
+    for key, (section, option, var) in _SOURCES.items():
+        if parser.has_option(section, option):
+            raw[key] = parser.get(section, option)
+    from_env = {key: env[var] for key, (_, _, var) in _SOURCES.items() if var in env}
+    raw.update(from_env)
+    return _build(raw, f"{source} + environment" if from_env else source)
+
+
+def _build(raw: dict[str, str], source: str) -> ServiceConfig:
+    kwargs: dict = {"source": source}
+    for key in ("backend", "data_dir", "socket", "vm_name", "default_datastore", "log_file"):
+        if raw.get(key):
+            kwargs[key] = raw[key].strip()
+    if kwargs.get("backend", "local") not in BACKENDS:
+        raise ConfigError(f"invalid backend {kwargs['backend']!r}: allowed are "
+                          f"{', '.join(BACKENDS)}")
+    level = raw.get("log_level", "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"invalid log_level {level!r}: allowed are {', '.join(LOG_LEVELS)}")
+    kwargs["log_level"] = level
+    if raw.get("datastores"):
+        kwargs["datastores"] = _pairs(raw["datastores"], "datastores")
+    if raw.get("extra_vm_sockets"):
+        kwargs["extra_vm_sockets"] = _pairs(raw["extra_vm_sockets"], "extra_vm_sockets")
+    vs: dict = {}
+    for key in ("host", "user", "password", "ca_file", "datacenter"):
+        if raw.get(f"vsphere_{key}"):
+            vs[key] = raw[f"vsphere_{key}"].strip()
+    if raw.get("vsphere_port"):
+        try:
+            vs["port"] = int(raw["vsphere_port"])
+        except ValueError as exc:
+            raise ConfigError(f"invalid vsphere port {raw['vsphere_port']!r}: "
+                              "expected a number") from exc
+    if raw.get("vsphere_insecure"):
+        vs["insecure"] = _bool(raw["vsphere_insecure"], "vsphere insecure")
+    if raw.get("vsphere_datastores"):
+        vs["datastores"] = tuple(d.strip() for d in raw["vsphere_datastores"].split(",")
+                                 if d.strip())
+    kwargs["vsphere"] = VsphereSettings(**vs)
+    return ServiceConfig(**kwargs)

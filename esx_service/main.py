@@ -1,0 +1,93 @@
+"""``dockvols-esx-service``: wire config, backend, volume service and transports; run until
+SIGTERM/SIGINT, then let in-flight operations finish (bounded) and stop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import __version__
+from .api import Api
+from .backends.base import Backend
+from .config import ServiceConfig, load_config
+from .errors import DockvolsError
+from .server import UnixApiServer
+from .volumes import VolumeService
+
+log = logging.getLogger("dockvols.main")
+DRAIN_SECONDS = 30.0
+
+
+def make_backend(config: ServiceConfig) -> Backend:
+    if config.backend == "vsphere":
+        from .backends.vsphere import VsphereBackend  # pyVmomi only where it is used
+
+        return VsphereBackend.from_settings(config.vsphere, bound_vm=config.vm_name)
+    from .backends.local import LocalBackend
+
+    return LocalBackend(config.local_datastores)
+
+
+def setup_logging(config: ServiceConfig) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.log_file:
+        os.makedirs(os.path.dirname(config.log_file) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(config.log_file))
+    logging.basicConfig(level=config.log_level, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="dockvols-esx-service",
+        description="dockvols host-side service: creates, attaches and removes volume disks "
+                    "on datastores and serves the plugin's HTTP/JSON API on a unix socket.",
+        epilog="Settings come from the config file (INI: [service], [local], [vsphere]) and "
+               "DOCKVOLS_* environment variables, which win. See README.md for every key.")
+    parser.add_argument("--config", help="config file (default: $DOCKVOLS_CONFIG or "
+                                         "/etc/dockvols/dockvols.conf if it exists)")
+    parser.add_argument("--version", action="version", version=f"dockvols {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except DockvolsError as exc:
+        print(f"dockvols-esx-service: {exc.message}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    try:
+        backend = make_backend(config)
+        service = VolumeService(backend, config.default_datastore)
+        service.recover()
+        api = Api(service)
+        servers = [UnixApiServer(config.socket, api, config.vm_name)]
+        servers += [UnixApiServer(path, api, vm) for path, vm in config.extra_vm_sockets]
+    except DockvolsError as exc:
+        log.error("cannot start: %s", exc.message)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    for server in servers:
+        server.start()
+    log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s config=%s",
+             __version__, backend.name, ",".join(d.name for d in backend.datastores()),
+             config.vm_name, ",".join(str(s.server_address) for s in servers), config.source)
+    stop.wait()
+    log.info("stopping: letting in-flight operations finish (up to %.0fs)", DRAIN_SECONDS)
+    drained = service.gate.drain(DRAIN_SECONDS)
+    for server in servers:
+        server.stop()
+    log.info("stopped%s", "" if drained else " with operations still running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Per-volume metadata kept beside the disk as ``<name>.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+
+from .options import VolumeOptions
+
+# Life cycle: creating -> detached <-> attached; detached -> removing -> (gone).
+CREATING, DETACHED, ATTACHED, REMOVING = "creating", "detached", "attached", "removing"
+STATES = (CREATING, DETACHED, ATTACHED, REMOVING)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class VolumeMeta:
+    name: str
+    datastore: str
+    vmgroup: str
+    options: VolumeOptions
+    created_by: str
+    created_at: str = field(default_factory=utc_now)
+    status: str = CREATING
+    attached_to: str | None = None
+    attach_info: dict | None = None
+    disk_uuid: str = ""
+    docker_name: str = ""
+    generation: int = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.name}@{self.datastore}"
+
+    @property
+    def visible(self) -> bool:
+        """Half-made or half-removed volumes are never shown to callers."""
+        return self.status in (DETACHED, ATTACHED)
+
+    def evolve(self, **changes: object) -> "VolumeMeta":
+        return replace(self, generation=self.generation + 1, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["options"] = self.options.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VolumeMeta":
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["options"] = VolumeOptions.from_dict(data.get("options") or {})
+        if fields.get("status") not in STATES:
+            raise ValueError(f"unknown volume status {fields.get('status')!r}")
+        return cls(**fields)

@@ -1,0 +1,114 @@
+"""Volume create options (``docker volume create -o key=value``), parsed without I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from .errors import InvalidOption
+
+MB = 1024 * 1024
+_UNITS_MB = {"mb": 1, "gb": 1024, "tb": 1024 * 1024}
+_SIZE = re.compile(r"(\d+)\s*(mb|gb|tb)", re.IGNORECASE)
+MAX_SIZE_MB = 62 * 1024 * 1024  # the VMDK format's limit, 62 TB
+# mkfs.xfs from xfsprogs 5.19 on refuses filesystems under 300 MB.
+MIN_SIZE_MB = {"ext4": 8, "xfs": 300}
+
+DISK_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")
+FSTYPES = ("ext4", "xfs")
+ACCESS_MODES = ("read-write", "read-only")
+ATTACH_AS = ("persistent", "independent_persistent")
+
+# option -> (default shown in errors, allowed values or a description)
+VALID_OPTIONS: dict[str, tuple[str, str]] = {
+    "size": ("100mb", "X[mb|gb|tb], X a positive integer"),
+    "diskformat": ("thin", "|".join(DISK_FORMATS)),
+    "fstype": ("ext4", "|".join(FSTYPES)),
+    "access": ("read-write", "|".join(ACCESS_MODES)),
+    "attach-as": ("persistent", "|".join(ATTACH_AS)),
+    "clone-from": ("none", "name of an existing detached volume"),
+    "vsan-policy-name": ("none", "name of a VSAN storage policy (vsphere backend)"),
+}
+
+
+def describe_valid_options() -> str:
+    return "; ".join(f"{k}={allowed} (default {d})" for k, (d, allowed) in VALID_OPTIONS.items())
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    size_mb: int = 100
+    diskformat: str = "thin"
+    fstype: str = "ext4"
+    access: str = "read-write"
+    attach_as: str = "persistent"
+    clone_from: str | None = None
+    vsan_policy_name: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VolumeOptions":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def parse_size_mb(value: str) -> int:
+    match = _SIZE.fullmatch(value.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise InvalidOption(
+            f"invalid size {value!r}: use X[mb|gb|tb] with X a positive integer, e.g. 200mb or 10gb"
+        )
+    size = int(match.group(1)) * _UNITS_MB[match.group(2).lower()]
+    if size > MAX_SIZE_MB:
+        raise InvalidOption(f"invalid size {value!r}: the largest disk is 62tb")
+    return size
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidOption(
+            f"invalid value {value!r} for option {key!r}: allowed are {', '.join(allowed)}"
+        )
+    return value
+
+
+def parse_options(raw: object) -> VolumeOptions:
+    """Validate docker's ``Opts`` map; ``None`` means no options."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidOption(f"options must be a map of strings, got {type(raw).__name__}")
+    unknown = sorted(k for k in raw if k not in VALID_OPTIONS)
+    if unknown:
+        raise InvalidOption(
+            f"unknown option {', '.join(map(repr, unknown))}; valid options are: "
+            f"{describe_valid_options()}"
+        )
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise InvalidOption(f"option {key!r} must be a string, got {value!r}")
+    fields: dict = {}
+    if "size" in raw:
+        fields["size_mb"] = parse_size_mb(raw["size"])
+    if "diskformat" in raw:
+        fields["diskformat"] = _choice("diskformat", raw["diskformat"], DISK_FORMATS)
+    if "fstype" in raw:
+        fields["fstype"] = _choice("fstype", raw["fstype"], FSTYPES)
+    if "access" in raw:
+        fields["access"] = _choice("access", raw["access"], ACCESS_MODES)
+    if "attach-as" in raw:
+        fields["attach_as"] = _choice("attach-as", raw["attach-as"], ATTACH_AS)
+    if raw.get("clone-from"):
+        fields["clone_from"] = raw["clone-from"]
+    if raw.get("vsan-policy-name"):
+        fields["vsan_policy_name"] = raw["vsan-policy-name"]
+    options = VolumeOptions(**fields)
+    minimum = MIN_SIZE_MB[options.fstype]
+    if options.size_mb < minimum and not options.clone_from:
+        raise InvalidOption(
+            f"invalid size {raw.get('size', '100mb')!r} for fstype {options.fstype}: "
+            f"the smallest {options.fstype} volume is {minimum}mb"
+        )
+    return options

@@ -1,0 +1,37 @@
+"""Who may do what: the seam through which vmgroups and quotas reach volume operations.
+
+``OpenPolicy`` puts every VM in ``_DEFAULT`` and allows everything; the admin DB provides a
+stricter implementation of the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+DEFAULT_VMGROUP = "_DEFAULT"
+
+
+class AccessPolicy(Protocol):
+    def vmgroup_of(self, vm: str) -> str:
+        """The vmgroup (tenant) a VM belongs to."""
+
+    def default_datastore(self, vmgroup: str) -> str | None:
+        """The vmgroup's default datastore, if one is set."""
+
+    def check_create(self, vmgroup: str, datastore: str, size_mb: int,
+                     used_mb: Callable[[], int]) -> None:
+        """Raise AccessDenied or QuotaExceeded if the create is not allowed; ``used_mb``
+        computes the vmgroup's current use on the datastore (costly: call only if needed)."""
+
+
+class OpenPolicy:
+    def vmgroup_of(self, vm: str) -> str:
+        return DEFAULT_VMGROUP
+
+    def default_datastore(self, vmgroup: str) -> str | None:
+        return None
+
+    def check_create(self, vmgroup: str, datastore: str, size_mb: int,
+                     used_mb: Callable[[], int]) -> None:
+        return None

@@ -1,0 +1,82 @@
+"""VMDK descriptors for flat (VMFS-style) disks: built and parsed as text, no I/O."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+SECTOR = 512
+_EXTENT = re.compile(r'^(RW|RDONLY)\s+(\d+)\s+(VMFS|FLAT)\s+"([^"]+)"', re.MULTILINE)
+_DDB = re.compile(r'^ddb\.([\w.]+)\s*=\s*"([^"]*)"', re.MULTILINE)
+_CREATE_TYPE = re.compile(r'^createType\s*=\s*"([^"]+)"', re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    extent_file: str
+    sectors: int
+    thin: bool
+    uuid: str
+    create_type: str = "vmfs"
+
+    @property
+    def size_bytes(self) -> int:
+        return self.sectors * SECTOR
+
+
+def new_disk_uuid() -> str:
+    """A disk UUID in VMware's spaced-hex form, e.g. ``60 00 c2 9a ...``."""
+    raw = uuid.uuid4().hex
+    return " ".join(raw[i:i + 2] for i in range(0, 32, 2))
+
+
+def disk_uuid_to_wwn(disk_uuid: str) -> str:
+    """The guest sees a VMware disk UUID as WWN ``0x6000c29...`` (hex, no separators)."""
+    return "0x" + re.sub(r"[^0-9a-fA-F]", "", disk_uuid).lower()
+
+
+def build_descriptor(extent_file: str, size_bytes: int, thin: bool, disk_uuid: str) -> str:
+    if size_bytes % SECTOR:
+        raise ValueError(f"disk size {size_bytes} is not a multiple of {SECTOR}")
+    sectors = size_bytes // SECTOR
+    cylinders = max(1, min(sectors // (255 * 63), 65535))
+    lines = [
+        "# Disk DescriptorFile",
+        "version=1",
+        'encoding="UTF-8"',
+        "CID=fffffffe",
+        "parentCID=ffffffff",
+        'createType="vmfs"',
+        "",
+        "# Extent description",
+        f'RW {sectors} VMFS "{extent_file}"',
+        "",
+        "# The Disk Data Base",
+        "#DDB",
+        "",
+        'ddb.adapterType = "lsilogic"',
+        f'ddb.geometry.cylinders = "{cylinders}"',
+        'ddb.geometry.heads = "255"',
+        'ddb.geometry.sectors = "63"',
+        f'ddb.thinProvisioned = "{1 if thin else 0}"',
+        f'ddb.uuid = "{disk_uuid}"',
+        'ddb.virtualHWVersion = "13"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_descriptor(text: str) -> Descriptor:
+    extent = _EXTENT.search(text)
+    if not extent:
+        raise ValueError("not a flat VMDK descriptor: no RW/RDONLY VMFS|FLAT extent line")
+    ddb = dict(_DDB.findall(text))
+    create_type = _CREATE_TYPE.search(text)
+    return Descriptor(
+        extent_file=extent.group(4),
+        sectors=int(extent.group(2)),
+        thin=ddb.get("thinProvisioned", "0") == "1",
+        uuid=ddb.get("uuid", ""),
+        create_type=create_type.group(1) if create_type else "",
+    )

@@ -1,0 +1,262 @@
+"""Volume operations: the state machine every backend goes through.
+
+Crash safety comes from ordering: metadata is written (status ``creating``) before the disk
+and deleted (after status ``removing``) after it, so a crash leaves at worst metadata in a
+transitional state, which ``recover()`` finishes on the next start. Only ``detached`` and
+``attached`` volumes are ever shown.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .backends.base import Backend, DatastoreInfo, DiskLocation
+from .errors import (BackendError, DockvolsError, InsufficientSpace, UnknownDatastore,
+                     VolumeBusy, VolumeInUse, VolumeNotFound)
+from .locks import NamedLocks
+from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
+from .names import VolumeRef, match_datastore, parse_volume_name
+from .options import MB, parse_options
+from .oplog import OperationGate
+from .policy import AccessPolicy, OpenPolicy
+
+log = logging.getLogger("dockvols.volumes")
+
+
+class VolumeService:
+    def __init__(self, backend: Backend, default_datastore: str | None = None,
+                 policy: AccessPolicy | None = None) -> None:
+        self.backend = backend
+        self._configured_default = default_datastore
+        self.policy = policy or OpenPolicy()
+        self._locks = NamedLocks()
+        self.gate = OperationGate()
+
+    # -- naming -----------------------------------------------------------------------
+    def datastores(self) -> list[DatastoreInfo]:
+        return self.backend.datastores()
+
+    def default_datastore(self, vm: str, known: list[str] | None = None) -> str:
+        known = known if known is not None else [d.name for d in self.backend.datastores()]
+        for candidate in (self.policy.default_datastore(self.policy.vmgroup_of(vm)),
+                          self._configured_default, self.backend.default_datastore(vm)):
+            if candidate and (match := match_datastore(candidate, known)):
+                return match
+        if not known:
+            raise UnknownDatastore("no datastores are configured")
+        return known[0]
+
+    def _locate(self, vm: str, name: object) -> tuple[VolumeRef, DiskLocation]:
+        ref = parse_volume_name(name)
+        known = [d.name for d in self.backend.datastores()]
+        default = self.default_datastore(vm, known)
+        if ref.datastore is None:
+            datastore = default
+        else:
+            matched = match_datastore(ref.datastore, known)
+            if matched is None:
+                raise UnknownDatastore(
+                    f"unknown datastore {ref.datastore!r} in volume name {str(ref)!r}; known "
+                    f"datastores: {', '.join(known)} (default {default})")
+            datastore = matched
+        return ref, DiskLocation(datastore, self.policy.vmgroup_of(vm), ref.name)
+
+    def _meta(self, loc: DiskLocation) -> VolumeMeta | None:
+        data = self.backend.read_metadata(loc)
+        if data is None:
+            return None
+        try:
+            return VolumeMeta.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"corrupt metadata for {loc.name}@{loc.datastore}: {exc}") from exc
+
+    def _visible(self, loc: DiskLocation) -> VolumeMeta:
+        meta = self._meta(loc)
+        if meta is None or meta.status == CREATING:
+            raise VolumeNotFound(f"volume {loc.name}@{loc.datastore} does not exist")
+        if meta.status == REMOVING:
+            raise VolumeBusy(f"volume {meta.full_name} is being removed")
+        return meta
+
+    def _save(self, loc: DiskLocation, meta: VolumeMeta) -> None:
+        self.backend.write_metadata(loc, meta.to_dict())
+
+    def view(self, meta: VolumeMeta, loc: DiskLocation | None = None) -> dict:
+        """The wire form of a volume; with ``loc``, also the disk's real allocation."""
+        view = meta.to_dict()
+        opts = view.pop("options")
+        view.update({
+            "name": meta.full_name, "volume": meta.name, "capacity_mb": opts["size_mb"],
+            "diskformat": opts["diskformat"], "fstype": opts["fstype"],
+            "access": opts["access"], "attach_as": opts["attach_as"],
+            "clone_from": opts["clone_from"], "vsan_policy_name": opts["vsan_policy_name"],
+        })
+        if loc is not None:
+            view["allocated_mb"] = round(self.backend.disk_allocated_bytes(loc) / MB, 1)
+        return view
+
+    # -- operations -------------------------------------------------------------------
+    def create(self, vm: str, name: object, raw_options: object) -> dict:
+        with self.gate.operation("create", vm, str(name)):
+            options = parse_options(raw_options)
+            ref, loc = self._locate(vm, name)
+            with self._locks.hold(_key(loc)):
+                existing = self._meta(loc)
+                if existing is not None and existing.visible:
+                    return self.view(existing, loc)  # idempotent, as dockerd and retries expect
+                if existing is not None:
+                    self._finish_interrupted(loc, existing)
+                self._check_space(vm, loc, options.size_mb)
+                source = self._clone_source(vm, options.clone_from) if options.clone_from else None
+                meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
+                                  options=options, created_by=vm, docker_name=str(name))
+                self._save(loc, meta)
+                try:
+                    if source is None:
+                        disk_uuid = self.backend.create_disk(loc, options.size_mb,
+                                                             options.diskformat,
+                                                             options.vsan_policy_name)
+                    else:
+                        with self._locks.hold(_key(source[0])):
+                            self._require_detached(self._visible(source[0]), "clone")
+                            disk_uuid = self.backend.clone_disk(source[0], loc,
+                                                                options.diskformat)
+                    meta = meta.evolve(status=DETACHED, disk_uuid=disk_uuid)
+                    self._save(loc, meta)
+                except BaseException:
+                    self._discard(loc)
+                    raise
+                return self.view(meta, loc)
+
+    def _clone_source(self, vm: str, clone_from: str) -> tuple[DiskLocation, VolumeMeta]:
+        _, src = self._locate(vm, clone_from)
+        meta = self._visible(src)
+        self._require_detached(meta, "clone")
+        return src, meta
+
+    def _require_detached(self, meta: VolumeMeta, what: str) -> None:
+        if meta.status == ATTACHED:
+            raise VolumeInUse(f"cannot {what} volume {meta.full_name}: it is attached to VM "
+                              f"{meta.attached_to}; detach it first")
+
+    def _check_space(self, vm: str, loc: DiskLocation, size_mb: int) -> None:
+        info = next(d for d in self.backend.datastores() if d.name == loc.datastore)
+        self.policy.check_create(
+            loc.vmgroup, loc.datastore, size_mb,
+            lambda: sum(m.options.size_mb for m in self._group_volumes(loc.datastore, loc.vmgroup)))
+        if size_mb * MB > info.free_bytes:
+            raise InsufficientSpace(
+                f"cannot create {loc.name}@{loc.datastore} of {size_mb}mb: datastore "
+                f"{loc.datastore} has {info.free_bytes // MB}mb free")
+
+    def _group_volumes(self, datastore: str, vmgroup: str | None) -> list[VolumeMeta]:
+        metas = []
+        for data in self.backend.list_metadata(datastore):
+            try:
+                meta = VolumeMeta.from_dict(data)
+            except (TypeError, ValueError, KeyError):
+                log.warning("skipping unreadable metadata on %s: %r", datastore, data)
+                continue
+            if vmgroup is None or meta.vmgroup == vmgroup:
+                metas.append(meta)
+        return metas
+
+    def get(self, vm: str, name: object) -> dict:
+        with self.gate.operation("get", vm, str(name)):
+            _, loc = self._locate(vm, name)
+            return self.view(self._visible(loc), loc)
+
+    def list(self, vm: str) -> list[dict]:
+        with self.gate.operation("list", vm):
+            vmgroup = self.policy.vmgroup_of(vm)
+            return [self.view(meta)
+                    for ds in self.backend.datastores()
+                    for meta in self._group_volumes(ds.name, vmgroup) if meta.visible]
+
+    def remove(self, vm: str, name: object) -> None:
+        with self.gate.operation("remove", vm, str(name)):
+            _, loc = self._locate(vm, name)
+            with self._locks.hold(_key(loc)):
+                meta = self._visible(loc)
+                self._require_detached(meta, "remove")
+                self._save(loc, meta.evolve(status=REMOVING))
+                self._discard(loc)
+
+    def attach(self, vm: str, name: object) -> dict:
+        with self.gate.operation("attach", vm, str(name)):
+            _, loc = self._locate(vm, name)
+            with self._locks.hold(_key(loc)):
+                meta = self._visible(loc)
+                if meta.status == ATTACHED and meta.attached_to == vm:
+                    if self.backend.is_attached(loc, vm, meta.attach_info):
+                        return {"volume": self.view(meta), "attach": meta.attach_info}
+                    meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
+                elif meta.status == ATTACHED:
+                    holder = meta.attached_to or "?"
+                    if self.backend.vm_powered_on(holder):
+                        raise VolumeInUse(f"volume {meta.full_name} is attached to VM {holder}")
+                    log.info("detaching %s from powered-off VM %s", meta.full_name, holder)
+                    self.backend.detach_disk(loc, holder, meta.attach_info)
+                    meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
+                    self._save(loc, meta)
+                info = self.backend.attach_disk(loc, vm, meta.options.access == "read-only",
+                                                meta.options.attach_as)
+                try:
+                    meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info)
+                    self._save(loc, meta)
+                except BaseException:
+                    self.backend.detach_disk(loc, vm, info)
+                    raise
+                return {"volume": self.view(meta), "attach": info}
+
+    def detach(self, vm: str, name: object) -> dict:
+        with self.gate.operation("detach", vm, str(name)):
+            _, loc = self._locate(vm, name)
+            with self._locks.hold(_key(loc)):
+                meta = self._visible(loc)
+                if meta.status != ATTACHED or meta.attached_to != vm:
+                    return self.view(meta)  # not attached here: nothing to do
+                self.backend.detach_disk(loc, vm, meta.attach_info)
+                meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
+                self._save(loc, meta)
+                return self.view(meta)
+
+    # -- recovery ---------------------------------------------------------------------
+    def _discard(self, loc: DiskLocation) -> None:
+        self.backend.delete_disk(loc)
+        self.backend.delete_metadata(loc)
+
+    def _finish_interrupted(self, loc: DiskLocation, meta: VolumeMeta) -> None:
+        log.warning("cleaning up %s left %s by an interrupted operation",
+                    meta.full_name, meta.status)
+        self._discard(loc)
+
+    def recover(self) -> dict:
+        """Finish what a crash interrupted and drop attachments that no longer exist."""
+        report = {"cleaned": 0, "detached": 0}
+        for ds in self.backend.datastores():
+            for meta in self._group_volumes(ds.name, None):
+                loc = DiskLocation(meta.datastore, meta.vmgroup, meta.name)
+                with self._locks.hold(_key(loc)):
+                    try:
+                        if meta.status in (CREATING, REMOVING):
+                            self._finish_interrupted(loc, meta)
+                            report["cleaned"] += 1
+                        elif meta.status == ATTACHED and not self.backend.is_attached(
+                                loc, meta.attached_to or "", meta.attach_info):
+                            self._save(loc, meta.evolve(status=DETACHED, attached_to=None,
+                                                        attach_info=None))
+                            report["detached"] += 1
+                        elif meta.status == DETACHED and self.backend.is_attached(
+                                loc, "", None):
+                            # attached by a request whose reply never went out: nobody uses it
+                            self.backend.detach_disk(loc, "", None)
+                            report["detached"] += 1
+                    except DockvolsError as exc:
+                        log.error("recovery of %s failed: %s", meta.full_name, exc)
+        log.info("recovery: %s", report)
+        return report
+
+
+def _key(loc: DiskLocation) -> str:
+    return f"{loc.datastore}/{loc.vmgroup}/{loc.name}"
