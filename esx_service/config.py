@@ -106,7 +106,7 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError(f"config file {path} does not exist")
 
     raw: dict[str, str] = {}
-    for key, (section, option, var) in _SOURCES.items():
+    for key, (section, option, _var) in _SOURCES.items():
         if parser.has_option(section, option):
             raw[key] = parser.get(section, option)
     from_env = {key: env[var] for key, (_, _, var) in _SOURCES.items() if var in env}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .options import VolumeOptions
 
@@ -13,7 +13,7 @@ STATES = (CREATING, DETACHED, ATTACHED, REMOVING)
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class VolumeMeta:
         """Half-made or half-removed volumes are never shown to callers."""
         return self.status in (DETACHED, ATTACHED)
 
-    def evolve(self, **changes: object) -> "VolumeMeta":
+    def evolve(self, **changes: object) -> VolumeMeta:
         return replace(self, generation=self.generation + 1, **changes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict:
@@ -49,7 +49,7 @@ class VolumeMeta:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VolumeMeta":
+    def from_dict(cls, data: dict) -> VolumeMeta:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         fields["options"] = VolumeOptions.from_dict(data.get("options") or {})
         if fields.get("status") not in STATES:

@@ -17,7 +17,8 @@ _ALLOWED_DATASTORE = re.compile(r"[^/\\\x00-\x1f\x7f]+")
 _SNAPSHOT_SUFFIX = re.compile(r"-(\d{6}|flat|delta|ctk|sesparse)$", re.IGNORECASE)
 _RULES = (
     f"a volume name is 1-{MAX_NAME_LENGTH} characters of letters, digits, '_', '.' and '-', "
-    "starting with a letter or digit, not ending in -NNNNNN, -flat, -delta, -ctk or -sesparse, optionally followed by @datastore"
+    "starting with a letter or digit, not ending in -NNNNNN, -flat, -delta, -ctk or "
+    "-sesparse, optionally followed by @datastore"
 )
 
 

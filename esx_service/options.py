@@ -49,7 +49,7 @@ class VolumeOptions:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VolumeOptions":
+    def from_dict(cls, data: dict) -> VolumeOptions:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 

@@ -16,7 +16,7 @@ log = logging.getLogger("dockvols.server")
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "UnixApiServer"
+    server: UnixApiServer
     protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:

@@ -11,13 +11,20 @@ from __future__ import annotations
 import logging
 
 from .backends.base import Backend, DatastoreInfo, DiskLocation
-from .errors import (BackendError, DockvolsError, InsufficientSpace, UnknownDatastore,
-                     VolumeBusy, VolumeInUse, VolumeNotFound)
+from .errors import (
+    BackendError,
+    DockvolsError,
+    InsufficientSpace,
+    UnknownDatastore,
+    VolumeBusy,
+    VolumeInUse,
+    VolumeNotFound,
+)
 from .locks import NamedLocks
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, match_datastore, parse_volume_name
-from .options import MB, parse_options
 from .oplog import OperationGate
+from .options import MB, parse_options
 from .policy import AccessPolicy, OpenPolicy
 
 log = logging.getLogger("dockvols.volumes")

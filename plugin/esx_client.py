@@ -1,0 +1,94 @@
+"""The client of esx_service's HTTP/JSON API, over a unix socket or TCP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Protocol
+from urllib.parse import quote
+
+from .errors import ServiceError, ServiceUnreachable
+
+
+class EsxClient(Protocol):
+    def create(self, name: str, opts: dict) -> dict: ...
+    def get(self, name: str, timeout: float | None = None) -> dict: ...
+    def list(self, timeout: float | None = None) -> list[dict]: ...
+    def remove(self, name: str) -> None: ...
+    def attach(self, name: str) -> dict: ...
+    def detach(self, name: str) -> dict: ...
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class HttpEsxClient:
+    """One connection per request: calls are few and long, and this keeps threads apart."""
+
+    def __init__(self, address: str, timeout: float = 100.0) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.address.startswith("unix://"):
+            return _UnixConnection(self.address[len("unix://"):], timeout)
+        host = self.address.split("://", 1)[1].rstrip("/")
+        return http.client.HTTPConnection(host, timeout=timeout)
+
+    def call(self, method: str, path: str, body: dict | None = None,
+             timeout: float | None = None) -> dict:
+        conn = self._connection(timeout or self.timeout)
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServiceUnreachable(
+                f"dockvols service at {self.address} is unreachable ({method} {path}): "
+                f"{exc or type(exc).__name__}") from exc
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ServiceUnreachable(f"dockvols service answered {method} {path} with "
+                                     f"non-JSON (HTTP {response.status})") from exc
+        if response.status >= 400:
+            err = data.get("error") or {}
+            raise ServiceError(err.get("code", "InternalError"),
+                               err.get("message", f"HTTP {response.status}"), response.status)
+        return data
+
+    @staticmethod
+    def _vol(name: str, action: str = "") -> str:
+        return f"/v1/volumes/{quote(name, safe='')}" + (f"/{action}" if action else "")
+
+    def create(self, name: str, opts: dict) -> dict:
+        return self.call("POST", "/v1/volumes", {"name": name, "opts": opts})["volume"]
+
+    def get(self, name: str, timeout: float | None = None) -> dict:
+        return self.call("GET", self._vol(name), timeout=timeout)["volume"]
+
+    def list(self, timeout: float | None = None) -> list[dict]:
+        return self.call("GET", "/v1/volumes", timeout=timeout)["volumes"]
+
+    def remove(self, name: str) -> None:
+        self.call("DELETE", self._vol(name))
+
+    def attach(self, name: str) -> dict:
+        return self.call("POST", self._vol(name, "attach"), {})
+
+    def detach(self, name: str) -> dict:
+        return self.call("POST", self._vol(name, "detach"), {})["volume"]

@@ -1,0 +1,103 @@
+"""mkfs, mount and umount, and reading the mount table: the only module that runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Protocol
+
+from .errors import FilesystemError
+
+# Lazy init and no discard: a fresh disk is all zeros, and discarding a sparse loop-backed
+# extent only punches holes that are already there.
+_MKFS = {
+    "ext4": ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"],
+    "xfs": ["mkfs.xfs", "-q", "-f", "-K"],
+}
+
+
+class Mounter(Protocol):
+    def filesystem_of(self, device: str) -> str | None: ...
+    def mkfs(self, device: str, fstype: str, label: str) -> None: ...
+    def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None: ...
+    def umount(self, target: str) -> None: ...
+    def mounts_under(self, root: str) -> dict[str, str]: ...
+
+
+def _run(argv: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise FilesystemError(f"{argv[0]} is not installed in the plugin") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise FilesystemError(f"{' '.join(argv)} timed out after {timeout:.0f}s") from exc
+
+
+def _check(done: subprocess.CompletedProcess, what: str) -> None:
+    if done.returncode != 0:
+        raise FilesystemError(f"{what} failed (exit {done.returncode}): "
+                              f"{(done.stderr or done.stdout).strip()}")
+
+
+def unescape_mountinfo(field: str) -> str:
+    """/proc/self/mountinfo escapes space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> dict[str, str]:
+    """Mount point -> source device, for every line of a mountinfo table."""
+    mounts: dict[str, str] = {}
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5:
+            continue
+        source = right.split()[1] if len(right.split()) > 1 else ""
+        mounts[unescape_mountinfo(fields[4])] = unescape_mountinfo(source)
+    return mounts
+
+
+class SystemMounter:
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo") -> None:
+        self._mountinfo = mountinfo
+
+    def filesystem_of(self, device: str) -> str | None:
+        # -p probes the device itself (no cache); exit 2 means "no filesystem found".
+        done = _run(["blkid", "-p", "-o", "value", "-s", "TYPE", device])
+        if done.returncode == 2:
+            return None
+        _check(done, f"blkid {device}")
+        return done.stdout.strip() or None
+
+    def mkfs(self, device: str, fstype: str, label: str) -> None:
+        if fstype not in _MKFS:
+            raise FilesystemError(f"unsupported fstype {fstype!r}: allowed are "
+                                  f"{', '.join(_MKFS)}")
+        label_flag = ["-L", label[:12] if fstype == "xfs" else label[:16]]
+        _check(_run(_MKFS[fstype] + label_flag + [device]), f"mkfs.{fstype} on {device}")
+
+    def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None:
+        os.makedirs(target, exist_ok=True)
+        argv = ["mount", "-t", fstype] + (["-o", "ro"] if read_only else []) + [device, target]
+        _check(_run(argv), f"mount {device} on {target}")
+
+    def umount(self, target: str) -> None:
+        _check(_run(["umount", target]), f"umount {target}")
+        try:
+            os.rmdir(target)
+        except OSError:
+            pass  # not empty or already gone: the mount point itself is harmless
+
+    def mounts_under(self, root: str) -> dict[str, str]:
+        with open(self._mountinfo, encoding="utf-8") as f:
+            table = parse_mountinfo(f.read())
+        prefix = root.rstrip("/") + "/"
+        return {path: dev for path, dev in table.items() if path.startswith(prefix)}

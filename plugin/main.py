@@ -1,0 +1,99 @@
+"""``dockvols-plugin``: wire the plugin together and serve it under gunicorn on the
+VolumeDriver socket (one worker with threads: counts and locks live in one process)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from flask import Flask
+
+from . import __version__
+from .app import create_app
+from .devices import AttachedDeviceFinder
+from .esx_client import HttpEsxClient
+from .filesystem import SystemMounter
+from .recovery import DockerUsers, start_recovery
+from .refcounts import RefCounts
+from .settings import PluginSettings, SettingsError, load_settings
+from .volume_cache import VolumeCache
+from .volume_manager import VolumeManager
+
+log = logging.getLogger("dockvols.plugin.main")
+
+
+def build_app(settings: PluginSettings) -> Flask:
+    manager = VolumeManager(
+        client=HttpEsxClient(settings.esx_address, timeout=settings.esx_timeout),
+        mounter=SystemMounter(),
+        devices=AttachedDeviceFinder(timeout=settings.device_timeout),
+        refs=RefCounts(os.path.join(settings.state_dir, "refcounts.json")),
+        cache=VolumeCache(os.path.join(settings.state_dir, "volumes-cache.json")),
+        mount_root=settings.mount_root,
+        query_timeout=settings.query_timeout,
+    )
+    os.makedirs(settings.mount_root, exist_ok=True)
+    if settings.recover_on_start:
+        start_recovery(manager, DockerUsers(settings.docker_host, settings.driver_name, manager))
+    else:
+        manager.recovered.set()
+    return create_app(manager)
+
+
+def serve(settings: PluginSettings) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", [f"unix:{settings.socket_path}"])
+            self.cfg.set("workers", 1)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", settings.threads)
+            # above dockerd's own 120 s Mount timeout, so dockerd gives up first
+            self.cfg.set("timeout", 150)
+            self.cfg.set("graceful_timeout", 30)
+            self.cfg.set("loglevel", settings.log_level.lower())
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Flask:  # runs in the worker, after the fork
+            _setup_logging(settings.log_level)
+            return build_app(settings)
+
+    os.makedirs(os.path.dirname(settings.socket_path), exist_ok=True)
+    _Server().run()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dockvols-plugin",
+        description="dockvols Docker volume plugin: serves the VolumeDriver API on "
+                    "/run/docker/plugins/<driver>.sock and forwards to dockvols-esx-service.",
+        epilog="Settings (environment): DOCKVOLS_DRIVER_NAME (vsphere), DOCKVOLS_PLUGIN_SOCKET, "
+               "DOCKVOLS_ESX_ADDRESS (unix:///run/dockvols/esx.sock), DOCKVOLS_MOUNT_ROOT "
+               "(/mnt/vmdk), DOCKVOLS_STATE_DIR (/var/lib/dockvols/plugin), DOCKER_HOST, "
+               "DOCKVOLS_LOG_LEVEL, DOCKVOLS_ESX_TIMEOUT, DOCKVOLS_QUERY_TIMEOUT, "
+               "DOCKVOLS_DEVICE_TIMEOUT, DOCKVOLS_RECOVER (1).")
+    parser.add_argument("--version", action="version", version=f"dockvols {__version__}")
+    parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"dockvols-plugin: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    log.info("dockvols plugin %s: driver=%s socket=%s esx=%s mounts=%s", __version__,
+             settings.driver_name, settings.socket_path, settings.esx_address,
+             settings.mount_root)
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Rebuild mount state after a plugin restart from the Docker engine and the mount table.
+
+Mounted but used by no container: unmount and detach. Used but not mounted: mount. Counts
+that disagree with Docker are replaced by one ``recovered:<container>`` reference per user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from .errors import PluginError
+from .volume_manager import VolumeManager
+
+log = logging.getLogger("dockvols.recovery")
+LIVE_STATES = ("running", "paused", "restarting")
+
+
+class DockerUsers:
+    """Which running containers use which volumes of this driver (docker SDK)."""
+
+    def __init__(self, docker_host: str, driver_name: str, manager: VolumeManager) -> None:
+        self.docker_host = docker_host
+        self.driver_name = driver_name
+        self.manager = manager
+        self._client: Any = None
+
+    def _docker(self) -> Any:
+        if self._client is None:
+            import docker  # the SDK is only needed here
+
+            self._client = docker.DockerClient(base_url=self.docker_host, timeout=30)
+        return self._client
+
+    def by_volume(self) -> dict[str, set[str]]:
+        """Canonical volume name -> IDs of live containers that mount it."""
+        users: dict[str, set[str]] = {}
+        for container in self._docker().api.containers(all=True):
+            if container.get("State") not in LIVE_STATES:
+                continue
+            for mount in container.get("Mounts") or []:
+                driver = (mount.get("Driver") or "").split(":")[0]
+                if mount.get("Type") != "volume" or driver.split("/")[-1] != self.driver_name:
+                    continue
+                try:
+                    canonical = self.manager.canonical(mount["Name"])
+                except PluginError as exc:
+                    log.warning("container %s uses %s which cannot be resolved: %s",
+                                container["Id"][:12], mount["Name"], exc)
+                    continue
+                users.setdefault(canonical, set()).add(container["Id"])
+        return users
+
+    def users_of(self, canonical: str) -> set[str]:
+        return self.by_volume().get(canonical, set())
+
+
+def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
+    users = docker_users.by_volume()
+    mounted = {os.path.basename(p) for p in manager.mounter.mounts_under(manager.mount_root)}
+    report = {"unmounted": 0, "remounted": 0, "recounted": 0}
+    for canonical in sorted(mounted | set(users) | set(manager.refs.volumes())):
+        with manager.locks.hold(canonical):
+            live = users.get(canonical, set())
+            try:
+                if not live:
+                    manager.refs.replace(canonical, {})
+                    if canonical in mounted:
+                        manager.unmount_and_detach(canonical, canonical)
+                        report["unmounted"] += 1
+                    continue
+                if canonical not in mounted:
+                    manager.attach_and_mount(canonical, canonical)
+                    report["remounted"] += 1
+                if manager.refs.total(canonical) != len(live):
+                    kept = {f"recovered:{c}": 1 for c in live}
+                    manager.refs.replace(canonical, kept)
+                    report["recounted"] += 1
+            except PluginError as exc:
+                log.error("recovery of volume %s failed: %s", canonical, exc)
+    return report
+
+
+def start_recovery(manager: VolumeManager, docker_users: DockerUsers,
+                   deadline: float = 300.0) -> threading.Thread:
+    """Recover in the background (the socket must answer dockerd at once), retrying while
+    Docker or esx_service are not up yet."""
+
+    def run() -> None:
+        stop_at = time.monotonic() + deadline
+        delay = 0.5
+        while True:
+            try:
+                started = time.monotonic()
+                report = recover(manager, docker_users)
+                log.info("recovery done in %.0f ms: %s", (time.monotonic() - started) * 1000,
+                         report)
+                break
+            except Exception as exc:  # Docker not up yet, socket missing...: retry
+                if time.monotonic() > stop_at:
+                    log.error("recovery gave up after %.0fs: %s; serving with the "
+                              "persisted counts", deadline, exc)
+                    break
+                log.info("recovery waiting for Docker/esx_service: %s", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        manager.users_of = docker_users.users_of
+        manager.recovered.set()
+
+    thread = threading.Thread(target=run, name="recovery", daemon=True)
+    thread.start()
+    return thread

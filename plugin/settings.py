@@ -1,0 +1,70 @@
+"""Plugin settings: one frozen object from the environment, validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    driver_name: str = "vsphere"
+    socket_path: str = "/run/docker/plugins/vsphere.sock"
+    esx_address: str = "unix:///run/dockvols/esx.sock"
+    mount_root: str = "/mnt/vmdk"
+    state_dir: str = "/var/lib/dockvols/plugin"
+    docker_host: str = "unix:///var/run/docker.sock"
+    log_level: str = "INFO"
+    # Mount: dockerd gives up after 120 s (30 s for a managed plugin enabled with defaults).
+    esx_timeout: float = 100.0
+    # Get/List answer from the cache when esx_service is slower than this.
+    query_timeout: float = 10.0
+    device_timeout: float = 30.0
+    recover_on_start: bool = True
+    threads: int = 32
+
+
+def _float(env: Mapping[str, str], var: str, default: float) -> float:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"invalid {var} {raw!r}: expected seconds, e.g. 30") from exc
+    if value <= 0:
+        raise SettingsError(f"invalid {var} {raw!r}: must be positive")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
+    env = os.environ if env is None else env
+    name = env.get("DOCKVOLS_DRIVER_NAME", "vsphere")
+    if not name or "/" in name:
+        raise SettingsError(f"invalid DOCKVOLS_DRIVER_NAME {name!r}: a plain name like vsphere")
+    level = env.get("DOCKVOLS_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"invalid DOCKVOLS_LOG_LEVEL {level!r}: DEBUG, INFO, WARNING, ERROR")
+    address = env.get("DOCKVOLS_ESX_ADDRESS", PluginSettings.esx_address)
+    if not address.startswith(("unix://", "http://")):
+        raise SettingsError(f"invalid DOCKVOLS_ESX_ADDRESS {address!r}: "
+                            "use unix:///path/to.sock or http://host:port")
+    return PluginSettings(
+        driver_name=name,
+        socket_path=env.get("DOCKVOLS_PLUGIN_SOCKET", f"/run/docker/plugins/{name}.sock"),
+        esx_address=address,
+        mount_root=env.get("DOCKVOLS_MOUNT_ROOT", PluginSettings.mount_root),
+        state_dir=env.get("DOCKVOLS_STATE_DIR", PluginSettings.state_dir),
+        docker_host=env.get("DOCKER_HOST", PluginSettings.docker_host),
+        log_level=level,
+        esx_timeout=_float(env, "DOCKVOLS_ESX_TIMEOUT", PluginSettings.esx_timeout),
+        query_timeout=_float(env, "DOCKVOLS_QUERY_TIMEOUT", PluginSettings.query_timeout),
+        device_timeout=_float(env, "DOCKVOLS_DEVICE_TIMEOUT", PluginSettings.device_timeout),
+        recover_on_start=env.get("DOCKVOLS_RECOVER", "1") not in ("0", "false", "no"),
+        threads=int(_float(env, "DOCKVOLS_THREADS", PluginSettings.threads)),
+    )
