@@ -29,6 +29,9 @@ class VolumeMeta:
     attach_info: dict | None = None
     disk_uuid: str = ""
     docker_name: str = ""
+    # Set once the guest has made a filesystem: until then even a read-only volume is
+    # attached writable, so its first mount can format it.
+    formatted: bool = False
     generation: int = 0
 
     @property

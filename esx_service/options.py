@@ -54,6 +54,14 @@ class VolumeOptions:
         return cls(**known)
 
 
+def format_size_mb(size_mb: float) -> str:
+    """The same units users type: 200mb, 10gb, 1.5tb."""
+    for unit in ("tb", "gb"):
+        if size_mb >= _UNITS_MB[unit]:
+            return f"{size_mb / _UNITS_MB[unit]:.1f}".rstrip("0").rstrip(".") + unit
+    return f"{size_mb:.0f}mb"
+
+
 def parse_size_mb(value: str) -> int:
     match = _SIZE.fullmatch(value.strip())
     if not match or int(match.group(1)) <= 0:

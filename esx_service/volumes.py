@@ -20,11 +20,12 @@ from .errors import (
     VolumeInUse,
     VolumeNotFound,
 )
+from .faults import fault_point
 from .locks import NamedLocks
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, match_datastore, parse_volume_name
 from .oplog import OperationGate
-from .options import MB, parse_options
+from .options import MB, format_size_mb, parse_options
 from .policy import AccessPolicy, OpenPolicy
 
 log = logging.getLogger("dockvols.volumes")
@@ -118,6 +119,7 @@ class VolumeService:
                 meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
                                   options=options, created_by=vm, docker_name=str(name))
                 self._save(loc, meta)
+                fault_point("create.metadata_written")
                 try:
                     if source is None:
                         disk_uuid = self.backend.create_disk(loc, options.size_mb,
@@ -128,7 +130,9 @@ class VolumeService:
                             self._require_detached(self._visible(source[0]), "clone")
                             disk_uuid = self.backend.clone_disk(source[0], loc,
                                                                 options.diskformat)
-                    meta = meta.evolve(status=DETACHED, disk_uuid=disk_uuid)
+                    fault_point("create.disk_written")
+                    meta = meta.evolve(status=DETACHED, disk_uuid=disk_uuid,
+                                       formatted=source is not None and source[1].formatted)
                     self._save(loc, meta)
                 except BaseException:
                     self._discard(loc)
@@ -153,8 +157,8 @@ class VolumeService:
             lambda: sum(m.options.size_mb for m in self._group_volumes(loc.datastore, loc.vmgroup)))
         if size_mb * MB > info.free_bytes:
             raise InsufficientSpace(
-                f"cannot create {loc.name}@{loc.datastore} of {size_mb}mb: datastore "
-                f"{loc.datastore} has {info.free_bytes // MB}mb free")
+                f"cannot create {loc.name}@{loc.datastore} of {format_size_mb(size_mb)}: "
+                f"datastore {loc.datastore} has {format_size_mb(info.free_bytes // MB)} free")
 
     def _group_volumes(self, datastore: str, vmgroup: str | None) -> list[VolumeMeta]:
         metas = []
@@ -187,6 +191,7 @@ class VolumeService:
                 meta = self._visible(loc)
                 self._require_detached(meta, "remove")
                 self._save(loc, meta.evolve(status=REMOVING))
+                fault_point("remove.marked")
                 self._discard(loc)
 
     def attach(self, vm: str, name: object) -> dict:
@@ -206,8 +211,9 @@ class VolumeService:
                     self.backend.detach_disk(loc, holder, meta.attach_info)
                     meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
                     self._save(loc, meta)
-                info = self.backend.attach_disk(loc, vm, meta.options.access == "read-only",
-                                                meta.options.attach_as)
+                read_only = meta.options.access == "read-only" and meta.formatted
+                info = self.backend.attach_disk(loc, vm, read_only, meta.options.attach_as)
+                fault_point("attach.disk_attached")
                 try:
                     meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info)
                     self._save(loc, meta)
@@ -215,6 +221,16 @@ class VolumeService:
                     self.backend.detach_disk(loc, vm, info)
                     raise
                 return {"volume": self.view(meta), "attach": info}
+
+    def mark_formatted(self, vm: str, name: object) -> dict:
+        with self.gate.operation("formatted", vm, str(name)):
+            _, loc = self._locate(vm, name)
+            with self._locks.hold(_key(loc)):
+                meta = self._visible(loc)
+                if not meta.formatted:
+                    meta = meta.evolve(formatted=True)
+                    self._save(loc, meta)
+                return self.view(meta)
 
     def detach(self, vm: str, name: object) -> dict:
         with self.gate.operation("detach", vm, str(name)):

@@ -18,6 +18,7 @@ class EsxClient(Protocol):
     def remove(self, name: str) -> None: ...
     def attach(self, name: str) -> dict: ...
     def detach(self, name: str) -> dict: ...
+    def mark_formatted(self, name: str) -> dict: ...
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -92,3 +93,6 @@ class HttpEsxClient:
 
     def detach(self, name: str) -> dict:
         return self.call("POST", self._vol(name, "detach"), {})["volume"]
+
+    def mark_formatted(self, name: str) -> dict:
+        return self.call("POST", self._vol(name, "formatted"), {})["volume"]

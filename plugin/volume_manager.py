@@ -188,6 +188,8 @@ class VolumeManager:
         except BaseException:
             self._detach_quietly(name)
             raise
+        if not view.get("formatted"):
+            self.client.mark_formatted(name)
 
     def _detach_quietly(self, name: str) -> None:
         try:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make run`: the whole system on this host with the embedded local backend.
+# Starts dockerd if none answers, then esx_service and the plugin in the foreground.
+# Ctrl-C stops the plugin and the service; mounted volumes stay mounted for the containers
+# that use them, and dockerd keeps running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export DOCKVOLS_SOCKET=${DOCKVOLS_SOCKET:-/run/dockvols/esx.sock}
+export DOCKVOLS_ESX_ADDRESS=${DOCKVOLS_ESX_ADDRESS:-unix://$DOCKVOLS_SOCKET}
+DRIVER=${DOCKVOLS_DRIVER_NAME:-vsphere}
+LOGDIR=${DOCKVOLS_LOG_DIR:-/var/log/dockvols}
+mkdir -p "$LOGDIR"
+
+if [ "$(id -u)" != 0 ]; then echo "make run: needs root (loop devices, mount)" >&2; exit 1; fi
+
+if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+  echo "make run: no Docker daemon answers; starting dockerd (log: $LOGDIR/dockerd.log)"
+  echo "          with ${DOCKVOLS_DOCKERD_ARGS:=--bridge=none --iptables=false}; it keeps running after Ctrl-C"
+  # shellcheck disable=SC2086
+  setsid dockerd $DOCKVOLS_DOCKERD_ARGS >"$LOGDIR/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
+  docker version --format 'make run: dockerd {{.Server.Version}} is up' \
+    || { echo "make run: dockerd did not start, see $LOGDIR/dockerd.log" >&2; exit 1; }
+fi
+if ! docker image inspect busybox >/dev/null 2>&1 && [ -x /bin/busybox ]; then
+  echo "make run: importing a busybox image from busybox-static (no Docker Hub needed)"
+  scripts/busybox-image.sh busybox:latest
+fi
+
+pids=()
+stop() {
+  echo; echo "make run: stopping plugin and esx_service (volumes in use stay mounted)"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait
+  exit 0
+}
+trap stop INT TERM
+
+$PY -m esx_service 2> >(tee -a "$LOGDIR/esx_service.log" >&2) &
+pids+=($!)
+for _ in $(seq 50); do [ -S "$DOCKVOLS_SOCKET" ] && break; sleep 0.1; done
+$PY -m plugin 2> >(tee -a "$LOGDIR/plugin.log" >&2) &
+pids+=($!)
+for _ in $(seq 50); do [ -S "/run/docker/plugins/$DRIVER.sock" ] && break; sleep 0.1; done
+cat <<MSG
+make run: dockvols is up. The driver "$DRIVER" is registered at /run/docker/plugins/$DRIVER.sock.
+  docker volume create -d $DRIVER -o size=200mb db
+  docker run --rm -v db:/data busybox sh -c 'echo hi > /data/f'
+Logs: $LOGDIR/{esx_service,plugin}.log. Ctrl-C to stop.
+MSG
+wait

@@ -1,0 +1,175 @@
+"""Fixtures for the real-parts suite: a private dockerd (--bridge=none --iptables=false, its
+own data root), a busybox image made with `docker import`, esx_service on the local backend
+and the plugin registered as the legacy driver `vsphere`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .daemons import REPO, Daemon, python_daemon, wait_for
+
+DRIVER = "vsphere"
+PLUGIN_SOCKET = f"/run/docker/plugins/{DRIVER}.sock"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(item.fspath).is_relative_to(here):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.fail("the integration suite needs root (dockerd, loop devices, mount); "
+                    "run it through `make test` as root")
+    path = Path(tempfile.mkdtemp(prefix="dv-", dir="/tmp"))  # short: unix socket paths
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Docker:
+    """The docker CLI against the suite's private dockerd."""
+
+    def __init__(self, host: str) -> None:
+        self.env = {**os.environ, "DOCKER_HOST": host}
+        self.host = host
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 180,
+                 input: str | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, input=input)
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({done.returncode}):\n"
+                                 f"{done.stdout}{done.stderr}")
+        return done
+
+    def out(self, *args: str) -> str:
+        return self(*args).stdout.strip()
+
+    def inspect_volume(self, name: str) -> dict:
+        return json.loads(self.out("volume", "inspect", name))[0]
+
+
+@pytest.fixture(scope="session")
+def dockerd(run_dir: Path) -> Iterator[Daemon]:
+    sock = run_dir / "docker.sock"
+    daemon = Daemon("dockerd", [
+        "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+        f"--data-root={run_dir / 'docker-root'}", f"--exec-root={run_dir / 'docker-exec'}",
+        f"--pidfile={run_dir / 'docker.pid'}", f"--host=unix://{sock}",
+    ], {}, run_dir / "dockerd.log", str(sock))
+    daemon.start()
+    docker = Docker(f"unix://{sock}")
+    wait_for(lambda: docker("version", check=False).returncode == 0, 60, "dockerd to answer")
+    yield daemon
+    docker("rm", "-f", *docker.out("ps", "-aq").split(), check=False)
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def docker(dockerd: Daemon, run_dir: Path) -> Docker:
+    return Docker(f"unix://{run_dir / 'docker.sock'}")
+
+
+@pytest.fixture(scope="session")
+def busybox(docker: Docker) -> str:
+    subprocess.run([str(REPO / "scripts" / "busybox-image.sh"), "busybox:latest"],
+                   env=docker.env, check=True, capture_output=True)
+    return "busybox:latest"
+
+
+@pytest.fixture(scope="session")
+def datastore(run_dir: Path) -> Path:
+    return run_dir / "datastores" / "datastore1"
+
+
+@pytest.fixture(scope="session")
+def esx(run_dir: Path, datastore: Path) -> Iterator[Daemon]:
+    sock = str(run_dir / "esx.sock")
+    daemon = python_daemon("esx_service", "esx_service", {
+        "DOCKVOLS_SOCKET": sock,
+        "DOCKVOLS_DATA_DIR": str(run_dir / "data"),
+        "DOCKVOLS_DATASTORES": f"datastore1={datastore},datastore2={run_dir / 'ds2'}",
+        "DOCKVOLS_DEFAULT_DATASTORE": "datastore1",
+        "DOCKVOLS_VM_NAME": "test-vm",
+        "DOCKVOLS_LOG_LEVEL": "DEBUG",
+        "DOCKVOLS_CONFIG": "",
+    }, run_dir / "esx_service.log", sock)
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def mount_root(run_dir: Path) -> Path:
+    return run_dir / "mnt"
+
+
+@pytest.fixture(scope="session")
+def plugin(run_dir: Path, esx: Daemon, docker: Docker, mount_root: Path) -> Iterator[Daemon]:
+    if os.path.exists(PLUGIN_SOCKET):
+        probe = subprocess.run(["curl", "-s", "-m", "2", "--unix-socket", PLUGIN_SOCKET, "-X",
+                                "POST", "http://p/Plugin.Activate"], capture_output=True)
+        if probe.returncode == 0:
+            pytest.fail(f"another plugin already serves {PLUGIN_SOCKET}; stop it (make run?) "
+                        "before running the integration suite")
+    daemon = python_daemon("plugin", "plugin", {
+        "DOCKVOLS_DRIVER_NAME": DRIVER,
+        "DOCKVOLS_ESX_ADDRESS": f"unix://{run_dir / 'esx.sock'}",
+        "DOCKVOLS_MOUNT_ROOT": str(mount_root),
+        "DOCKVOLS_STATE_DIR": str(run_dir / "plugin-state"),
+        "DOCKER_HOST": docker.host,
+        "DOCKVOLS_LOG_LEVEL": "DEBUG",
+    }, run_dir / "plugin.log", PLUGIN_SOCKET)
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def mounts_under(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+def loops_on(root: Path) -> list[str]:
+    out = subprocess.run(["losetup", "--noheadings", "-O", "NAME,BACK-FILE", "--list"],
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(root) in line]
+
+
+@pytest.fixture
+def dv(docker: Docker, busybox: str, plugin: Daemon, esx: Daemon, mount_root: Path,
+       run_dir: Path) -> Iterator[Docker]:
+    """The docker CLI with dockvols up; afterwards every container and volume is removed and
+    nothing may be left mounted or attached."""
+    for daemon in (esx, plugin):
+        if not daemon.running:
+            daemon.start()
+    yield docker
+    containers = docker.out("ps", "-aq").split()
+    if containers:
+        docker("rm", "-f", *containers)
+    for name in docker.out("volume", "ls", "-q", "--filter", f"driver={DRIVER}").split():
+        docker("volume", "rm", "-f", name, check=False)
+    leaked_mounts = mounts_under(mount_root)
+    leaked_loops = loops_on(run_dir)
+    assert not leaked_mounts, f"mounts leaked: {leaked_mounts}"
+    assert not leaked_loops, f"loop devices leaked: {leaked_loops}"
+
+
+def make_volume(dv: Docker, name: str, *opts: str) -> None:
+    args = ["volume", "create", "-d", DRIVER]
+    for opt in opts:
+        args += ["-o", opt]
+    dv(*args, name)

@@ -1,0 +1,120 @@
+"""Restarts and crashes of the plugin and esx_service lose nothing and leak nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import Docker, loops_on, make_volume, mounts_under
+from .daemons import Daemon, wait_for
+
+
+def plugin_log_has(plugin: Daemon, text: str) -> bool:
+    return text in plugin.log_path.read_text(errors="replace")
+
+
+def restart_plugin_and_wait_for_recovery(plugin: Daemon) -> None:
+    marker_count = plugin.log_path.read_text(errors="replace").count("recovery done")
+    plugin.start()
+    wait_for(lambda: plugin.log_path.read_text(errors="replace").count("recovery done")
+             > marker_count, 60, "plugin recovery to finish")
+
+
+def test_plugin_kill9_and_restart_keeps_running_containers_volume(
+        dv: Docker, plugin: Daemon, mount_root: Path, run_dir: Path) -> None:
+    make_volume(dv, "survivor")
+    dv("run", "-d", "--name", "svc", "-v", "survivor:/data", "busybox", "sh", "-c",
+       "echo before > /data/f; sleep 300")
+    plugin.kill9()
+    restart_plugin_and_wait_for_recovery(plugin)
+    assert mounts_under(mount_root) == [str(mount_root / "survivor@datastore1")]
+    assert dv.out("exec", "svc", "cat", "/data/f") == "before"
+    dv("exec", "svc", "sh", "-c", "echo after > /data/g")
+    dv("stop", "-t", "1", "svc")
+    assert mounts_under(mount_root) == []  # the last user stopped: unmounted
+    assert loops_on(run_dir) == []  # and detached
+    dv("rm", "svc")
+    assert dv.out("run", "--rm", "-v", "survivor:/data", "busybox", "cat", "/data/g") == "after"
+
+
+def test_plugin_restart_unmounts_volumes_no_container_uses(
+        dv: Docker, plugin: Daemon, mount_root: Path, run_dir: Path) -> None:
+    make_volume(dv, "orphaned")
+    dv("run", "-d", "--name", "gone", "-v", "orphaned:/data", "busybox", "sleep", "300")
+    plugin.kill9()
+    dv("rm", "-f", "gone")  # its Unmount cannot reach the dead plugin
+    assert mounts_under(mount_root) == [str(mount_root / "orphaned@datastore1")]
+    restart_plugin_and_wait_for_recovery(plugin)
+    assert mounts_under(mount_root) == []
+    assert loops_on(run_dir) == []
+    dv("volume", "rm", "orphaned")
+
+
+def test_esx_service_restart_keeps_every_volume(dv: Docker, esx: Daemon) -> None:
+    for name in ("keep1", "keep2", "keep3@datastore2"):
+        make_volume(dv, name)
+    dv("run", "--rm", "-v", "keep1:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+    esx.restart()
+    names = dv.out("volume", "ls", "-q").split()
+    assert {"keep1", "keep2", "keep3@datastore2"} <= set(names)
+    assert dv.out("run", "--rm", "-v", "keep1:/data", "busybox", "cat", "/data/f") == "kept"
+
+
+def test_esx_service_restart_while_a_volume_is_mounted(dv: Docker, esx: Daemon) -> None:
+    make_volume(dv, "live")
+    dv("run", "-d", "--name", "writer", "-v", "live:/data", "busybox", "sleep", "300")
+    esx.restart()
+    assert dv.inspect_volume("live")["Status"]["attached to VM"] == "test-vm"
+    dv("exec", "writer", "sh", "-c", "echo still > /data/f")
+    dv("rm", "-f", "writer")
+    assert dv.inspect_volume("live")["Status"]["attached to VM"] == "detached"
+
+
+def test_volumes_stay_listed_while_esx_service_is_down(dv: Docker, esx: Daemon) -> None:
+    make_volume(dv, "cached")
+    dv.inspect_volume("cached")
+    esx.stop()
+    try:
+        assert "cached" in dv.out("volume", "ls", "-q").split()
+        assert "stale" in dv.inspect_volume("cached")["Status"]
+    finally:
+        esx.start()
+
+
+def test_service_killed_mid_create_leaves_no_half_volume(
+        dv: Docker, esx: Daemon, datastore: Path) -> None:
+    for point in ("create.metadata_written", "create.disk_written"):
+        esx.restart({"DOCKVOLS_FAULT_POINTS": point})
+        failed = dv("volume", "create", "-d", "vsphere", "half", check=False)
+        assert failed.returncode != 0
+        wait_for(lambda: not esx.running, 10, "esx_service to die at the fault point")
+        esx.start()
+        assert "half" not in dv.out("volume", "ls", "-q").split()
+        assert not list((datastore / "dockvols" / "_DEFAULT").glob("half*"))
+        make_volume(dv, "half")  # a retry succeeds
+        dv("volume", "rm", "half")
+
+
+def test_service_killed_mid_remove_finishes_the_remove(
+        dv: Docker, esx: Daemon, datastore: Path) -> None:
+    make_volume(dv, "goner")
+    esx.restart({"DOCKVOLS_FAULT_POINTS": "remove.marked"})
+    assert dv("volume", "rm", "goner", check=False).returncode != 0
+    wait_for(lambda: not esx.running, 10, "esx_service to die at the fault point")
+    esx.start()
+    assert not list((datastore / "dockvols" / "_DEFAULT").glob("goner*"))
+    assert "goner" not in dv.out("volume", "ls", "-q").split()
+
+
+def test_service_killed_after_attach_releases_the_loop_device(
+        dv: Docker, esx: Daemon, run_dir: Path) -> None:
+    make_volume(dv, "halfattached")
+    esx.restart({"DOCKVOLS_FAULT_POINTS": "attach.disk_attached"})
+    failed = dv("run", "--rm", "-v", "halfattached:/data", "busybox", "true", check=False)
+    assert failed.returncode != 0
+    wait_for(lambda: not esx.running, 10, "esx_service to die at the fault point")
+    esx.start()
+    assert loops_on(run_dir) == []
+    meta = json.loads((run_dir / "datastores/datastore1/dockvols/_DEFAULT/halfattached.json")
+                      .read_text())
+    assert meta["status"] == "detached"
