@@ -56,6 +56,8 @@ def serve(settings: PluginSettings) -> None:
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("loglevel", settings.log_level.lower())
             self.cfg.set("accesslog", None)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn 23+
+                self.cfg.set("control_socket_disable", True)  # one per host would clash
 
         def load(self) -> Flask:  # runs in the worker, after the fork
             _setup_logging(settings.log_level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import Docker, loops_on, make_volume, mounts_under
+from .conftest import DRIVER, Docker, loops_on, make_volume, mounts_under
 from .daemons import Daemon, wait_for
 
 
@@ -85,7 +85,7 @@ def test_service_killed_mid_create_leaves_no_half_volume(
         dv: Docker, esx: Daemon, datastore: Path) -> None:
     for point in ("create.metadata_written", "create.disk_written"):
         esx.restart({"DOCKVOLS_FAULT_POINTS": point})
-        failed = dv("volume", "create", "-d", "vsphere", "half", check=False)
+        failed = dv("volume", "create", "-d", DRIVER, "half", check=False)
         assert failed.returncode != 0
         wait_for(lambda: not esx.running, 10, "esx_service to die at the fault point")
         esx.start()
