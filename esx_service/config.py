@@ -26,6 +26,10 @@ _SOURCES = {
     "log_level": ("service", "log_level", "DOCKVOLS_LOG_LEVEL"),
     "log_file": ("service", "log_file", "DOCKVOLS_LOG_FILE"),
     "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
+    "tls_listen": ("tls", "listen", "DOCKVOLS_TLS_LISTEN"),
+    "tls_cert": ("tls", "cert_file", "DOCKVOLS_TLS_CERT"),
+    "tls_key": ("tls", "key_file", "DOCKVOLS_TLS_KEY"),
+    "tls_client_ca": ("tls", "client_ca_file", "DOCKVOLS_TLS_CLIENT_CA"),
     "vsphere_host": ("vsphere", "host", "DOCKVOLS_VSPHERE_HOST"),
     "vsphere_port": ("vsphere", "port", "DOCKVOLS_VSPHERE_PORT"),
     "vsphere_user": ("vsphere", "user", "DOCKVOLS_VSPHERE_USER"),
@@ -50,6 +54,17 @@ class VsphereSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """The VM-facing TCP listener with mutual TLS; the client certificate's CN is the VM."""
+
+    host: str
+    port: int
+    cert_file: str
+    key_file: str
+    client_ca_file: str
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     backend: str = "local"
     data_dir: str = "/var/lib/dockvols"
@@ -61,6 +76,7 @@ class ServiceConfig:
     log_file: str | None = None
     datastores: tuple[tuple[str, str], ...] = ()
     vsphere: VsphereSettings = field(default_factory=VsphereSettings)
+    tls: TlsSettings | None = None
     source: str = "defaults"
 
     @property
@@ -146,4 +162,24 @@ def _build(raw: dict[str, str], source: str) -> ServiceConfig:
         vs["datastores"] = tuple(d.strip() for d in raw["vsphere_datastores"].split(",")
                                  if d.strip())
     kwargs["vsphere"] = VsphereSettings(**vs)
+    if raw.get("tls_listen"):
+        kwargs["tls"] = _tls(raw)
     return ServiceConfig(**kwargs)
+
+
+def _tls(raw: dict[str, str]) -> TlsSettings:
+    host, sep, port = raw["tls_listen"].strip().rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"invalid tls listen {raw['tls_listen']!r}: expected HOST:PORT, "
+                          "e.g. 127.0.0.1:9443")
+    files = {}
+    for key in ("tls_cert", "tls_key", "tls_client_ca"):
+        path = (raw.get(key) or "").strip()
+        if not path:
+            raise ConfigError(f"tls listen is set but {key} is not: mutual TLS needs a "
+                              "certificate, its key and the CA that signs client certificates")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{key} {path!r} does not exist")
+        files[key] = path
+    return TlsSettings(host.strip("[]"), int(port), files["tls_cert"], files["tls_key"],
+                       files["tls_client_ca"])

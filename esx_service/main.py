@@ -15,7 +15,7 @@ from .api import Api
 from .backends.base import Backend
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
-from .server import UnixApiServer
+from .server import TlsApiServer, UnixApiServer, server_tls_context
 from .volumes import VolumeService
 
 log = logging.getLogger("dockvols.main")
@@ -69,8 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         api = Api(service)
         servers = [UnixApiServer(config.socket, api, config.vm_name)]
         servers += [UnixApiServer(path, api, vm) for path, vm in config.extra_vm_sockets]
+        if config.tls:
+            context = server_tls_context(config.tls.cert_file, config.tls.key_file,
+                                         config.tls.client_ca_file)
+            servers.append(TlsApiServer((config.tls.host, config.tls.port), api, context))
     except DockvolsError as exc:
         log.error("cannot start: %s", exc.message)
+        return 1
+    except (OSError, ValueError) as exc:  # a socket in use, an unreadable certificate
+        log.error("cannot start: %s", exc)
         return 1
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s config=%s",
              __version__, backend.name, ",".join(d.name for d in backend.datastores()),
-             config.vm_name, ",".join(str(s.server_address) for s in servers), config.source)
+             config.vm_name, ",".join(s.describe() for s in servers), config.source)
     stop.wait()
     log.info("stopping: letting in-flight operations finish (up to %.0fs)", DRAIN_SECONDS)
     drained = service.gate.drain(DRAIN_SECONDS)

@@ -1,4 +1,10 @@
-"""Transports: HTTP over unix sockets, each socket bound to one caller VM identity."""
+"""Transports. Each decides who the caller is; the API never reads identity from a request.
+
+- ``UnixApiServer``: HTTP on a unix socket bound to one VM identity (same-host callers).
+- ``TlsApiServer``: HTTPS on TCP with mutual TLS; the client certificate's common name is
+  the VM. A connection without a certificate signed by the configured CA never reaches the
+  API.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +13,42 @@ import logging
 import os
 import socket
 import socketserver
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
-from .api import MAX_BODY, Api
+from .api import MAX_BODY
 
 log = logging.getLogger("dockvols.server")
+HANDSHAKE_TIMEOUT = 10.0
+IDLE_TIMEOUT = 120.0
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: UnixApiServer
+class Handler(Protocol):
+    def handle(self, method: str, path: str, body: bytes, vm: str) -> tuple[int, dict]: ...
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _ApiServerMixin  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT  # a silent client never holds a thread for ever
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
+        vm = self.server.caller_vm(self.connection)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            declared = self.headers.get("Content-Length")
             status, reply = 413, {"error": {"code": "BadRequest", "message":
-                                            f"request body of {length} bytes is over the "
-                                            f"{MAX_BODY} byte limit"}}
+                                            f"request body length {declared!r} is invalid "
+                                            f"or over the {MAX_BODY} byte limit"}}
             self.close_connection = True
         else:
             body = self.rfile.read(length) if length else b""
-            status, reply = self.server.api.handle(self.command, self.path, body,
-                                                   self.server.vm_name)
+            status, reply = self.server.api.handle(self.command, self.path, body, vm)
         data = json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -40,34 +59,24 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PUT = _serve
 
     def address_string(self) -> str:
-        return f"vm:{self.server.vm_name}"
+        return self.server.describe()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class UnixApiServer(ThreadingHTTPServer):
-    """An HTTP server on a unix socket whose every caller is the VM ``vm_name``."""
-
-    address_family = socket.AF_UNIX
+class _ApiServerMixin(ThreadingHTTPServer):
     daemon_threads = True
+    api: Handler
 
-    def __init__(self, path: str, api: Api, vm_name: str, mode: int = 0o660) -> None:
-        self.api = api
-        self.vm_name = vm_name
-        self._mode = mode
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if os.path.exists(path):
-            os.unlink(path)  # a stale socket from a previous run
-        super().__init__(path, _Handler)  # type: ignore[arg-type]
+    def caller_vm(self, connection: socket.socket) -> str:
+        raise NotImplementedError
 
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        os.chmod(self.server_address, self._mode)  # type: ignore[arg-type]
-        self.server_name, self.server_port = "localhost", 0
+    def describe(self) -> str:
+        return str(self.server_address)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name=f"api:{self.server_address}",
+        thread = threading.Thread(target=self.serve_forever, name=f"api:{self.describe()}",
                                   daemon=True)
         thread.start()
         return thread
@@ -75,7 +84,93 @@ class UnixApiServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+class UnixApiServer(_ApiServerMixin):
+    """An HTTP server on a unix socket whose every caller is the VM ``vm_name``."""
+
+    address_family = socket.AF_UNIX
+
+    def __init__(self, path: str, api: Handler, vm_name: str, mode: int = 0o660) -> None:
+        self.api = api
+        self.vm_name = vm_name
+        self._mode = mode
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)  # a stale socket from a previous run
+        super().__init__(path, _RequestHandler)  # type: ignore[arg-type]
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        os.chmod(self.server_address, self._mode)  # type: ignore[arg-type]
+        self.server_name, self.server_port = "localhost", 0
+
+    def caller_vm(self, connection: socket.socket) -> str:
+        return self.vm_name
+
+    def describe(self) -> str:
+        return f"unix:{self.server_address} vm={self.vm_name}"
+
+    def stop(self) -> None:
+        super().stop()
         try:
             os.unlink(self.server_address)  # type: ignore[arg-type]
         except FileNotFoundError:
             pass
+
+
+def server_tls_context(cert_file: str, key_file: str, client_ca_file: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    context.load_verify_locations(client_ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def common_name(cert: dict | None) -> str | None:
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+class TlsApiServer(_ApiServerMixin):
+    """HTTPS with mutual TLS on TCP; the handshake runs in the request thread, so a slow
+    or hostile client cannot stall the accept loop."""
+
+    def __init__(self, address: tuple[str, int], api: Handler,
+                 context: ssl.SSLContext) -> None:
+        self.api = api
+        self._context = context
+        super().__init__(address, _RequestHandler)  # type: ignore[arg-type]
+
+    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            tls = self._context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS handshake from %s refused: %s", client_address[0], exc)
+            return
+        if common_name(tls.getpeercert()) is None:
+            log.warning("TLS client %s has no common name: refused", client_address[0])
+            tls.close()
+            return
+        tls.settimeout(IDLE_TIMEOUT)
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def caller_vm(self, connection: socket.socket) -> str:
+        name = common_name(connection.getpeercert())  # type: ignore[attr-defined]
+        assert name is not None  # checked at handshake
+        return name
+
+    def describe(self) -> str:
+        host, port = self.server_address[:2]
+        return f"tls:{host}:{port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from typing import Protocol
 from urllib.parse import quote
 
@@ -33,17 +34,28 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def client_tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
+    """Mutual TLS: our certificate names this VM; the service's must chain to ``ca_file``."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class HttpEsxClient:
     """One connection per request: calls are few and long, and this keeps threads apart."""
 
-    def __init__(self, address: str, timeout: float = 100.0) -> None:
+    def __init__(self, address: str, timeout: float = 100.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.tls = tls
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.address.startswith("unix://"):
             return _UnixConnection(self.address[len("unix://"):], timeout)
         host = self.address.split("://", 1)[1].rstrip("/")
+        if self.address.startswith("https://"):
+            return http.client.HTTPSConnection(host, timeout=timeout, context=self.tls)
         return http.client.HTTPConnection(host, timeout=timeout)
 
     def call(self, method: str, path: str, body: dict | None = None,

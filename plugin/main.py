@@ -13,7 +13,7 @@ from flask import Flask
 from . import __version__
 from .app import create_app
 from .devices import AttachedDeviceFinder
-from .esx_client import HttpEsxClient
+from .esx_client import HttpEsxClient, client_tls_context
 from .filesystem import SystemMounter
 from .recovery import DockerUsers, start_recovery
 from .refcounts import RefCounts
@@ -25,8 +25,11 @@ log = logging.getLogger("dockvols.plugin.main")
 
 
 def build_app(settings: PluginSettings) -> Flask:
+    tls = None
+    if settings.tls_cert and settings.tls_key and settings.tls_ca:
+        tls = client_tls_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     manager = VolumeManager(
-        client=HttpEsxClient(settings.esx_address, timeout=settings.esx_timeout),
+        client=HttpEsxClient(settings.esx_address, timeout=settings.esx_timeout, tls=tls),
         mounter=SystemMounter(),
         devices=AttachedDeviceFinder(timeout=settings.device_timeout),
         refs=RefCounts(os.path.join(settings.state_dir, "refcounts.json")),

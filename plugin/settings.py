@@ -26,6 +26,9 @@ class PluginSettings:
     query_timeout: float = 10.0
     device_timeout: float = 30.0
     recover_on_start: bool = True
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     threads: int = 32
 
 
@@ -51,9 +54,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"invalid DOCKVOLS_LOG_LEVEL {level!r}: DEBUG, INFO, WARNING, ERROR")
     address = env.get("DOCKVOLS_ESX_ADDRESS", PluginSettings.esx_address)
-    if not address.startswith(("unix://", "http://")):
+    if not address.startswith(("unix://", "http://", "https://")):
         raise SettingsError(f"invalid DOCKVOLS_ESX_ADDRESS {address!r}: "
-                            "use unix:///path/to.sock or http://host:port")
+                            "use unix:///path/to.sock or https://host:port")
+    tls = {k: env.get(f"DOCKVOLS_ESX_TLS_{k.upper()}") or None for k in ("cert", "key", "ca")}
+    if address.startswith("https://") and not all(tls.values()):
+        raise SettingsError("an https DOCKVOLS_ESX_ADDRESS needs DOCKVOLS_ESX_TLS_CERT, "
+                            "DOCKVOLS_ESX_TLS_KEY and DOCKVOLS_ESX_TLS_CA (mutual TLS)")
     return PluginSettings(
         driver_name=name,
         socket_path=env.get("DOCKVOLS_PLUGIN_SOCKET", f"/run/docker/plugins/{name}.sock"),
@@ -67,4 +74,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
         device_timeout=_float(env, "DOCKVOLS_DEVICE_TIMEOUT", PluginSettings.device_timeout),
         recover_on_start=env.get("DOCKVOLS_RECOVER", "1") not in ("0", "false", "no"),
         threads=int(_float(env, "DOCKVOLS_THREADS", PluginSettings.threads)),
+        tls_cert=tls["cert"], tls_key=tls["key"], tls_ca=tls["ca"],
     )
