@@ -15,7 +15,7 @@ from .api import Api
 from .backends.base import Backend
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
-from .server import TlsApiServer, UnixApiServer, server_tls_context
+from .server import ApiServer, TlsApiServer, UnixApiServer, server_tls_context
 from .volumes import VolumeService
 
 log = logging.getLogger("dockvols.main")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         service = VolumeService(backend, config.default_datastore)
         service.recover()
         api = Api(service)
-        servers = [UnixApiServer(config.socket, api, config.vm_name)]
+        servers: list[ApiServer] = [UnixApiServer(config.socket, api, config.vm_name)]
         servers += [UnixApiServer(path, api, vm) for path, vm in config.extra_vm_sockets]
         if config.tls:
             context = server_tls_context(config.tls.cert_file, config.tls.key_file,

@@ -30,7 +30,7 @@ class Handler(Protocol):
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
-    server: _ApiServerMixin  # type: ignore[assignment]
+    server: ApiServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT  # a silent client never holds a thread for ever
 
@@ -65,7 +65,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class _ApiServerMixin(ThreadingHTTPServer):
+class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     api: Handler
 
@@ -86,7 +86,7 @@ class _ApiServerMixin(ThreadingHTTPServer):
         self.server_close()
 
 
-class UnixApiServer(_ApiServerMixin):
+class UnixApiServer(ApiServer):
     """An HTTP server on a unix socket whose every caller is the VM ``vm_name``."""
 
     address_family = socket.AF_UNIX
@@ -136,7 +136,7 @@ def common_name(cert: dict | None) -> str | None:
     return None
 
 
-class TlsApiServer(_ApiServerMixin):
+class TlsApiServer(ApiServer):
     """HTTPS with mutual TLS on TCP; the handshake runs in the request thread, so a slow
     or hostile client cannot stall the accept loop."""
 
@@ -159,7 +159,7 @@ class TlsApiServer(_ApiServerMixin):
             return
         tls.settimeout(IDLE_TIMEOUT)
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
         finally:
             try:
                 tls.close()
@@ -173,4 +173,4 @@ class TlsApiServer(_ApiServerMixin):
 
     def describe(self) -> str:
         host, port = self.server_address[:2]
-        return f"tls:{host}:{port}"
+        return f"tls:{host!s}:{port}"
