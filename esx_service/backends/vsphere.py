@@ -1,0 +1,363 @@
+"""The vsphere backend: VMDKs on vSphere datastores through pyVmomi (ESXi or vCenter).
+
+Disks: VirtualDiskManager create/copy/delete. Attach/detach: ReconfigVM_Task on the calling
+VM, PVSCSI controllers only, serialised per VM. Metadata: ``<name>.json`` beside the disk,
+through ``esx_service.vsphere.datastore_files``. Storage policies: PBM (vCenter).
+
+vcsim (the test peer) does not refuse a disk attached twice or unit 7, so both rules are
+enforced here rather than left to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+from pyVmomi import pbm, vim, vmodl
+
+from ..config import VsphereSettings
+from ..errors import BackendError, InvalidOption, VolumeInUse
+from ..locks import NamedLocks
+from ..vsphere import devices
+from ..vsphere.datastore_files import DatastoreFiles, HttpDatastoreFiles, LocalDatastoreFiles
+from ..vsphere.faults import translate
+from ..vsphere.inventory import Inventory, VmRef
+from ..vsphere.paths import ds_path
+from ..vsphere.session import RoundTrips, VsphereSession
+from .base import DatastoreInfo, DiskLocation
+
+log = logging.getLogger("dockvols.vsphere")
+
+# docker volume create -o diskformat=...  ->  VirtualDiskManager disk types
+DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated",
+              "eagerzeroedthick": "eagerZeroedThick"}
+# The descriptor's adapter type; any controller (PVSCSI included) can use such a disk.
+ADAPTER_TYPE = "lsiLogic"
+POLICY_TTL = 60.0  # storage policies change rarely; an unknown name refreshes at once
+ESXI_VOLUMES = "/vmfs/volumes"
+# What a server answers for an argument it does not support (vcsim's vCenter model for a
+# CopyVirtualDisk destination spec).
+NOT_SUPPORTED = (vmodl.fault.NotImplemented, vmodl.fault.NotSupported)
+
+
+class VsphereBackend:
+    name = "vsphere"
+
+    def __init__(self, session: VsphereSession, datacenter: str | None = None,
+                 datastores: tuple[str, ...] = (), bound_vm: str | None = None,
+                 metadata_access: str = "auto", datastore_ttl: float = 5.0) -> None:
+        if metadata_access not in ("auto", "http", "local"):
+            raise ValueError(f"metadata_access must be auto, http or local: {metadata_access}")
+        self.session = session
+        self.inventory = Inventory(session, datacenter, datastores, ttl=datastore_ttl)
+        self.bound_vm = bound_vm  # the VM the local socket serves: the default caller
+        self._metadata_access = metadata_access
+        self._files: DatastoreFiles | None = None
+        self._vm_locks = NamedLocks()
+        self._policies: tuple[float, dict[str, str]] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: VsphereSettings, bound_vm: str | None = None,
+                      **kwargs: Any) -> VsphereBackend:
+        session = VsphereSession(settings.host, settings.port, settings.user,
+                                 settings.password, settings.insecure, settings.ca_file)
+        return cls(session, settings.datacenter, settings.datastores, bound_vm=bound_vm,
+                   **kwargs)
+
+    @property
+    def round_trips(self) -> RoundTrips:
+        return self.session.round_trips
+
+    def close(self) -> None:
+        self.session.logout()
+
+    def __enter__(self) -> VsphereBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- datastores -------------------------------------------------------------------
+    def datastores(self) -> list[DatastoreInfo]:
+        return [DatastoreInfo(name=d.name, type=d.type, capacity_bytes=d.capacity_bytes,
+                              free_bytes=d.free_bytes, url=d.url)
+                for d in self.inventory.datastores() if d.accessible]
+
+    def default_datastore(self, vm: str) -> str | None:
+        found = self.inventory.vm(vm or self.bound_vm or "")
+        return found.home_datastore if found else None
+
+    # -- metadata ---------------------------------------------------------------------
+    @property
+    def files(self) -> DatastoreFiles:
+        if self._files is None:
+            local = self._metadata_access == "local" or (
+                self._metadata_access == "auto" and os.path.isdir(ESXI_VOLUMES))
+            if local:  # on the ESXi host: datastores are mounted, summary.url says where
+                self._files = LocalDatastoreFiles(
+                    lambda ds: self.inventory.datastore(ds).url.removeprefix("ds://"))
+            else:
+                dc, dc_path = self.inventory.datacenter()
+                self._files = HttpDatastoreFiles(
+                    self.session, dc, dc_path, lambda ds: self.inventory.datastore(ds).browser)
+        return self._files
+
+    def list_metadata(self, datastore: str) -> list[dict]:
+        name = self.inventory.datastore(datastore).name
+        found = []
+        for path in self.files.find(name, "dockvols", "*.json"):
+            parts = path.split("/")
+            # only dockvols/<vmgroup>/<name>.json; never temporary or hidden files
+            if len(parts) == 3 and not parts[2].startswith("."):
+                data = self._parse(name, path, self.files.read(name, path))
+                if data is not None:
+                    found.append(data)
+        return found
+
+    def read_metadata(self, loc: DiskLocation) -> dict | None:
+        name = self.inventory.datastore(loc.datastore).name
+        return self._parse(name, loc.metadata_path, self.files.read(name, loc.metadata_path))
+
+    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+        body = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
+        self.files.write(self.inventory.datastore(loc.datastore).name, loc.metadata_path, body)
+
+    def delete_metadata(self, loc: DiskLocation) -> None:
+        self.files.delete(self.inventory.datastore(loc.datastore).name, loc.metadata_path)
+
+    @staticmethod
+    def _parse(datastore: str, path: str, raw: bytes | None) -> dict | None:
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise BackendError(f"unreadable metadata [{datastore}] {path}: {exc}") from exc
+        return data if isinstance(data, dict) else None
+
+    # -- disks ------------------------------------------------------------------------
+    def _disk_path(self, loc: DiskLocation) -> str:
+        return ds_path(self.inventory.datastore(loc.datastore).name, loc.descriptor_path)
+
+    def _run_task(self, start: Any, what: str) -> Any:
+        try:
+            return self.session.wait(self.session.invoke(start), what)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+
+    def _make_folder(self, loc: DiskLocation) -> None:
+        fm = self.session.file_manager
+        dc, _ = self.inventory.datacenter()
+        folder = ds_path(self.inventory.datastore(loc.datastore).name, loc.folder)
+        try:
+            self.session.invoke(lambda: fm.MakeDirectory(
+                name=folder, datacenter=dc, createParentDirectories=True))
+        except vim.fault.FileAlreadyExists:
+            pass
+        except vim.fault.VimFault as exc:
+            raise translate(exc, f"creating folder {folder}") from exc
+
+    def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
+                    policy: str | None) -> str:
+        path = self._disk_path(loc)
+        if diskformat not in DISK_TYPES:
+            raise InvalidOption(f"invalid diskformat {diskformat!r}: allowed are "
+                                f"{', '.join(DISK_TYPES)}")
+        profile_id = self.policy_id(policy) if policy else None  # refuse before creating
+        self._make_folder(loc)
+        spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
+            diskType=DISK_TYPES[diskformat], adapterType=ADAPTER_TYPE, capacityKb=size_mb * 1024)
+        if profile_id:
+            spec.profile = [vim.vm.DefinedProfileSpec(profileId=profile_id)]
+        vdm = self.session.disk_manager
+        dc, _ = self.inventory.datacenter()
+        self._run_task(lambda: vdm.CreateVirtualDisk_Task(name=path, datacenter=dc, spec=spec),
+                       f"creating disk {path}")
+        # ESX gives every new disk a unique UUID of its own: read it rather than set one.
+        return self._query_uuid(path)
+
+    def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:
+        source, target = self._disk_path(src), self._disk_path(dst)
+        vdm = self.session.disk_manager
+        dc, _ = self.inventory.datacenter()
+        self._make_folder(dst)
+        spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
+            diskType=DISK_TYPES[diskformat], adapterType=ADAPTER_TYPE)
+        what = f"copying disk {source} to {target}"
+        try:
+            self.session.wait(self.session.invoke(lambda: vdm.CopyVirtualDisk_Task(
+                sourceName=source, sourceDatacenter=dc, destName=target, destDatacenter=dc,
+                destSpec=spec, force=False)), what)
+        except NOT_SUPPORTED:
+            # vCenter (and vcsim's vCenter model) may refuse a destination spec: copy as is.
+            log.warning("%s: the server refused a disk format for the copy; copying with the "
+                        "server's default format instead of %s", what, diskformat)
+            self._run_task(lambda: vdm.CopyVirtualDisk_Task(
+                sourceName=source, sourceDatacenter=dc, destName=target, destDatacenter=dc,
+                force=False), what)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+        # A copy carries its source's UUID: give it its own so the guest's WWNs stay unique.
+        new_uuid = "6000c29" + uuid.uuid4().hex[7:]
+        try:
+            self.session.invoke(lambda: vdm.SetVirtualDiskUuid(
+                name=target, datacenter=dc, uuid=devices.vmware_uuid_form(new_uuid)))
+        except vim.fault.VimFault as exc:
+            raise translate(exc, f"setting the UUID of {target}") from exc
+        return self._query_uuid(target)  # what the disk really says (vcsim ignores the set)
+
+    def _query_uuid(self, path: str) -> str:
+        vdm = self.session.disk_manager
+        dc, _ = self.inventory.datacenter()
+        try:
+            raw = self.session.invoke(lambda: vdm.QueryVirtualDiskUuid(name=path, datacenter=dc))
+        except vim.fault.VimFault as exc:
+            raise translate(exc, f"reading the UUID of {path}") from exc
+        return devices.normalise_uuid(raw)
+
+    def delete_disk(self, loc: DiskLocation) -> None:
+        path = self._disk_path(loc)
+        vdm = self.session.disk_manager
+        dc, _ = self.inventory.datacenter()
+        what = f"deleting disk {path}"
+        try:
+            self.session.wait(self.session.invoke(
+                lambda: vdm.DeleteVirtualDisk_Task(name=path, datacenter=dc)), what)
+        except vim.fault.FileNotFound:
+            pass  # already gone: delete is idempotent
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+
+    def disk_allocated_bytes(self, loc: DiskLocation) -> int:
+        ds = self.inventory.datastore(loc.datastore)
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            matchPattern=[f"{loc.name}.vmdk", f"{loc.name}-*.vmdk"],
+            details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True, fileType=True))
+        what = f"sizing disk {loc.descriptor_path} on {ds.name}"
+        try:
+            result = self.session.wait(self.session.invoke(
+                lambda: ds.browser.SearchDatastore_Task(
+                    datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
+        except vim.fault.FileNotFound:
+            return 0
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+        return sum(f.fileSize or 0 for f in (result.file or [])) if result else 0
+
+    # -- storage policies -------------------------------------------------------------
+    def policies(self, fresh: bool = False) -> dict[str, str]:
+        """Storage policy name -> profile id (PBM, vCenter only), cached for a minute."""
+        cached = self._policies
+        if not fresh and cached is not None and time.monotonic() - cached[0] < POLICY_TTL:
+            return cached[1]
+
+        def query() -> dict[str, str]:
+            manager = self.session.pbm_content().profileManager
+            ids = manager.PbmQueryProfile(
+                resourceType=pbm.profile.ResourceType(resourceType="STORAGE"),
+                profileCategory="REQUIREMENT")
+            return {p.name: p.profileId.uniqueId
+                    for p in (manager.PbmRetrieveContent(profileIds=ids) if ids else [])}
+        try:
+            found = self.session.invoke(query)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, "listing storage policies") from exc
+        self._policies = (time.monotonic(), found)
+        return found
+
+    def policy_id(self, name: str) -> str:
+        for fresh in (False, True):
+            known = self.policies(fresh)
+            match = known.get(name) or next(
+                (pid for pname, pid in known.items() if pname.lower() == name.lower()), None)
+            if match:
+                return match
+        raise InvalidOption(f"unknown vsan-policy-name {name!r}; known storage policies: "
+                            f"{', '.join(sorted(known)) or 'none'}")
+
+    # -- attach -----------------------------------------------------------------------
+    def _require_vm(self, vm: str) -> VmRef:
+        found = self.inventory.vm(vm)
+        if found is None:
+            raise BackendError(f"VM {vm!r} not found at {self.session.endpoint} (looked for a "
+                               "VM of that name or BIOS UUID)")
+        return found
+
+    def _devices(self, vm: VmRef) -> list[Any]:
+        try:
+            props = self.session.retrieve_one(vm.ref, ["config.hardware.device"])
+        except vim.fault.VimFault as exc:
+            raise translate(exc, f"reading the devices of VM {vm.name}") from exc
+        return list(props.get("config.hardware.device") or [])
+
+    def _reconfigure(self, vm: VmRef, changes: list[Any], what: str) -> None:
+        spec = vim.vm.ConfigSpec(deviceChange=changes)
+        self._run_task(lambda: vm.ref.ReconfigVM_Task(spec=spec), what)
+
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+        ds = self.inventory.datastore(loc.datastore)
+        path = ds_path(ds.name, loc.descriptor_path)
+        target = self._require_vm(vm)
+        # One reconfigure per VM at a time: concurrent ones would pick the same free unit.
+        with self._vm_locks.hold(target.ref._moId):
+            using = self.inventory.devices_of_vms_on(ds, also=target.ref)
+            _, current = using.pop(target.ref._moId, (target.name, []))
+            disk = devices.find_disk(current, path)
+            if disk is None:
+                holders = devices.holders(dict(using.values()), path)
+                if holders:
+                    raise VolumeInUse(f"disk {path} is attached to VM {holders[0]}")
+                slot = devices.find_free_slot(current, vm=f"VM {target.name}")
+                self._reconfigure(target, devices.add_disk_specs(path, slot, attach_as,
+                                                                 read_only),
+                                  f"attaching {path} to VM {target.name}")
+                current = self._devices(target)
+                disk = devices.find_disk(current, path)
+                if disk is None:
+                    raise BackendError(f"attaching {path} to VM {target.name}: the reconfigure "
+                                       "succeeded but the VM shows no such disk")
+        backing_uuid = getattr(disk.backing, "uuid", None)
+        # Real hosts fill backing.uuid; vcsim leaves it unset, so ask the disk itself.
+        disk_uuid = (devices.normalise_uuid(backing_uuid) if backing_uuid
+                     else self._query_uuid(path))
+        return devices.attach_answer(current, disk, disk_uuid)
+
+    def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
+        ds = self.inventory.datastore(loc.datastore)
+        path = ds_path(ds.name, loc.descriptor_path)
+        if vm:
+            found = self.inventory.vm(vm)
+            targets = [found] if found else []  # a VM that is gone holds nothing
+        else:  # recovery: detach from whoever holds it
+            targets = [t for t in (self.inventory.vm(name) for name, devs in
+                                   self.inventory.devices_of_vms_on(ds).values()
+                                   if devices.find_disk(devs, path)) if t]
+        for target in targets:
+            with self._vm_locks.hold(target.ref._moId):
+                disk = devices.find_disk(self._devices(target), path)
+                if disk is None:
+                    continue  # not attached: detach is idempotent
+                self._reconfigure(target, [devices.remove_disk_spec(disk)],
+                                  f"detaching {path} from VM {target.name}")
+
+    def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
+        ds = self.inventory.datastore(loc.datastore)
+        path = ds_path(ds.name, loc.descriptor_path)
+        if not vm and attach_info is None:
+            using = self.inventory.devices_of_vms_on(ds)
+            return bool(devices.holders(dict(using.values()), path))
+        found = self.inventory.vm(vm)
+        return found is not None and devices.find_disk(self._devices(found), path) is not None
+
+    def vm_powered_on(self, vm: str) -> bool:
+        found = self.inventory.vm_properties(vm, ["runtime.powerState"])
+        if found is None:
+            return False  # a VM that no longer exists runs nothing
+        return found[1].get("runtime.powerState") == vim.VirtualMachine.PowerState.poweredOn
+

@@ -1,0 +1,167 @@
+"""Small files (volume metadata) on datastores: through vSphere, or the host's own paths.
+
+Remote (vCenter or ESX over the network): content goes through the ``/folder`` HTTP
+interface with the session cookie; folder creation, rename, delete and listing through the
+FileManager and the datastore browser. On the ESXi host itself the datastores are mounted
+(``/vmfs/volumes/<name>``), so plain file I/O is both cheaper and atomic by rename.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from pyVmomi import vim
+
+from ..atomic import atomic_write_bytes
+from ..errors import BackendError
+from .faults import translate
+from .paths import ds_path, split_ds_path
+from .session import VsphereSession
+
+
+class DatastoreFiles(Protocol):
+    def read(self, datastore: str, relative: str) -> bytes | None:
+        """The file's bytes; None when it does not exist."""
+
+    def write(self, datastore: str, relative: str, data: bytes) -> None:
+        """Replace the file atomically, creating its folder if needed."""
+
+    def delete(self, datastore: str, relative: str) -> None:
+        """Remove the file; missing is fine."""
+
+    def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
+        """Relative paths of files matching ``pattern`` in ``folder`` and its subfolders."""
+
+
+class HttpDatastoreFiles:
+    def __init__(self, session: VsphereSession, datacenter: vim.Datacenter,
+                 datacenter_path: str,
+                 browser: Callable[[str], vim.host.DatastoreBrowser]) -> None:
+        self._session = session
+        self._dc = datacenter
+        self._dc_path = datacenter_path
+        self._browser = browser  # datastore name -> its (cached) datastore browser
+
+    def _url(self, datastore: str, relative: str) -> tuple[str, dict[str, str]]:
+        return f"/folder/{relative.lstrip('/')}", {"dcPath": self._dc_path, "dsName": datastore}
+
+    def read(self, datastore: str, relative: str) -> bytes | None:
+        path, query = self._url(datastore, relative)
+        status, data = self._session.http("GET", path, query)
+        if status == 404:
+            return None
+        if status != 200:
+            raise BackendError(f"reading [{datastore}] {relative} over HTTP failed: "
+                               f"status {status}")
+        return data
+
+    def write(self, datastore: str, relative: str, data: bytes) -> None:
+        # The /folder PUT is not atomic on a host (a crash can leave half a file), so write
+        # a temporary file beside the target and rename it over the target.
+        folder, _, name = relative.rpartition("/")
+        tmp = f"{folder}/.{name}.tmp" if folder else f".{name}.tmp"
+        path, query = self._url(datastore, tmp)
+        status, _ = self._session.http("PUT", path, query, data)
+        if status in (403, 404, 409, 500) and folder:
+            self.make_folder(datastore, folder)  # the host does not create parents on PUT
+            status, _ = self._session.http("PUT", path, query, data)
+        if status not in (200, 201, 204):
+            raise BackendError(f"writing [{datastore}] {tmp} over HTTP failed: status {status}")
+        fm = self._session.file_manager
+        what = f"renaming [{datastore}] {tmp} to {name}"
+        try:
+            task = self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
+                sourceName=ds_path(datastore, tmp), sourceDatacenter=self._dc,
+                destinationName=ds_path(datastore, relative), destinationDatacenter=self._dc,
+                force=True))
+            self._session.wait(task, what)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+
+    def make_folder(self, datastore: str, folder: str) -> None:
+        fm = self._session.file_manager
+        try:
+            self._session.invoke(lambda: fm.MakeDirectory(
+                name=ds_path(datastore, folder), datacenter=self._dc,
+                createParentDirectories=True))
+        except vim.fault.FileAlreadyExists:
+            pass
+        except vim.fault.VimFault as exc:
+            raise translate(exc, f"creating folder [{datastore}] {folder}") from exc
+
+    def delete(self, datastore: str, relative: str) -> None:
+        fm = self._session.file_manager
+        what = f"deleting [{datastore}] {relative}"
+        try:
+            task = self._session.invoke(lambda: fm.DeleteDatastoreFile_Task(
+                name=ds_path(datastore, relative), datacenter=self._dc))
+            self._session.wait(task, what)
+        except vim.fault.FileNotFound:
+            pass
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+
+    def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
+        browser = self._browser(datastore)
+        spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[pattern])
+        what = f"listing [{datastore}] {folder}"
+        try:
+            task = self._session.invoke(lambda: browser.SearchDatastoreSubFolders_Task(
+                datastorePath=ds_path(datastore, folder), searchSpec=spec))
+            results = self._session.wait(task, what) or []
+        except vim.fault.FileNotFound:
+            return []  # no volume was ever created on this datastore
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+        found = []
+        for result in results:
+            _, base = split_ds_path(result.folderPath)
+            for info in result.file or []:
+                found.append(f"{base.rstrip('/')}/{info.path}" if base else info.path)
+        return sorted(found)
+
+
+class LocalDatastoreFiles:
+    """Datastores as local directories: ``root(datastore)`` gives the mount point."""
+
+    def __init__(self, root: Callable[[str], str]) -> None:
+        self._root = root
+
+    def _path(self, datastore: str, relative: str) -> str:
+        return os.path.join(self._root(datastore), relative.lstrip("/"))
+
+    def read(self, datastore: str, relative: str) -> bytes | None:
+        try:
+            with open(self._path(datastore, relative), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BackendError(f"reading [{datastore}] {relative} failed: {exc}") from exc
+
+    def write(self, datastore: str, relative: str, data: bytes) -> None:
+        path = self._path(datastore, relative)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise BackendError(f"writing [{datastore}] {relative} failed: {exc}") from exc
+
+    def delete(self, datastore: str, relative: str) -> None:
+        try:
+            os.unlink(self._path(datastore, relative))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+
+    def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
+        root = self._root(datastore)
+        found = []
+        for dirpath, _, files in os.walk(os.path.join(root, folder)):
+            for name in fnmatch.filter(files, pattern):
+                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+        return sorted(found)
