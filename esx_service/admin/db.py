@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import BadRequest, ConfigError, NotFound
 from ..metadata import utc_now
+from ..options import format_size_mb
 from ..policy import DEFAULT_VMGROUP
 
 SCHEMA_VERSION = 1
@@ -382,5 +383,6 @@ def _check_limits(maxsize_mb: int, totalsize_mb: int) -> None:
     if maxsize_mb < 0 or totalsize_mb < 0:
         raise BadRequest("volume-maxsize and volume-totalsize must not be negative")
     if maxsize_mb and totalsize_mb and maxsize_mb > totalsize_mb:
-        raise BadRequest(f"volume-maxsize {maxsize_mb}mb is over volume-totalsize "
-                         f"{totalsize_mb}mb: no volume of that size could ever be created")
+        raise BadRequest(f"volume-maxsize {format_size_mb(maxsize_mb)} is over volume-totalsize "
+                         f"{format_size_mb(totalsize_mb)}: no volume of that size could ever be "
+                         "created")

@@ -1,0 +1,55 @@
+"""The ``AccessPolicy`` the volume layer calls, answered from the admin DB.
+
+Every answer is read from the DB at the time of the call, never cached: an admin's change
+applies to the next request, and hosts sharing one DB agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import AccessDenied, QuotaExceeded
+from ..options import format_size_mb as size
+from .db import ALL_DATASTORES, AccessRule, AdminDb
+
+
+class DbPolicy:
+    def __init__(self, db: AdminDb) -> None:
+        self.db = db
+
+    def vmgroup_of(self, vm: str) -> str:
+        return self.db.vmgroup_of(vm)
+
+    def default_datastore(self, vmgroup: str) -> str | None:
+        found = self.db.vmgroups(vmgroup)
+        return found[0].default_datastore if found else None
+
+    def check_create(self, vmgroup: str, datastore: str, size_mb: int,
+                     used_mb: Callable[[], int]) -> None:
+        rule = self.db.rule_for(vmgroup, datastore)
+        if rule is None:
+            raise AccessDenied(
+                f"vmgroup {vmgroup} has no access to datastore {datastore}; an admin can "
+                f"grant it: dockvols-admin vmgroup access add --name {vmgroup} "
+                f"--datastore {datastore} --allow-create")
+        check_rule(rule, datastore, size_mb, used_mb)
+
+
+def check_rule(rule: AccessRule, datastore: str, size_mb: int,
+               used_mb: Callable[[], int]) -> None:
+    """Raise unless ``rule`` lets its vmgroup create a volume of ``size_mb`` on ``datastore``.
+    Messages name the limit, the current use and the asked size, as an admin needs them."""
+    which = "" if rule.datastore != ALL_DATASTORES else f" (rule {ALL_DATASTORES})"
+    if not rule.allow_create:
+        raise AccessDenied(f"vmgroup {rule.vmgroup} may not create volumes on datastore "
+                           f"{datastore}: allow-create is off{which}")
+    if rule.volume_maxsize_mb and size_mb > rule.volume_maxsize_mb:
+        raise QuotaExceeded(f"volume-maxsize of vmgroup {rule.vmgroup} on {datastore}{which} is "
+                            f"{size(rule.volume_maxsize_mb)}; {size(size_mb)} was asked")
+    if rule.volume_totalsize_mb:
+        used = used_mb()  # a scan of the datastore's metadata: only when a total is set
+        if used + size_mb > rule.volume_totalsize_mb:
+            raise QuotaExceeded(
+                f"volume-totalsize of vmgroup {rule.vmgroup} on {datastore}{which} is "
+                f"{size(rule.volume_totalsize_mb)}; {size(used)} is used and {size(size_mb)} "
+                "was asked")

@@ -1,0 +1,127 @@
+"""`dockvols-admin volume ls|set` against an AdminApi on a real unix socket."""
+
+from __future__ import annotations
+
+import json
+
+
+def make(stack, vm: str, name: str, size: str = "10mb", **opts: str) -> None:
+    stack.service.create(vm, name, {"size": size, **opts})
+
+
+def test_volume_ls_shows_every_vmgroup_with_all_columns_and_totals(stack, run) -> None:
+    stack.db.create_vmgroup("g1", default_datastore="ds2")
+    stack.db.add_vms("g1", ["vm1"])
+    make(stack, "vm1", "db", "20mb", fstype="ext4", access="read-only")
+    make(stack, "host1", "web")
+    make(stack, "host1", "logs@ds2", "1gb", diskformat="zeroedthick")
+    result = run("volume", "ls")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split("  ")[0] == "Volume"
+    for header in ("Volume", "Datastore", "VMGroup", "Capacity", "Used", "Filesystem",
+                   "Policy", "Disk Format", "Attached To", "Access", "Attach As",
+                   "Created By", "Created"):
+        assert header in lines[0]
+    rows = [line.split() for line in lines[2:5]]
+    assert [r[:4] for r in rows] == [["web", "ds1", "_DEFAULT", "10mb"],
+                                     ["logs", "ds2", "_DEFAULT", "1gb"],
+                                     ["db", "ds2", "g1", "20mb"]]
+    assert "read-only" in lines[4] and "vm1" in lines[4]
+    assert "zeroedthick" in lines[3] and rows[1][4] == "1gb"  # thick: all of it allocated
+    assert rows[0][4] == "0mb"  # thin: nothing written yet
+    totals = result.out.split("\n\n")[1].splitlines()
+    assert totals[0].split() == ["Datastore", "Volumes", "Capacity", "Used", "Free"]
+    assert totals[2].split()[:3] == ["ds1", "1", "10mb"]
+    assert totals[3].split()[:3] == ["ds2", "2", "1gb"]
+
+
+def test_volume_ls_filters_by_datastore_and_vmgroup(stack, run) -> None:
+    stack.db.create_vmgroup("g1", default_datastore="ds1")
+    stack.db.add_vms("g1", ["vm1"])
+    make(stack, "vm1", "a")
+    make(stack, "host1", "b")
+    make(stack, "host1", "c@ds2")
+    data = json.loads(run("volume", "ls", "--datastore", "DS1", "--json").out)
+    assert sorted(v["name"] for v in data["volumes"]) == ["a@ds1", "b@ds1"]
+    assert [t["datastore"] for t in data["totals"]] == ["ds1"]
+    data = json.loads(run("volume", "ls", "--vmgroup", "G1", "--json").out)
+    assert [v["name"] for v in data["volumes"]] == ["a@ds1"]
+    assert [t["volumes"] for t in data["totals"]] == [1, 0]
+
+
+def test_volume_ls_of_an_unknown_datastore_names_the_known_ones(run) -> None:
+    result = run("volume", "ls", "--datastore", "nope")
+    assert result.code == 1
+    assert result.err.strip() == ("dockvols-admin: UnknownDatastore: unknown datastore 'nope'; "
+                                  "known datastores: ds1, ds2")
+
+
+def test_volume_ls_columns_are_chosen_with_c(stack, run) -> None:
+    make(stack, "host1", "web")
+    result = run("volume", "ls", "-c", "volume,capacity,attached-to")
+    assert result.out.splitlines()[:3] == ["Volume  Capacity  Attached To",
+                                           "------  --------  -----------",
+                                           "web     10mb      detached"]
+    assert result.out.split("\n\n")[1].startswith("Datastore")  # totals still at the foot
+
+
+def test_an_unknown_column_is_a_usage_error_listing_the_valid_ones(run) -> None:
+    result = run("volume", "ls", "-c", "volume,colour")
+    assert result.code == 2
+    assert "unknown column colour; valid columns: volume,datastore," in result.err
+
+
+def test_volume_ls_shows_attachment_and_half_made_volumes(stack, run) -> None:
+    make(stack, "host1", "web")
+    make(stack, "host1", "db")
+    stack.service.attach("host1", "web")
+    meta_path = stack.datastore("ds1") / "dockvols" / "_DEFAULT" / "db.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "status": "removing"}))
+    out = run("volume", "ls", "-c", "volume,attached-to").out.splitlines()
+    assert out[2:4] == ["db      (removing)", "web     host1"]
+
+
+def test_volume_set_makes_the_next_attach_read_only(stack, run) -> None:
+    make(stack, "host1", "web")
+    stack.service.mark_formatted("host1", "web")  # a new disk attaches writable to be made
+    result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "_DEFAULT",
+                 "--options", "access=read-only")
+    assert result.code == 0, result.err
+    assert result.out.strip() == "volume web@ds1 of vmgroup _DEFAULT: access=read-only"
+    stack.service.attach("host1", "web")
+    assert [ro for _, ro in stack.losetup.devices.values()] == [True]
+
+
+def test_volume_set_on_an_attached_volume_says_when_it_applies(stack, run) -> None:
+    make(stack, "host1", "web")
+    stack.service.attach("host1", "web")
+    result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "_DEFAULT",
+                 "--options", "attach-as=independent_persistent", "--json")
+    data = json.loads(result.out)
+    assert data["volume"]["attach_as"] == "independent_persistent"
+    assert data["note"] == "the change applies at the next attach"
+
+
+def test_volume_set_refuses_options_that_cannot_change(stack, run) -> None:
+    make(stack, "host1", "web")
+    result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "_DEFAULT",
+                 "--options", "size=1gb")
+    assert result.code == 1
+    assert "InvalidOption: option size cannot be changed" in result.err
+    result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "_DEFAULT",
+                 "--options", "access=sometimes")
+    assert "invalid value 'sometimes' for option 'access'" in result.err
+
+
+def test_volume_set_needs_the_datastore_and_an_existing_volume_of_that_vmgroup(
+        stack, run) -> None:
+    stack.db.create_vmgroup("g1", default_datastore="ds1")
+    make(stack, "host1", "web")
+    result = run("volume", "set", "--volume", "web", "--vmgroup", "_DEFAULT",
+                 "--options", "access=read-only")
+    assert "BadRequest: name the volume with its datastore: web@DATASTORE" in result.err
+    result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "g1",
+                 "--options", "access=read-only")
+    assert result.code == 1 and "VolumeNotFound" in result.err
