@@ -29,7 +29,7 @@ class CliError(Exception):
         self.code, self.message = code, message
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str) -> None:
         super().__init__("localhost", timeout=TIMEOUT_S)
         self._path = path
@@ -47,7 +47,7 @@ class AdminClient:
     def call(self, method: str, path: str, body: dict | None = None,
              query: dict[str, str] | None = None) -> dict:
         url = "/v1/admin/" + path + (f"?{urlencode(query)}" if query else "")
-        conn = _UnixConnection(self.socket_path)
+        conn = UnixConnection(self.socket_path)
         try:
             conn.request(method, url, body=json.dumps(body).encode() if body is not None else None,
                          headers={"Content-Type": "application/json"})
