@@ -118,6 +118,11 @@ class VsphereSession:
         self._pbm_path: str | None = None
 
     @property
+    def logins(self) -> int:
+        """Successful logins so far: 1 after the first call, +1 per re-login."""
+        return self._generation
+
+    @property
     def endpoint(self) -> str:
         return f"https://{self.host}:{self.port}/sdk"
 
