@@ -78,7 +78,7 @@ def measure(count: int) -> dict:
         service = VolumeService(LocalBackend({"ds1": os.path.join(work, "ds1")}), "ds1",
                                 DbPolicy(db))
         sock = os.path.join(work, "admin.sock")
-        server = UnixApiServer(sock, AdminApi(service, db), "admin", mode=0o600)  # type: ignore
+        server = UnixApiServer(sock, AdminApi(service, db), "admin", mode=0o600)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         try:

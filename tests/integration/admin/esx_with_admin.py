@@ -37,10 +37,9 @@ def main() -> int:
     api = Api(service)
     servers = [UnixApiServer(config.socket, api, config.vm_name)]
     servers += [UnixApiServer(path, api, vm) for path, vm in config.extra_vm_sockets]
-    admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source,
-                     listeners=[f"{s.server_address} (VM {s.vm_name})" for s in servers])
-    servers.append(UnixApiServer(admin_socket, admin, "admin", mode=0o600))  # type: ignore
-    admin.listeners.append(f"{admin_socket} (admin)")
+    admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source)
+    servers.append(UnixApiServer(admin_socket, admin, "admin", mode=0o600))
+    admin.listeners.extend(s.describe() for s in servers)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

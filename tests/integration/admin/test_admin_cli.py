@@ -128,8 +128,8 @@ def test_status_describes_the_running_service(esx: Service) -> None:
     status = json.loads(esx.ok("status", "--json"))
     assert status["pid"] == esx.proc.pid  # type: ignore[union-attr]
     assert status["backend"] == "local" and status["datastores"] == ["ds1", "ds2"]
-    assert status["listeners"] == [f"{esx.vm_a} (VM vm-a)", f"{esx.vm_b} (VM vm-b)",
-                                   f"{esx.admin_sock} (admin)"]
+    assert status["listeners"] == [f"unix:{esx.vm_a} vm=vm-a", f"unix:{esx.vm_b} vm=vm-b",
+                                   f"unix:{esx.admin_sock} vm=admin"]
     assert status["log_file"] == str(esx.root / "esx.log")
     assert status["db_path"] == esx.db
     assert "Uptime:" in esx.ok("status")

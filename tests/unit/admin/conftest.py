@@ -77,7 +77,7 @@ def stack(tmp_path: Path, short_dir: str, db: AdminDb) -> Iterator[Stack]:
     admin = AdminApi(service, db, log_file="/var/log/dockvols.log", config_source="test",
                      listeners=["/run/dockvols/esx.sock (VM host1)"])
     path = os.path.join(short_dir, "admin.sock")
-    server = UnixApiServer(path, admin, "admin", mode=0o600)  # type: ignore[arg-type]
+    server = UnixApiServer(path, admin, "admin", mode=0o600)
     # Polling every 50ms rather than serve_forever's 0.5s default keeps each stop() short.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()
