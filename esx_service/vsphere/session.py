@@ -199,9 +199,12 @@ class VsphereSession:
     def is_vcenter(self) -> bool:
         return self.content.about.apiType == "VirtualCenter"
 
-    def invoke(self, call: Callable[[], T]) -> T:
-        """Run one pyVmomi call; re-login and retry once on NotAuthenticated. vSphere faults
-        other than that propagate as they are, for the caller to judge and translate."""
+    def invoke(self, call: Callable[[], T], idempotent: bool = False) -> T:
+        """Run one pyVmomi call; re-login and retry once on NotAuthenticated. An
+        ``idempotent`` call (a read) is also retried once after a dropped connection (a
+        keep-alive connection the host closed while idle); a call that changes something is
+        not, since it may have been carried out. Other vSphere faults propagate as they
+        are, for the caller to judge and translate."""
         for attempt in (1, 2):
             generation = self._ensure_login()
             try:
@@ -211,7 +214,11 @@ class VsphereSession:
                     raise
                 self._relogin(generation)
             except TRANSPORT_ERRORS as exc:
-                raise self._transport_error(exc) from exc
+                retry = idempotent and attempt == 1 and not isinstance(exc, ssl.SSLError)
+                if not retry:
+                    raise self._transport_error(exc) from exc
+                log.info("retrying a read on %s after a dropped connection: %s",
+                         self.endpoint, exc)
         raise AssertionError("unreachable")
 
     def retrieve(self, specs: list[vmodl.query.PropertyCollector.FilterSpec]
@@ -219,7 +226,8 @@ class VsphereSession:
         """RetrievePropertiesEx, following continuation tokens (one round trip per page)."""
         collector = self.content.propertyCollector
         options = vmodl.query.PropertyCollector.RetrieveOptions()
-        result = self.invoke(lambda: collector.RetrievePropertiesEx(specs, options))
+        result = self.invoke(lambda: collector.RetrievePropertiesEx(specs, options),
+                             idempotent=True)
         objects = list(result.objects) if result else []
         while result is not None and result.token:
             token = result.token
@@ -229,7 +237,8 @@ class VsphereSession:
 
     def _continue(self, collector: vmodl.query.PropertyCollector, token: str
                   ) -> vmodl.query.PropertyCollector.RetrieveResult:
-        return self.invoke(lambda: collector.ContinueRetrievePropertiesEx(token))
+        return self.invoke(lambda: collector.ContinueRetrievePropertiesEx(token),
+                           idempotent=True)
 
     def retrieve_one(self, obj: Any, paths: list[str]) -> dict[str, Any]:
         """Properties ``paths`` of one managed object, as a dict (absent ones missing)."""

@@ -233,6 +233,17 @@ def test_the_backend_itself_refuses_a_disk_attached_to_another_vm(
     service.remove(VM0, name)
 
 
+def test_recovery_detaches_a_disk_whose_attach_reply_never_went_out(
+        fresh_vcsim: Vcsim, name: str):
+    with fresh_vcsim.backend() as backend:
+        service = VolumeService(backend)
+        service.create(VM1, name, {})
+        backend.attach_disk(DiskLocation(DS, "_DEFAULT", name), VM1, False, "persistent")
+        assert service.recover()["detached"] == 1
+        assert disk_of(name) not in vm_disks(backend, VM1)
+        assert service.get(VM1, name)["status"] == "detached"
+
+
 def test_a_volume_left_on_a_powered_off_vm_is_detached_from_it_and_attached_here(
         fresh_vcsim: Vcsim, name: str):
     with fresh_vcsim.backend() as backend:
