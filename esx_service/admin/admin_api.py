@@ -104,7 +104,7 @@ class AdminApi:
             "version": __version__, "pid": os.getpid(), "started_at": self._started_at,
             "uptime_s": round(time.time() - self._started), "listeners": self.listeners,
             "backend": backend.name, "datastores": [d.name for d in backend.datastores()],
-            "log_file": self.log_file, "db_path": self.db.info()["db_path"],
+            "log_file": self.log_file, "db_path": os.path.abspath(self.db.path),
             "config_source": self.config_source}
 
     def _config(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
@@ -154,7 +154,7 @@ class AdminApi:
         return 200, {"volumes": volumes, "totals": totals}
 
     def _volume_set(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
-        group, name = self._group_name(check_vmgroup_name_or_default(args[0])), args[1]
+        group, name = self._group_name(_vmgroup_arg(args[0])), args[1]
         ref = parse_volume_name(name)
         if ref.datastore is None:
             raise BadRequest(f"name the volume with its datastore: {name}@DATASTORE")
@@ -377,7 +377,7 @@ def _matches(pattern: tuple[str, ...], parts: list[str]) -> bool:
         want == "*" and bool(got) or want == got for want, got in zip(pattern, parts, strict=True))
 
 
-def check_vmgroup_name_or_default(name: str) -> str:
+def _vmgroup_arg(name: str) -> str:
     return name if name == DEFAULT_VMGROUP else check_vmgroup_name(name)
 
 

@@ -15,7 +15,9 @@ import sys
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
+from ..errors import DockvolsError
 from . import tables
+from .db import AdminDb
 
 DEFAULT_SOCKET = "/run/dockvols/admin.sock"
 DEFAULT_DB = "/var/lib/dockvols/dockvols.db"
@@ -221,9 +223,6 @@ def policy_ls(c: AdminClient, a: argparse.Namespace) -> Result:
 def config_init(c: AdminClient, a: argparse.Namespace) -> Result:
     # Runs here, not through the service: the DB must be ready before a host's service
     # starts on it, and on a shared datastore path one host prepares it for all.
-    from ..errors import DockvolsError
-    from .db import AdminDb
-
     existed = os.path.exists(a.db) and os.path.getsize(a.db) > 0
     try:
         db = AdminDb(a.db, shared=a.shared)
