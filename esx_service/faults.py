@@ -1,5 +1,6 @@
 """Fault injection for crash tests: ``DOCKVOLS_FAULT_POINTS=create.disk_written,...`` makes
-the process kill itself with SIGKILL when it reaches a named point. Off unless set."""
+the process group kill itself with SIGKILL when it reaches a named point (the group, so a
+gunicorn master dies with its worker, as in a real kill -9 of the plugin). Off unless set."""
 
 from __future__ import annotations
 
@@ -13,5 +14,5 @@ log = logging.getLogger("dockvols.faults")
 def fault_point(name: str) -> None:
     points = os.environ.get("DOCKVOLS_FAULT_POINTS")
     if points and name in points.split(","):
-        log.warning("fault point %s reached: killing this process (SIGKILL)", name)
-        os.kill(os.getpid(), signal.SIGKILL)
+        log.warning("fault point %s reached: killing this process group (SIGKILL)", name)
+        os.killpg(os.getpgrp(), signal.SIGKILL)

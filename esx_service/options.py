@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .errors import InvalidOption
 
@@ -46,7 +46,8 @@ class VolumeOptions:
     vsan_policy_name: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Every field is a plain value: no need for dataclasses.asdict's recursive deep copy.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict) -> VolumeOptions:

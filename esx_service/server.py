@@ -67,6 +67,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 makes unix-socket clients fail with EAGAIN under
+    # a burst of containers starting at once.
+    request_queue_size = 256
     api: Handler
 
     def caller_vm(self, connection: socket.socket) -> str:

@@ -20,6 +20,7 @@ class EsxClient(Protocol):
     def attach(self, name: str) -> dict: ...
     def detach(self, name: str) -> dict: ...
     def mark_formatted(self, name: str) -> dict: ...
+    def status(self) -> dict: ...
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -60,13 +61,18 @@ class HttpEsxClient:
 
     def call(self, method: str, path: str, body: dict | None = None,
              timeout: float | None = None) -> dict:
-        conn = self._connection(timeout or self.timeout)
+        limit = timeout or self.timeout
+        conn = self._connection(limit)
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
+        except TimeoutError as exc:
+            raise ServiceUnreachable(
+                f"dockvols service at {self.address} timed out after {limit:.0f}s on {method} "
+                f"{path}; it may still complete the operation, and retrying is safe") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise ServiceUnreachable(
                 f"dockvols service at {self.address} is unreachable ({method} {path}): "
@@ -105,6 +111,10 @@ class HttpEsxClient:
 
     def detach(self, name: str) -> dict:
         return self.call("POST", self._vol(name, "detach"), {})["volume"]
+
+    def status(self) -> dict:
+        """Service version, backend, and the VM identity this client is seen as."""
+        return self.call("GET", "/v1/status")
 
     def mark_formatted(self, name: str) -> dict:
         return self.call("POST", self._vol(name, "formatted"), {})["volume"]

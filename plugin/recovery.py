@@ -61,8 +61,12 @@ class DockerUsers:
 def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
     users = docker_users.by_volume()
     mounted = {os.path.basename(p) for p in manager.mounter.mounts_under(manager.mount_root)}
-    report = {"unmounted": 0, "remounted": 0, "recounted": 0}
-    for canonical in sorted(mounted | set(users) | set(manager.refs.volumes())):
+    # Disks attached to this VM by a Mount that died before mounting, or left by an Unmount
+    # that died before detaching: no container needs them.
+    me = manager.client.status()["vm"]
+    attached = {v["name"] for v in manager.client.list() if v.get("attached_to") == me}
+    report = {"unmounted": 0, "remounted": 0, "recounted": 0, "detached": 0}
+    for canonical in sorted(mounted | attached | set(users) | set(manager.refs.volumes())):
         with manager.locks.hold(canonical):
             live = users.get(canonical, set())
             try:
@@ -71,6 +75,9 @@ def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
                     if canonical in mounted:
                         manager.unmount_and_detach(canonical, canonical)
                         report["unmounted"] += 1
+                    elif canonical in attached:
+                        manager.client.detach(canonical)
+                        report["detached"] += 1
                     continue
                 if canonical not in mounted:
                     manager.attach_and_mount(canonical, canonical)

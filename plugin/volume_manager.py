@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from esx_service.faults import fault_point
 from esx_service.locks import NamedLocks
 
 from .devices import DeviceFinder
@@ -113,6 +114,7 @@ class VolumeManager:
                 if users:
                     raise VolumeInUse(f"volume {name} is in use by {users} mount(s) on this "
                                       "host; stop the containers using it first")
+                self.detach(name)  # a detach an earlier Unmount could not finish
                 self.client.remove(name)
                 self.refs.drop_alias(canonical)
                 self.cache.forget(canonical)
@@ -167,6 +169,7 @@ class VolumeManager:
                 target = self.mountpoint(canonical)
                 if target not in self.mounter.mounts_under(self.mount_root):
                     self.attach_and_mount(name, canonical)
+                    fault_point("plugin.mount.mounted")
                 self.refs.add(canonical, mount_id)
                 return target
 
@@ -175,6 +178,7 @@ class VolumeManager:
         target = self.mountpoint(canonical)
         answer = self.client.attach(name)
         view = answer["volume"]
+        fault_point("plugin.mount.attached")
         try:
             device = self.devices.find(answer["attach"], canonical)
             fstype = view.get("fstype", "ext4")
@@ -209,10 +213,13 @@ class VolumeManager:
                 if self.refs.total(canonical):
                     return
                 try:
-                    self.unmount_and_detach(name, canonical)
+                    self.release_mount(canonical)
                 except PluginError:
                     self.refs.add(canonical, mount_id)  # still mounted: keep counting it
                     raise
+                # Unmounted now; a failed detach leaves the disk attached to this VM only,
+                # which the next Mount (attach is idempotent) or Remove takes care of.
+                self.detach(name)
 
     def _reconcile_recovered(self, canonical: str) -> bool:
         """An unknown ID after a restart: recount the volume's users from Docker."""
@@ -226,9 +233,17 @@ class VolumeManager:
         return True
 
     def unmount_and_detach(self, name: str, canonical: str) -> None:
+        self.release_mount(canonical)
+        self.detach(name)
+
+    def release_mount(self, canonical: str) -> None:
+        """Unmount the volume's filesystem if it is mounted."""
         target = self.mountpoint(canonical)
         if target in self.mounter.mounts_under(self.mount_root):
             self.mounter.umount(target)
+            fault_point("plugin.unmount.unmounted")
+
+    def detach(self, name: str) -> None:
         try:
             self.client.detach(name)
         except ServiceError as exc:

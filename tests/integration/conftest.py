@@ -35,6 +35,11 @@ def run_dir() -> Iterator[Path]:
                     "run it through `make test` as root")
     path = Path(tempfile.mkdtemp(prefix="dv-", dir="/tmp"))  # short: unix socket paths
     yield path
+    keep = Path(os.environ.get("DOCKVOLS_TEST_LOGS", "/tmp/dockvols-test-logs"))
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    for log in path.glob("*.log"):
+        shutil.copy(log, keep / log.name)  # for a post-mortem of the last run
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -103,6 +108,7 @@ def esx(run_dir: Path, datastore: Path) -> Iterator[Daemon]:
         "DOCKVOLS_DATASTORES": f"datastore1={datastore},datastore2={run_dir / 'ds2'}",
         "DOCKVOLS_DEFAULT_DATASTORE": "datastore1",
         "DOCKVOLS_VM_NAME": "test-vm",
+        "DOCKVOLS_EXTRA_VM_SOCKETS": f"{run_dir / 'esx-vm2.sock'}=test-vm2",
         "DOCKVOLS_LOG_LEVEL": "DEBUG",
         "DOCKVOLS_CONFIG": "",
     }, run_dir / "esx_service.log", sock)
@@ -116,25 +122,43 @@ def mount_root(run_dir: Path) -> Path:
     return run_dir / "mnt"
 
 
-@pytest.fixture(scope="session")
-def plugin(run_dir: Path, esx: Daemon, docker: Docker, mount_root: Path) -> Iterator[Daemon]:
-    if os.path.exists(PLUGIN_SOCKET):
-        probe = subprocess.run(["curl", "-s", "-m", "2", "--unix-socket", PLUGIN_SOCKET, "-X",
+def plugin_daemon(run_dir: Path, docker: Docker, driver: str, esx_socket: Path,
+                  mount_root: Path) -> Daemon:
+    """A legacy plugin process registered with dockerd as ``driver``."""
+    socket_path = f"/run/docker/plugins/{driver}.sock"
+    if os.path.exists(socket_path):
+        probe = subprocess.run(["curl", "-s", "-m", "2", "--unix-socket", socket_path, "-X",
                                 "POST", "http://p/Plugin.Activate"], capture_output=True)
         if probe.returncode == 0:
-            pytest.fail(f"another plugin already serves {PLUGIN_SOCKET}; stop it (make run?) "
-                        "before running the integration suite")
-    daemon = python_daemon("plugin", "plugin", {
-        "DOCKVOLS_DRIVER_NAME": DRIVER,
-        "DOCKVOLS_ESX_ADDRESS": f"unix://{run_dir / 'esx.sock'}",
+            pytest.fail(f"another plugin already serves {socket_path}; stop it (make run?) "
+                        "or set DOCKVOLS_TEST_DRIVER to another name")
+    return python_daemon(f"plugin-{driver}", "plugin", {
+        "DOCKVOLS_DRIVER_NAME": driver,
+        "DOCKVOLS_ESX_ADDRESS": f"unix://{esx_socket}",
         "DOCKVOLS_MOUNT_ROOT": str(mount_root),
-        "DOCKVOLS_STATE_DIR": str(run_dir / "plugin-state"),
+        "DOCKVOLS_STATE_DIR": str(run_dir / f"state-{driver}"),
         "DOCKER_HOST": docker.host,
         "DOCKVOLS_LOG_LEVEL": "DEBUG",
-    }, run_dir / "plugin.log", PLUGIN_SOCKET)
+        # bounded waits, so a stuck esx_service shows up as an error within the test
+        "DOCKVOLS_ESX_TIMEOUT": "15",
+        "DOCKVOLS_QUERY_TIMEOUT": "3",
+    }, run_dir / f"plugin-{driver}.log", socket_path)
+
+
+@pytest.fixture(scope="session")
+def plugin(run_dir: Path, esx: Daemon, docker: Docker, mount_root: Path) -> Iterator[Daemon]:
+    daemon = plugin_daemon(run_dir, docker, DRIVER, run_dir / "esx.sock", mount_root)
     daemon.start()
     yield daemon
     daemon.stop()
+
+
+def restart_plugin_and_wait_for_recovery(plugin: Daemon, extra_env: dict | None = None) -> None:
+    plugin.stop()
+    marker_count = plugin.log_path.read_text(errors="replace").count("recovery done")
+    plugin.start(extra_env)
+    wait_for(lambda: plugin.log_path.read_text(errors="replace").count("recovery done")
+             > marker_count, 60, "plugin recovery to finish")
 
 
 def mounts_under(root: Path) -> list[str]:

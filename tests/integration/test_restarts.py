@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import DRIVER, Docker, loops_on, make_volume, mounts_under
+from .conftest import (
+    DRIVER,
+    Docker,
+    loops_on,
+    make_volume,
+    mounts_under,
+    restart_plugin_and_wait_for_recovery,
+)
 from .daemons import Daemon, wait_for
-
-
-def plugin_log_has(plugin: Daemon, text: str) -> bool:
-    return text in plugin.log_path.read_text(errors="replace")
-
-
-def restart_plugin_and_wait_for_recovery(plugin: Daemon) -> None:
-    marker_count = plugin.log_path.read_text(errors="replace").count("recovery done")
-    plugin.start()
-    wait_for(lambda: plugin.log_path.read_text(errors="replace").count("recovery done")
-             > marker_count, 60, "plugin recovery to finish")
 
 
 def test_plugin_kill9_and_restart_keeps_running_containers_volume(
