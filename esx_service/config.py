@@ -25,6 +25,8 @@ _SOURCES = {
     "default_datastore": ("service", "default_datastore", "DOCKVOLS_DEFAULT_DATASTORE"),
     "log_level": ("service", "log_level", "DOCKVOLS_LOG_LEVEL"),
     "log_file": ("service", "log_file", "DOCKVOLS_LOG_FILE"),
+    "admin_socket": ("service", "admin_socket", "DOCKVOLS_ADMIN_SOCKET"),
+    "db_path": ("service", "db_path", "DOCKVOLS_DB"),
     "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
     "tls_listen": ("tls", "listen", "DOCKVOLS_TLS_LISTEN"),
     "tls_cert": ("tls", "cert_file", "DOCKVOLS_TLS_CERT"),
@@ -74,6 +76,8 @@ class ServiceConfig:
     default_datastore: str | None = None
     log_level: str = "INFO"
     log_file: str | None = None
+    admin_socket: str = "/run/dockvols/admin.sock"
+    db_path: str | None = None  # None: <data_dir>/dockvols.db
     datastores: tuple[tuple[str, str], ...] = ()
     vsphere: VsphereSettings = field(default_factory=VsphereSettings)
     tls: TlsSettings | None = None
@@ -84,6 +88,10 @@ class ServiceConfig:
         if self.datastores:
             return dict(self.datastores)
         return {"datastore1": os.path.join(self.data_dir, "datastores", "datastore1")}
+
+    @property
+    def admin_db_path(self) -> str:
+        return self.db_path or os.path.join(self.data_dir, "dockvols.db")
 
 
 def _pairs(value: str, what: str) -> tuple[tuple[str, str], ...]:
@@ -132,7 +140,8 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
 
 def _build(raw: dict[str, str], source: str) -> ServiceConfig:
     kwargs: dict = {"source": source}
-    for key in ("backend", "data_dir", "socket", "vm_name", "default_datastore", "log_file"):
+    for key in ("backend", "data_dir", "socket", "vm_name", "default_datastore", "log_file",
+                "admin_socket", "db_path"):
         if raw.get(key):
             kwargs[key] = raw[key].strip()
     if kwargs.get("backend", "local") not in BACKENDS:

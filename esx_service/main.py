@@ -11,6 +11,9 @@ import sys
 import threading
 
 from . import __version__
+from .admin.admin_api import AdminApi
+from .admin.db import AdminDb
+from .admin.db_policy import DbPolicy
 from .api import Api
 from .backends.base import Backend
 from .config import ServiceConfig, load_config
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config)
     try:
         backend = make_backend(config)
-        service = VolumeService(backend, config.default_datastore)
+        db = AdminDb(config.admin_db_path)
+        service = VolumeService(backend, config.default_datastore, DbPolicy(db))
         service.recover()
         api = Api(service)
         servers: list[ApiServer] = [UnixApiServer(config.socket, api, config.vm_name)]
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             context = server_tls_context(config.tls.cert_file, config.tls.key_file,
                                          config.tls.client_ca_file)
             servers.append(TlsApiServer((config.tls.host, config.tls.port), api, context))
+        # Admin routes live on their own root-only socket, never on a VM-facing listener.
+        admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source)
+        servers.append(UnixApiServer(config.admin_socket, admin, "admin", mode=0o600))
+        admin.listeners.extend(s.describe() for s in servers)
     except DockvolsError as exc:
         log.error("cannot start: %s", exc.message)
         return 1
@@ -84,14 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     for server in servers:
         server.start()
-    log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s config=%s",
+    log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s db=%s config=%s",
              __version__, backend.name, ",".join(d.name for d in backend.datastores()),
-             config.vm_name, ",".join(s.describe() for s in servers), config.source)
+             config.vm_name, ",".join(s.describe() for s in servers), config.admin_db_path,
+             config.source)
     stop.wait()
     log.info("stopping: letting in-flight operations finish (up to %.0fs)", DRAIN_SECONDS)
     drained = service.gate.drain(DRAIN_SECONDS)
     for server in servers:
         server.stop()
+    db.close()
+    close = getattr(backend, "close", None)  # the vsphere backend logs its session out
+    if close is not None:
+        close()
     log.info("stopped%s", "" if drained else " with operations still running")
     return 0
 

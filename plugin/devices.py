@@ -6,6 +6,7 @@ import os
 from typing import Protocol
 
 from .errors import DeviceError
+from .scsi_discovery import DiscoveryError, find_disk
 
 
 class DeviceFinder(Protocol):
@@ -29,10 +30,8 @@ class AttachedDeviceFinder:
                                   "does not exist in this host")
             return device
         if kind == "scsi":
-            from . import scsi_discovery
-
             try:
-                return scsi_discovery.find_disk(attach, timeout=self.timeout, root=self.root)
-            except scsi_discovery.DiscoveryError as exc:
+                return find_disk(attach, timeout=self.timeout, root=self.root)
+            except DiscoveryError as exc:
                 raise DeviceError(f"volume {volume}: {exc}") from exc
         raise DeviceError(f"volume {volume}: unknown attach kind {kind!r} (expected loop or scsi)")

@@ -109,6 +109,8 @@ def esx(run_dir: Path, datastore: Path) -> Iterator[Daemon]:
         "DOCKVOLS_DEFAULT_DATASTORE": "datastore1",
         "DOCKVOLS_VM_NAME": "test-vm",
         "DOCKVOLS_EXTRA_VM_SOCKETS": f"{run_dir / 'esx-vm2.sock'}=test-vm2",
+        "DOCKVOLS_ADMIN_SOCKET": str(run_dir / "admin.sock"),
+        "DOCKVOLS_DB": str(run_dir / "dockvols.db"),
         "DOCKVOLS_LOG_LEVEL": "DEBUG",
         "DOCKVOLS_CONFIG": "",
     }, run_dir / "esx_service.log", sock)

@@ -66,6 +66,7 @@ def tls_service(run_dir: Path, pki: dict) -> Iterator[str]:
         "DOCKVOLS_SOCKET": sock,
         "DOCKVOLS_DATA_DIR": str(run_dir / "tls-data"),
         "DOCKVOLS_VM_NAME": "local-host",
+        "DOCKVOLS_ADMIN_SOCKET": str(run_dir / "admin-tls.sock"),
         "DOCKVOLS_TLS_LISTEN": f"127.0.0.1:{port}",
         "DOCKVOLS_TLS_CERT": pki["server"][0], "DOCKVOLS_TLS_KEY": pki["server"][1],
         "DOCKVOLS_TLS_CLIENT_CA": pki["ca"], "DOCKVOLS_CONFIG": "",

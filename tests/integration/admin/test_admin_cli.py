@@ -27,17 +27,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def _service_argv() -> list[str]:
-    main_py = (REPO / "esx_service" / "main.py").read_text()
-    if "AdminApi" in main_py:  # main.py wires the admin socket itself
-        return [sys.executable, "-m", "esx_service"]
-    return [sys.executable, str(HERE / "esx_with_admin.py")]
+    return [sys.executable, "-m", "esx_service"]
 
 
 def _admin_argv() -> list[str]:
-    script = Path(sys.executable).parent / "dockvols-admin"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "esx_service.admin.cli"]  # before pyproject is reinstalled
+    # the console script pyproject.toml installs, as an admin would run it
+    return [str(Path(sys.executable).parent / "dockvols-admin")]
 
 
 class Service:
