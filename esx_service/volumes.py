@@ -9,6 +9,7 @@ transitional state, which ``recover()`` finishes on the next start. Only ``detac
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from .backends.base import Backend, DatastoreInfo, DiskLocation
 from .errors import (
@@ -114,8 +115,14 @@ class VolumeService:
                     return self.view(existing, loc)  # idempotent, as dockerd and retries expect
                 if existing is not None:
                     self._finish_interrupted(loc, existing)
+                source = None
+                if options.clone_from:
+                    # A clone is the source's size and filesystem, whatever was asked: count
+                    # and record what the disk really is, so quotas see it.
+                    source = self._clone_source(vm, options.clone_from)
+                    options = replace(options, size_mb=source[1].options.size_mb,
+                                      fstype=source[1].options.fstype)
                 self._check_space(vm, loc, options.size_mb)
-                source = self._clone_source(vm, options.clone_from) if options.clone_from else None
                 meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
                                   options=options, created_by=vm, docker_name=str(name))
                 self._save(loc, meta)
