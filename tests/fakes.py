@@ -1,0 +1,323 @@
+"""In-memory stand-ins for the system's external boundaries, shared by the unit tests.
+
+- ``FakeBackend``: esx_service's Backend protocol in memory (datastores, disks, metadata,
+  attachments), with failure injection per method.
+- ``FakeLosetup``: a command runner that plays losetup for the real LocalBackend.
+- ``FakeEsxClient``: the plugin's EsxClient backed by a real ``VolumeService`` through the
+  real ``Api`` in-process: the same routes, JSON and error codes as over the socket.
+- ``FakeMounter``, ``FakeDeviceFinder``, ``FakeDockerUsers``: the guest's mkfs/mount, device
+  discovery and the Docker engine's view of who uses which volume.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections import Counter
+
+from esx_service.api import Api
+from esx_service.backends.base import DatastoreInfo, DiskLocation
+from esx_service.errors import BackendError, InsufficientSpace, UnknownDatastore
+from esx_service.options import MB
+from esx_service.vmdk import new_disk_uuid
+from esx_service.volumes import VolumeService
+from plugin.errors import DeviceError, FilesystemError, ServiceError, ServiceUnreachable
+from plugin.esx_client import HttpEsxClient
+
+GB = 1024 * MB
+
+
+def _key(loc: DiskLocation) -> tuple[str, str, str]:
+    return (loc.datastore, loc.vmgroup, loc.name)
+
+
+class FakeBackend:
+    """The Backend protocol in memory. ``fail_before[method] = exc`` raises before the
+    method does anything, ``fail_after[method] = exc`` after it did its work (a task that
+    completed but whose answer was lost). Each injected failure fires once."""
+
+    name = "fake"
+
+    def __init__(self, datastores: dict[str, int] | None = None) -> None:
+        # datastore name -> free bytes
+        self.free = dict(datastores or {"ds1": 100 * GB, "ds2": 50 * GB})
+        self.metadata: dict[tuple[str, str, str], dict] = {}
+        self.disks: dict[tuple[str, str, str], dict] = {}
+        self.attached: dict[tuple[str, str, str], tuple[str, dict]] = {}
+        self.powered_off: set[str] = set()
+        self.fail_before: dict[str, BaseException] = {}
+        self.fail_after: dict[str, BaseException] = {}
+        self.calls: Counter[str] = Counter()
+        self._next_disk = 0
+
+    # -- helpers for tests ------------------------------------------------------------
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        exc = self.fail_before.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def _leave(self, method: str) -> None:
+        exc = self.fail_after.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def _check_ds(self, datastore: str) -> None:
+        if datastore not in self.free:
+            raise UnknownDatastore(f"unknown datastore {datastore!r}")
+
+    # -- datastores -------------------------------------------------------------------
+    def datastores(self) -> list[DatastoreInfo]:
+        return [DatastoreInfo(name=n, type="fake", capacity_bytes=free * 2, free_bytes=free,
+                              url=f"fake://{n}") for n, free in self.free.items()]
+
+    def default_datastore(self, vm: str) -> str | None:
+        return None
+
+    # -- metadata ---------------------------------------------------------------------
+    def list_metadata(self, datastore: str) -> list[dict]:
+        self._enter("list_metadata")
+        return [copy.deepcopy(v) for k, v in sorted(self.metadata.items()) if k[0] == datastore]
+
+    def read_metadata(self, loc: DiskLocation) -> dict | None:
+        self._enter("read_metadata")
+        data = self.metadata.get(_key(loc))
+        return copy.deepcopy(data) if data is not None else None
+
+    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+        self._enter("write_metadata")
+        self._check_ds(loc.datastore)
+        # through JSON, as a real metadata file would go
+        self.metadata[_key(loc)] = json.loads(json.dumps(data))
+        self._leave("write_metadata")
+
+    def delete_metadata(self, loc: DiskLocation) -> None:
+        self._enter("delete_metadata")
+        self.metadata.pop(_key(loc), None)
+
+    # -- disks ------------------------------------------------------------------------
+    def _new_disk(self, loc: DiskLocation, size_bytes: int, diskformat: str,
+                  data: dict[int, bytes] | None = None, policy: str | None = None) -> str:
+        self._check_ds(loc.datastore)
+        if _key(loc) in self.disks:
+            raise BackendError(f"disk {loc.descriptor_path} already exists on {loc.datastore}")
+        if size_bytes > self.free[loc.datastore]:
+            raise InsufficientSpace(f"datastore {loc.datastore} ran out of space")
+        self._next_disk += 1
+        disk_uuid = new_disk_uuid()
+        self.disks[_key(loc)] = {"size_bytes": size_bytes, "diskformat": diskformat,
+                                 "uuid": disk_uuid, "policy": policy,
+                                 "data": dict(data or {}), "number": self._next_disk}
+        return disk_uuid
+
+    def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
+                    policy: str | None) -> str:
+        self._enter("create_disk")
+        disk_uuid = self._new_disk(loc, size_mb * MB, diskformat, policy=policy)
+        self._leave("create_disk")
+        return disk_uuid
+
+    def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:
+        self._enter("clone_disk")
+        source = self.disks.get(_key(src))
+        if source is None:
+            raise BackendError(f"source disk {src.descriptor_path} is missing")
+        disk_uuid = self._new_disk(dst, source["size_bytes"], diskformat, data=source["data"])
+        self._leave("clone_disk")
+        return disk_uuid
+
+    def delete_disk(self, loc: DiskLocation) -> None:
+        self._enter("delete_disk")
+        self.disks.pop(_key(loc), None)
+
+    def disk_allocated_bytes(self, loc: DiskLocation) -> int:
+        disk = self.disks.get(_key(loc))
+        if disk is None:
+            return 0
+        if disk["diskformat"] == "thin":
+            return sum(len(b) for b in disk["data"].values())
+        return disk["size_bytes"]
+
+    # -- attach -----------------------------------------------------------------------
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+        self._enter("attach_disk")
+        disk = self.disks.get(_key(loc))
+        if disk is None:
+            raise BackendError(f"disk {loc.descriptor_path} is missing")
+        holder = self.attached.get(_key(loc))
+        if holder is not None:
+            raise BackendError(f"disk {loc.descriptor_path} is already attached to {holder[0]}")
+        # one device per disk, so the guest's view of a disk's filesystem stays stable
+        info = {"kind": "loop", "device": f"/dev/loop{disk['number']}",
+                "read_only": read_only, "attach_as": attach_as}
+        self.attached[_key(loc)] = (vm, info)
+        self._leave("attach_disk")
+        return dict(info)
+
+    def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
+        self._enter("detach_disk")
+        holder = self.attached.get(_key(loc))
+        if holder is not None and (not vm or holder[0] == vm):
+            del self.attached[_key(loc)]
+        self._leave("detach_disk")
+
+    def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
+        holder = self.attached.get(_key(loc))
+        if holder is None:
+            return False
+        if attach_info is None:
+            return True
+        return holder[0] == vm and holder[1].get("device") == attach_info.get("device")
+
+    def vm_powered_on(self, vm: str) -> bool:
+        return vm not in self.powered_off
+
+    # -- views for assertions ---------------------------------------------------------
+    def holder_of(self, name: str, datastore: str = "ds1", vmgroup: str = "_DEFAULT") -> str | None:
+        holder = self.attached.get((datastore, vmgroup, name))
+        return holder[0] if holder else None
+
+
+class FakeLosetup:
+    """A command runner that plays ``losetup`` (find/show, list, detach) for LocalBackend."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, tuple[str, bool]] = {}  # device -> (backing file, read-only)
+        self.argvs: list[list[str]] = []
+        self._next = 0
+
+    def __call__(self, argv: list[str], timeout: float = 60.0) -> str:
+        self.argvs.append(list(argv))
+        if argv[0] != "losetup":
+            raise BackendError(f"unexpected command {argv!r}")
+        if "--find" in argv and "--show" in argv:
+            path = argv[-1]
+            if not os.path.exists(path):
+                raise BackendError(f"losetup: {path}: failed to set up loop device")
+            device = f"/dev/loop{self._next}"
+            self._next += 1
+            self.devices[device] = (path, "--read-only" in argv)
+            return device + "\n"
+        if "--list" in argv:
+            return "".join(f"{dev} {path}\n" for dev, (path, _) in sorted(self.devices.items()))
+        if argv[1] == "--detach":
+            if self.devices.pop(argv[2], None) is None:
+                raise BackendError(f"losetup: {argv[2]}: detach failed: No such device")
+            return ""
+        raise BackendError(f"unexpected losetup call {argv!r}")
+
+    def backing(self, path: str) -> list[str]:
+        real = os.path.realpath(path)
+        return [d for d, (p, _) in self.devices.items() if os.path.realpath(p) == real]
+
+
+class FakeEsxClient(HttpEsxClient):
+    """The real client's methods and error mapping, with the transport replaced by a call
+    into the real ``Api`` (and so a real ``VolumeService``) as VM ``vm``.
+    ``unreachable = True`` makes every call fail as a dead socket would."""
+
+    def __init__(self, service: VolumeService, vm: str = "vm1") -> None:
+        super().__init__("unix:///nonexistent/fake.sock")
+        self.api = Api(service)
+        self.service = service
+        self.vm = vm
+        self.unreachable = False
+        self.requests: list[tuple[str, str]] = []
+
+    def call(self, method: str, path: str, body: dict | None = None,
+             timeout: float | None = None) -> dict:
+        self.requests.append((method, path))
+        if self.unreachable:
+            raise ServiceUnreachable(f"dockvols service at {self.address} is unreachable "
+                                     f"({method} {path}): [Errno 111] Connection refused")
+        raw = json.dumps(body).encode() if body is not None else b""
+        status, reply = self.api.handle(method, path, raw, self.vm)
+        reply = json.loads(json.dumps(reply))  # only what survives the wire
+        if status >= 400:
+            err = reply.get("error") or {}
+            raise ServiceError(err.get("code", "InternalError"),
+                               err.get("message", f"HTTP {status}"), status)
+        return reply
+
+
+class FakeMounter:
+    """Filesystems per device and a mount table; ``fail`` maps a method to the exception
+    its next call raises."""
+
+    def __init__(self) -> None:
+        self.filesystems: dict[str, str] = {}
+        self.table: dict[str, dict] = {}  # target -> {device, fstype, read_only}
+        self.fail: dict[str, BaseException] = {}
+        self.calls: Counter[str] = Counter()
+        self.mkfs_log: list[tuple[str, str, str]] = []
+
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        exc = self.fail.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def filesystem_of(self, device: str) -> str | None:
+        self._enter("filesystem_of")
+        return self.filesystems.get(device)
+
+    def mkfs(self, device: str, fstype: str, label: str) -> None:
+        self._enter("mkfs")
+        self.mkfs_log.append((device, fstype, label))
+        self.filesystems[device] = fstype
+
+    def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None:
+        self._enter("mount")
+        if self.filesystems.get(device) != fstype:
+            raise FilesystemError(f"mount {device} on {target} failed: wrong fs type {fstype}")
+        if target in self.table:
+            raise FilesystemError(f"{target} is already a mount point")
+        self.table[target] = {"device": device, "fstype": fstype, "read_only": read_only}
+
+    def umount(self, target: str) -> None:
+        self._enter("umount")
+        if target not in self.table:
+            raise FilesystemError(f"umount {target} failed: not mounted")
+        del self.table[target]
+
+    def mounts_under(self, root: str) -> dict[str, str]:
+        prefix = root.rstrip("/") + "/"
+        return {t: m["device"] for t, m in self.table.items() if t.startswith(prefix)}
+
+
+class FakeDeviceFinder:
+    """Loop attach answers name their device; anything else is not found."""
+
+    def __init__(self) -> None:
+        self.fail: BaseException | None = None
+        self.found: list[str] = []
+
+    def find(self, attach: dict, volume: str) -> str:
+        if self.fail is not None:
+            exc, self.fail = self.fail, None
+            raise exc
+        if attach.get("kind") != "loop" or not str(attach.get("device", "")).startswith(
+                "/dev/loop"):
+            raise DeviceError(f"volume {volume}: cannot find device for {attach!r}")
+        self.found.append(attach["device"])
+        return attach["device"]
+
+
+class FakeDockerUsers:
+    """Recovery's view of the Docker engine: canonical volume -> live container IDs."""
+
+    def __init__(self, users: dict[str, set[str]] | None = None) -> None:
+        self.users: dict[str, set[str]] = {k: set(v) for k, v in (users or {}).items()}
+        self.fail_times = 0
+        self.queries = 0
+
+    def by_volume(self) -> dict[str, set[str]]:
+        self.queries += 1
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("docker.sock: connection refused")
+        return {k: set(v) for k, v in self.users.items() if v}
+
+    def users_of(self, canonical: str) -> set[str]:
+        return self.by_volume().get(canonical, set())

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import json
+
+from esx_service import errors
+from esx_service.errors import ALL_ERRORS, DockvolsError, VolumeInUse
+from esx_service.policy import DEFAULT_VMGROUP, OpenPolicy
+
+
+def test_every_error_class_is_registered_under_its_own_unique_code():
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, DockvolsError)]
+    assert sorted(ALL_ERRORS) == sorted(c.code for c in classes)
+    assert all(ALL_ERRORS[c.code] is c for c in classes)
+
+
+def test_wire_form_carries_code_and_message():
+    wire = VolumeInUse("volume db@ds1 is attached to VM web-2").to_wire()
+    assert json.loads(json.dumps(wire)) == {
+        "error": {"code": "VolumeInUse", "message": "volume db@ds1 is attached to VM web-2"}}
+
+
+def test_open_policy_puts_everyone_in_the_default_vmgroup_and_allows_all():
+    policy = OpenPolicy()
+    assert policy.vmgroup_of("any-vm") == DEFAULT_VMGROUP == "_DEFAULT"
+    assert policy.default_datastore(DEFAULT_VMGROUP) is None
+    assert policy.check_create(DEFAULT_VMGROUP, "ds1", 10**9,
+                               lambda: (_ for _ in ()).throw(AssertionError("costly"))) is None

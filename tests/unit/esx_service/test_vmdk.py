@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from esx_service.vmdk import (
+    SECTOR,
+    build_descriptor,
+    disk_uuid_to_wwn,
+    new_disk_uuid,
+    parse_descriptor,
+)
+
+MB = 1024 * 1024
+
+
+@pytest.mark.parametrize("thin", [True, False])
+def test_descriptor_round_trips(thin):
+    disk_uuid = new_disk_uuid()
+    text = build_descriptor("db-flat.vmdk", 100 * MB, thin, disk_uuid)
+    desc = parse_descriptor(text)
+    assert desc.extent_file == "db-flat.vmdk"
+    assert desc.sectors == 100 * MB // SECTOR
+    assert desc.size_bytes == 100 * MB
+    assert desc.thin is thin
+    assert desc.uuid == disk_uuid
+    assert desc.create_type == "vmfs"
+
+
+def test_descriptor_has_the_vmfs_extent_line_and_ddb_entries():
+    text = build_descriptor("db-flat.vmdk", 10 * MB, True, "60 00")
+    assert 'RW 20480 VMFS "db-flat.vmdk"' in text.splitlines()
+    assert 'ddb.thinProvisioned = "1"' in text
+    assert 'ddb.uuid = "60 00"' in text
+    assert text.startswith("# Disk DescriptorFile\n")
+
+
+def _geometry(text: str) -> tuple[int, int, int]:
+    def value(key: str) -> int:
+        return int(re.search(rf'ddb\.geometry\.{key} = "(\d+)"', text).group(1))
+    return value("cylinders"), value("heads"), value("sectors")
+
+
+@pytest.mark.parametrize("size,cylinders", [
+    (100 * MB, 100 * MB // SECTOR // (255 * 63)),   # 12
+    (1 * MB, 1),                                     # tiny disks still have one cylinder
+    (62 * 1024 * 1024 * MB, 65535),                  # capped at the field's maximum
+])
+def test_geometry_is_255_heads_63_sectors_and_bounded_cylinders(size, cylinders):
+    assert _geometry(build_descriptor("x-flat.vmdk", size, True, "u")) == (cylinders, 255, 63)
+
+
+def test_a_size_that_is_not_whole_sectors_is_refused():
+    with pytest.raises(ValueError, match="multiple of 512"):
+        build_descriptor("x-flat.vmdk", 1000, True, "u")
+
+
+def test_parse_refuses_text_without_an_extent():
+    with pytest.raises(ValueError, match="extent"):
+        parse_descriptor("# Disk DescriptorFile\nversion=1\n")
+
+
+def test_parse_reads_a_qemu_style_monolithic_flat_descriptor():
+    text = ('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
+            'createType="monolithicFlat"\n\n# Extent description\n'
+            'RDONLY 2048 FLAT "disk-flat.vmdk" 0\n\nddb.adapterType = "ide"\n')
+    desc = parse_descriptor(text)
+    assert (desc.extent_file, desc.sectors, desc.thin, desc.uuid, desc.create_type) == (
+        "disk-flat.vmdk", 2048, False, "", "monolithicFlat")
+
+
+def test_new_disk_uuids_are_16_spaced_hex_bytes_and_unique():
+    a, b = new_disk_uuid(), new_disk_uuid()
+    assert re.fullmatch(r"([0-9a-f]{2} ){15}[0-9a-f]{2}", a)
+    assert a != b
+
+
+def test_disk_uuid_becomes_the_guest_wwn():
+    assert disk_uuid_to_wwn("60 00 C2 9a-bc") == "0x6000c29abc"

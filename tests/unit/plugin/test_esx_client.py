@@ -1,0 +1,178 @@
+"""HttpEsxClient against a real UnixApiServer (and a TCP one) in-process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from esx_service.api import Api
+from esx_service.server import UnixApiServer, _RequestHandler
+from esx_service.volumes import VolumeService
+from plugin.errors import ServiceError, ServiceUnreachable
+from plugin.esx_client import HttpEsxClient
+from tests.fakes import FakeBackend
+
+
+def _serve(server) -> None:
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                     daemon=True).start()
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def server(short_tmp, backend) -> Iterator[UnixApiServer]:
+    srv = UnixApiServer(str(short_tmp / "esx.sock"), Api(VolumeService(backend)), "vm1")
+    _serve(srv)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server) -> HttpEsxClient:
+    return HttpEsxClient(f"unix://{server.server_address}", timeout=5)
+
+
+def test_create_get_list_attach_detach_remove(client):
+    view = client.create("db", {"size": "1gb"})
+    assert view["name"] == "db@ds1" and view["capacity_mb"] == 1024
+    assert client.get("db")["name"] == "db@ds1"
+    assert [v["name"] for v in client.list()] == ["db@ds1"]
+    answer = client.attach("db")
+    assert answer["attach"]["kind"] == "loop" and answer["volume"]["attached_to"] == "vm1"
+    assert client.detach("db")["status"] == "detached"
+    assert client.remove("db") is None
+    assert client.list() == []
+
+
+def test_status_names_the_vm_the_client_is_seen_as(client):
+    assert client.status()["vm"] == "vm1"
+
+
+def test_names_with_at_and_datastore_are_quoted_into_the_path(client):
+    client.create("db@DS2", {})
+    assert client.get("db@ds2")["datastore"] == "ds2"
+    assert client.attach("db@ds2")["volume"]["name"] == "db@ds2"
+
+
+def test_a_name_with_a_slash_cannot_escape_the_route(client):
+    with pytest.raises(ServiceError) as err:
+        client.get("../status")
+    assert err.value.code == "InvalidName"
+
+
+def test_service_errors_keep_code_message_and_status(client):
+    with pytest.raises(ServiceError) as err:
+        client.get("ghost")
+    assert (err.value.code, err.value.status) == ("VolumeNotFound", 404)
+    assert "ghost@ds1" in err.value.message
+
+    with pytest.raises(ServiceError) as err:
+        client.create("x", {"fstype": "zfs"})
+    assert (err.value.code, err.value.status) == ("InvalidOption", 400)
+
+
+def test_in_use_errors_name_the_holder(short_tmp, backend, client):
+    client.create("db", {})
+    client.attach("db")
+    other = UnixApiServer(str(short_tmp / "vm2.sock"), Api(VolumeService(backend)), "vm2")
+    _serve(other)
+    try:
+        with pytest.raises(ServiceError) as err:
+            HttpEsxClient(f"unix://{other.server_address}").attach("db")
+    finally:
+        other.stop()
+    assert err.value.code == "VolumeInUse" and "vm1" in err.value.message
+
+
+def test_a_missing_socket_is_unreachable(short_tmp):
+    client = HttpEsxClient(f"unix://{short_tmp}/nobody.sock", timeout=2)
+    with pytest.raises(ServiceUnreachable) as err:
+        client.list()
+    assert "nobody.sock" in err.value.message and "GET /v1/volumes" in err.value.message
+
+
+def test_a_socket_nobody_listens_on_is_connection_refused(short_tmp):
+    path = str(short_tmp / "dead.sock")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.close()
+    with pytest.raises(ServiceUnreachable, match="refused"):
+        HttpEsxClient(f"unix://{path}", timeout=2).get("db")
+
+
+def _one_shot_server(path: str, reply: bytes | None) -> threading.Thread:
+    """Accept one connection; answer ``reply`` raw, or say nothing until the client hangs
+    up."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        if reply is not None:
+            conn.sendall(reply)
+        else:
+            conn.recv(1)  # wait for the client to give up
+        conn.close()
+        listener.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_non_json_answer_is_unreachable(short_tmp):
+    path = str(short_tmp / "weird.sock")
+    _one_shot_server(path, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 9\r\n\r\nnot json!")
+    with pytest.raises(ServiceUnreachable, match="non-JSON .*HTTP 502"):
+        HttpEsxClient(f"unix://{path}", timeout=2).list()
+
+
+def test_a_silent_service_times_out_as_unreachable(short_tmp):
+    path = str(short_tmp / "silent.sock")
+    _one_shot_server(path, None)
+    with pytest.raises(ServiceUnreachable, match="timed out"):
+        HttpEsxClient(f"unix://{path}", timeout=5).get("db", timeout=0.2)
+
+
+def test_an_error_status_without_an_error_body_still_raises(short_tmp):
+    path = str(short_tmp / "bare.sock")
+    _one_shot_server(path, b"HTTP/1.1 503 Unavailable\r\nContent-Length: 2\r\n\r\n{}")
+    with pytest.raises(ServiceError) as err:
+        HttpEsxClient(f"unix://{path}", timeout=2).list()
+    assert (err.value.code, err.value.status) == ("InternalError", 503)
+
+
+class _TcpApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        super().__init__(("127.0.0.1", 0), _RequestHandler)
+
+    def caller_vm(self, connection: socket.socket) -> str:
+        return "tcp-vm"
+
+    def describe(self) -> str:
+        return "tcp"
+
+
+def test_http_addresses_speak_tcp(backend):
+    server = _TcpApiServer(Api(VolumeService(backend)))
+    _serve(server)
+    try:
+        client = HttpEsxClient(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5)
+        assert client.status()["vm"] == "tcp-vm"
+        assert client.create("db", {})["created_by"] == "tcp-vm"
+    finally:
+        server.shutdown()
+        server.server_close()

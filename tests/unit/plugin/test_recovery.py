@@ -1,0 +1,178 @@
+"""recovery.recover after a plugin restart, with FakeDockerUsers standing in for Docker."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from plugin.recovery import DockerUsers, recover, start_recovery
+from tests.fakes import FakeDockerUsers
+
+DB = "db@ds1"
+
+
+def _mounted(rig) -> set[str]:
+    return set(rig.mounter.table)
+
+
+def test_mounted_but_unused_is_unmounted_and_detached(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")  # then every container went away while we were down
+    manager = rig.restart()
+    report = recover(manager, FakeDockerUsers({}))
+    assert report["unmounted"] == 1
+    assert _mounted(rig) == set()
+    assert rig.backend.holder_of("db") is None
+    assert manager.refs.total(DB) == 0
+
+
+def test_used_but_not_mounted_is_mounted(rig):
+    rig.manager.create("db", {})
+    manager = rig.restart()
+    report = recover(manager, FakeDockerUsers({DB: {"c1", "c2"}}))
+    assert report["remounted"] == 1
+    assert _mounted(rig) == {rig.target(DB)}
+    assert rig.backend.holder_of("db") == "vm1"
+    assert manager.refs.ids(DB) == {"recovered:c1": 1, "recovered:c2": 1}
+
+
+def test_attached_but_not_mounted_and_unused_is_detached(rig):
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")  # a Mount that died between attach and mount
+    manager = rig.restart()
+    recover(manager, FakeDockerUsers({}))
+    assert rig.backend.holder_of("db") is None
+
+
+def test_counts_that_disagree_with_docker_are_replaced_by_recovered_ids(rig):
+    rig.manager.create("db", {})
+    for mount_id in ("m1", "m2", "m3"):
+        rig.manager.mount("db", mount_id)
+    manager = rig.restart()
+    report = recover(manager, FakeDockerUsers({DB: {"c9"}}))
+    assert report["recounted"] == 1
+    assert manager.refs.ids(DB) == {"recovered:c9": 1}
+    assert _mounted(rig) == {rig.target(DB)}
+    assert rig.mounter.calls["mount"] == 1  # the existing mount is kept
+
+
+def test_counts_that_agree_with_docker_are_kept(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    rig.manager.mount("db", "m2")
+    manager = rig.restart()
+    recover(manager, FakeDockerUsers({DB: {"c1", "c2"}}))
+    assert manager.refs.ids(DB) == {"m1": 1, "m2": 1}
+    manager.recovered.set()
+    manager.unmount("db", "m1")
+    manager.unmount("db", "m2")
+    assert _mounted(rig) == set()
+
+
+def test_an_unknown_unmount_id_after_recovery_recounts_from_docker(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m-before-restart")
+    manager = rig.restart()
+    docker = FakeDockerUsers({DB: {"c1", "c2"}})
+    recover(manager, docker)
+    manager.users_of = docker.users_of
+    manager.recovered.set()
+
+    docker.users[DB] = {"c2"}  # c1 stopped; its Unmount carries an ID we never saw
+    manager.unmount("db", "id-of-c1")
+    assert manager.refs.ids(DB) == {"recovered:c2": 1}
+    assert _mounted(rig) == {rig.target(DB)}
+
+    docker.users[DB] = set()
+    manager.unmount("db", "id-of-c2")
+    assert manager.refs.total(DB) == 0
+    assert _mounted(rig) == set()
+    assert rig.backend.holder_of("db") is None
+
+
+def test_one_failing_volume_does_not_stop_the_others(rig):
+    rig.manager.create("aaa", {})
+    rig.manager.create("bbb", {})
+    rig.service.attach("vm-other", "aaa")  # cannot be mounted here
+    manager = rig.restart()
+    report = recover(manager, FakeDockerUsers({"aaa@ds1": {"c1"}, "bbb@ds1": {"c2"}}))
+    assert report["remounted"] == 1
+    assert _mounted(rig) == {rig.target("bbb@ds1")}
+
+
+def test_start_recovery_retries_until_docker_answers_then_opens_the_gate(rig):
+    rig.manager.create("db", {})
+    manager = rig.restart()
+    docker = FakeDockerUsers({DB: {"c1"}})
+    docker.fail_times = 1
+    assert not manager.recovered.is_set()
+    start_recovery(manager, docker, deadline=30).join(10)
+    assert manager.recovered.is_set()
+    assert docker.queries == 2
+    assert manager.users_of == docker.users_of
+    assert _mounted(rig) == {rig.target(DB)}
+
+
+def test_start_recovery_gives_up_after_the_deadline_but_opens_the_gate(rig):
+    manager = rig.restart()
+    docker = FakeDockerUsers()
+    docker.fail_times = 100
+    start_recovery(manager, docker, deadline=0).join(10)
+    assert manager.recovered.is_set()
+
+
+class _FakeDockerApi:
+    def __init__(self, containers: list[dict]) -> None:
+        self._containers = containers
+
+    def containers(self, all: bool = False) -> list[dict]:
+        assert all is True  # paused and restarting containers count too
+        return self._containers
+
+
+@pytest.fixture
+def fake_docker_sdk(monkeypatch):
+    created = []
+
+    def install(containers: list[dict]) -> list:
+        module = types.ModuleType("docker")
+
+        class DockerClient:
+            def __init__(self, base_url: str, timeout: int) -> None:
+                created.append(base_url)
+                self.api = _FakeDockerApi(containers)
+
+        module.DockerClient = DockerClient
+        monkeypatch.setitem(sys.modules, "docker", module)
+        return created
+    return install
+
+
+def _container(cid: str, state: str, *mounts: dict) -> dict:
+    return {"Id": cid, "State": state, "Mounts": list(mounts)}
+
+
+def _vol(name: str, driver: str = "vsphere") -> dict:
+    return {"Type": "volume", "Name": name, "Driver": driver}
+
+
+def test_docker_users_counts_live_containers_of_this_driver(rig, fake_docker_sdk):
+    rig.manager.create("db", {})
+    rig.manager.create("web@ds2", {})
+    created = fake_docker_sdk([
+        _container("c1", "running", _vol("db")),
+        _container("c2", "exited", _vol("db")),
+        _container("c3", "paused", _vol("web@ds2", "myorg/vsphere:latest")),
+        _container("c4", "restarting", _vol("db"), _vol("other", "local")),
+        _container("c5", "running", {"Type": "bind", "Source": "/x", "Destination": "/y"}),
+        _container("c6", "running", _vol("ghost")),
+        _container("c7", "created", _vol("db")),
+        _container("c8", "running", _vol("db", "vsphere-other")),
+    ])
+    users = DockerUsers("unix:///fake/docker.sock", "vsphere", rig.manager)
+    assert users.by_volume() == {DB: {"c1", "c4"}, "web@ds2": {"c3"}}
+    assert users.users_of(DB) == {"c1", "c4"}
+    assert users.users_of("nobody@ds1") == set()
+    assert created == ["unix:///fake/docker.sock"]  # one client, made lazily

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from plugin.refcounts import RefCounts
+
+
+@pytest.fixture
+def path(tmp_path) -> str:
+    return str(tmp_path / "state" / "refcounts.json")
+
+
+def test_each_mount_id_counts(path):
+    refs = RefCounts(path)
+    assert refs.add("db@ds1", "m1") == 1
+    assert refs.add("db@ds1", "m2") == 2
+    assert refs.total("db@ds1") == 2
+    assert refs.ids("db@ds1") == {"m1": 1, "m2": 1}
+    assert refs.total("other@ds1") == 0
+
+
+def test_the_same_id_twice_needs_two_releases(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m1")
+    refs.add("db@ds1", "m1")
+    assert refs.release("db@ds1", "m1") is True
+    assert refs.total("db@ds1") == 1
+    assert refs.release("db@ds1", "m1") is True
+    assert refs.total("db@ds1") == 0
+    assert refs.volumes() == []
+
+
+def test_releasing_an_unknown_id_changes_nothing(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m1")
+    assert refs.release("db@ds1", "m2") is False
+    assert refs.release("ghost@ds1", "m1") is False
+    assert refs.ids("db@ds1") == {"m1": 1}
+
+
+def test_counts_and_aliases_survive_a_reload(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m1")
+    refs.add("db@ds1", "m1")
+    refs.add("web@ds2", "m9")
+    refs.release("web@ds2", "m9")
+    refs.set_alias("db", "db@ds1")
+    again = RefCounts(path)
+    assert again.ids("db@ds1") == {"m1": 2}
+    assert again.volumes() == ["db@ds1"]
+    assert again.alias("db") == "db@ds1"
+
+
+def test_replace_sets_or_clears_a_volumes_counts(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m1")
+    refs.replace("db@ds1", {"recovered:c1": 1, "recovered:c2": 1})
+    assert RefCounts(path).ids("db@ds1") == {"recovered:c1": 1, "recovered:c2": 1}
+    refs.replace("db@ds1", {})
+    assert RefCounts(path).volumes() == []
+
+
+def test_drop_alias_forgets_every_name_of_a_volume(path):
+    refs = RefCounts(path)
+    refs.set_alias("db", "db@ds1")
+    refs.set_alias("db@DS1", "db@ds1")
+    refs.set_alias("web", "web@ds1")
+    refs.drop_alias("db@ds1")
+    again = RefCounts(path)
+    assert again.alias("db") is None and again.alias("db@DS1") is None
+    assert again.alias("web") == "web@ds1"
+
+
+def test_a_corrupt_file_is_moved_aside_and_counting_starts_empty(path):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write('{"refs": {"db@ds1": {"m1": 1}')  # cut short
+    refs = RefCounts(path)
+    assert refs.volumes() == []
+    assert not os.path.exists(path)
+    with open(path + ".corrupt") as f:
+        assert f.read().startswith('{"refs"')
+    refs.add("db@ds1", "m2")
+    assert RefCounts(path).ids("db@ds1") == {"m2": 1}
+
+
+def test_zero_and_negative_counts_on_disk_are_dropped(path):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        json.dump({"refs": {"a": {"m1": 0, "m2": -3}, "b": {"m1": 2}}, "aliases": {}}, f)
+    refs = RefCounts(path)
+    assert refs.volumes() == ["b"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: RefCounts._load only moves aside files that are "
+                                       "not JSON; valid JSON of the wrong shape crashes the "
+                                       "plugin at start")
+@pytest.mark.parametrize("content", ["null", "[]", '{"refs": {"db": {"m1": "x"}}}'])
+def test_a_wrong_shaped_file_is_moved_aside_too(path, content):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write(content)
+    refs = RefCounts(path)
+    assert refs.volumes() == []
+    assert os.path.exists(path + ".corrupt")
