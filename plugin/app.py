@@ -18,7 +18,10 @@ def _body() -> dict:
     # dockerd sends no Content-Type, and an empty body for Activate or a retry.
     if (request.content_length or 0) > MAX_BODY:
         raise BadRequest(f"request body over {MAX_BODY} bytes")
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError as exc:
+        raise BadRequest("request body is JSON nested too deeply") from exc
     if data is None:
         if request.get_data(cache=True).strip():
             raise BadRequest("request body is not valid JSON")
