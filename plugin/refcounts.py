@@ -28,15 +28,16 @@ class RefCounts:
         try:
             with open(self._path, encoding="utf-8") as f:
                 data = json.load(f)
+            refs = {str(v): {str(i): int(n) for i, n in ids.items() if int(n) > 0}
+                    for v, ids in data.get("refs", {}).items()}
+            aliases = {str(k): str(v) for k, v in data.get("aliases", {}).items()}
         except FileNotFoundError:
             return
-        except ValueError:
+        except (ValueError, TypeError, AttributeError):
             os.replace(self._path, self._path + ".corrupt")  # keep it for a post-mortem
             return
-        self._refs = {v: {i: int(n) for i, n in ids.items() if int(n) > 0}
-                      for v, ids in data.get("refs", {}).items()}
-        self._refs = {v: ids for v, ids in self._refs.items() if ids}
-        self._aliases = dict(data.get("aliases", {}))
+        self._refs = {v: ids for v, ids in refs.items() if ids}
+        self._aliases = aliases
 
     def _save(self) -> None:
         os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 
 from ..atomic import atomic_write_bytes, atomic_write_json
@@ -14,6 +15,7 @@ from ..options import MB
 from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
 from .base import DatastoreInfo, DiskLocation
 
+log = logging.getLogger("dockvols.local")
 _CHUNK = 4 * MB
 _ZEROS = bytes(_CHUNK)
 
@@ -55,7 +57,11 @@ class LocalBackend:
             folder = os.path.join(root, group)
             for entry in _listdir(folder):
                 if entry.endswith(".json") and not entry.startswith("."):
-                    data = _read_json(os.path.join(folder, entry))
+                    try:
+                        data = _read_json(os.path.join(folder, entry))
+                    except BackendError as exc:  # one bad file must not hide the others
+                        log.warning("skipping %s", exc)
+                        continue
                     if data is not None:
                         found.append(data)
         return found

@@ -47,8 +47,6 @@ def test_an_interrupted_fsync_leaves_the_old_file_intact(tmp_path, monkeypatch):
     assert path.read_bytes() == b"old"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: atomic_write_bytes leaves its .tmp file behind "
-                                       "when write/fsync/rename fails")
 @pytest.mark.parametrize("step", ["replace", "fsync"])
 def test_an_interrupted_write_leaves_no_temp_file(tmp_path, monkeypatch, step):
     path = tmp_path / "meta.json"
