@@ -164,9 +164,6 @@ def test_unreadable_metadata_is_a_backend_error_naming_the_file(local_backend):
         local_backend.read_metadata(LOC)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: one unreadable <name>.json makes "
-                                       "LocalBackend.list_metadata raise, so List and "
-                                       "recover() fail for every volume on the datastore")
 def test_one_corrupt_metadata_file_does_not_hide_the_other_volumes(local_backend):
     service = VolumeService(local_backend)
     service.create("vm1", "good", {})
