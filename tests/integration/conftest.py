@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import REPO, Daemon, python_daemon, wait_for
+from .daemons import REPO, Daemon, python_daemon, remove_dead_socket, wait_for
 
 # Another name lets two suites (or `make run`) share a host: legacy sockets are host-wide.
 DRIVER = os.environ.get("DOCKVOLS_TEST_DRIVER", "vsphere")
@@ -68,6 +68,8 @@ class Docker:
 
 @pytest.fixture(scope="session")
 def dockerd(run_dir: Path) -> Iterator[Daemon]:
+    for stale in Path("/run/docker/plugins").glob("*.sock"):
+        remove_dead_socket(str(stale))
     sock = run_dir / "docker.sock"
     daemon = Daemon("dockerd", [
         "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +23,22 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def remove_dead_socket(path: str) -> bool:
+    """Unlink a unix socket nobody listens on (left by a kill -9). dockerd retries every
+    socket in /run/docker/plugins for 30 s per call, so a dead one slows every volume ls."""
+    if not os.path.exists(path) or not stat.S_ISSOCK(os.stat(path).st_mode):
+        return False
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(path)
+            return False
+        except ConnectionRefusedError:
+            os.unlink(path)
+            return True
+        except OSError:
+            return False
 
 
 class Daemon:
@@ -62,6 +80,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        remove_dead_socket(self.ready_path)
         return self.proc.returncode
 
     def kill9(self) -> None:
