@@ -1,0 +1,403 @@
+"""What every benchmark shares: statistics, a VolumeDriver client that talks to the plugin
+socket the way dockerd does, and ``BenchEnv``, which starts esx_service, the plugin (driver
+``dvbench``, so it never clashes with the test suite's ``vsphere``) and a private dockerd,
+and takes down everything it started even on failure.
+
+The statistics helpers at the top are pure (unit-tested in tests/unit/bench)."""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = os.environ.get("DOCKVOLS_BENCH_DRIVER", "dvbench")
+PLUGIN_SOCKET = f"/run/docker/plugins/{DRIVER}.sock"
+VOLUME_SIZE = "100mb"  # every created volume, dockvols and floor alike
+
+
+# -- statistics (pure) ----------------------------------------------------------------------
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) with linear interpolation between closest ranks (numpy's
+    default); NaN for no values."""
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile {p} is outside 0-100")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(values: Sequence[float]) -> dict:
+    """n, min, p50, p90, p99, max and mean of a list of seconds, in milliseconds."""
+    ms = [v * 1000 for v in values]
+    return {
+        "n": len(ms),
+        "min_ms": min(ms) if ms else math.nan,
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else math.nan,
+        "mean_ms": sum(ms) / len(ms) if ms else math.nan,
+    }
+
+
+def ratio(value: float, baseline: float) -> float:
+    """value / baseline; NaN when the baseline is zero or missing."""
+    if not baseline or math.isnan(baseline) or math.isnan(value):
+        return math.nan
+    return value / baseline
+
+
+def fmt_ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def fmt_ms(value: float) -> str:
+    """Milliseconds with precision that suits the magnitude: 0.412, 3.51, 48.2, 1234."""
+    if math.isnan(value):
+        return "n/a"
+    if value < 1:
+        return f"{value:.3f}"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 1000:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def verdict(value: float, target: float) -> str:
+    """``meets`` when value <= target, else ``misses``."""
+    if math.isnan(value):
+        return "n/a"
+    return "meets" if value <= target else "misses"
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- talking to the plugin ------------------------------------------------------------------
+class DriverError(RuntimeError):
+    pass
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class DriverClient:
+    """VolumeDriver calls as dockerd makes them: POST, JSON body, no Content-Type, the
+    plugin Accept header, one kept-alive connection (Go's transport keeps them too).
+    One client per thread."""
+
+    _HEADERS = {"Accept": "application/vnd.docker.plugins.v1.2+json"}
+
+    def __init__(self, path: str = PLUGIN_SOCKET, timeout: float = 130.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._conn: _UnixHTTPConnection | None = None
+        self._last = 0.0
+
+    def _connection(self) -> _UnixHTTPConnection:
+        # gunicorn drops idle keep-alive connections after 2 s: reconnect before it does.
+        if self._conn is None or time.monotonic() - self._last > 1.0:
+            self.close()
+            self._conn = _UnixHTTPConnection(self.path, self.timeout)
+        return self._conn
+
+    def call(self, endpoint: str, body: dict | None = None) -> dict:
+        payload = json.dumps(body or {}).encode()
+        conn = self._connection()
+        try:
+            conn.request("POST", f"/VolumeDriver.{endpoint}", body=payload,
+                         headers=self._HEADERS)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        self._last = time.monotonic()
+        if response.will_close:
+            self.close()
+        data = json.loads(raw or b"{}")
+        if data.get("Err"):
+            raise DriverError(f"{endpoint}: {data['Err']}")
+        return data
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# -- processes ------------------------------------------------------------------------------
+def _load_daemons() -> ModuleType:
+    """tests/integration/daemons.py by path: no dependency on tests/ being a package."""
+    path = REPO / "tests" / "integration" / "daemons.py"
+    spec = importlib.util.spec_from_file_location("dockvols_bench_daemons", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+daemons = _load_daemons()
+wait_for = daemons.wait_for
+
+
+def run(argv: Sequence[str], check: bool = True, timeout: float = 180,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()}")
+    return done
+
+
+def _mounts_under(root: str) -> list[str]:
+    prefix = root.rstrip("/") + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p.startswith(prefix)]
+
+
+def loops_under(root: str) -> list[str]:
+    out = run(["losetup", "--noheadings", "-O", "NAME,BACK-FILE", "--list"], check=False).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[1].strip().startswith(root.rstrip("/") + "/"):
+            found.append(parts[0])
+    return found
+
+
+class BenchEnv:
+    """esx_service (local backend) + plugin + (optionally) a private dockerd, all under one
+    /tmp/dvb-* directory that is swept on close: containers, volumes, processes, mounts,
+    loop devices, files."""
+
+    def __init__(self, with_docker: bool = True) -> None:
+        if os.geteuid() != 0:
+            raise SystemExit("bench: needs root (dockerd, loop devices, mount)")
+        self.with_docker = with_docker
+        self.run_dir = Path(tempfile.mkdtemp(prefix="dvb-", dir="/tmp"))  # short socket paths
+        self.datastore = self.run_dir / "ds1"
+        self.mount_root = self.run_dir / "mnt"
+        self.esx_socket = str(self.run_dir / "esx.sock")
+        self.docker_host = f"unix://{self.run_dir / 'docker.sock'}"
+        self.procs: list = []
+        self.dockerd = self.esx = self.plugin = None
+        self._closed = False
+        atexit.register(self.close)
+
+    # -- life cycle ---------------------------------------------------------------------
+    def __enter__(self) -> BenchEnv:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.with_docker:
+            self._start_dockerd()
+        self.esx = daemons.python_daemon("esx_service", "esx_service", {
+            "DOCKVOLS_SOCKET": self.esx_socket,
+            "DOCKVOLS_DATA_DIR": str(self.run_dir / "data"),
+            "DOCKVOLS_DATASTORES": f"datastore1={self.datastore}",
+            "DOCKVOLS_DEFAULT_DATASTORE": "datastore1",
+            "DOCKVOLS_VM_NAME": "bench-vm",
+            "DOCKVOLS_LOG_LEVEL": "INFO",
+            "DOCKVOLS_CONFIG": "",
+        }, self.run_dir / "esx_service.log", self.esx_socket)
+        self.procs.append(self.esx)
+        self.esx.start()
+        self._check_driver_socket_free()
+        self.plugin = daemons.python_daemon("plugin", "plugin", {
+            "DOCKVOLS_DRIVER_NAME": DRIVER,
+            "DOCKVOLS_ESX_ADDRESS": f"unix://{self.esx_socket}",
+            "DOCKVOLS_MOUNT_ROOT": str(self.mount_root),
+            "DOCKVOLS_STATE_DIR": str(self.run_dir / "plugin-state"),
+            "DOCKER_HOST": self.docker_host,
+            "DOCKVOLS_LOG_LEVEL": "INFO",
+            "DOCKVOLS_RECOVER": "1" if self.with_docker else "0",
+        }, self.run_dir / "plugin.log", PLUGIN_SOCKET)
+        self.procs.append(self.plugin)
+        self.plugin.start()
+        if self.with_docker:  # Remove is refused until the plugin has recounted its users
+            wait_for(lambda: "recovery done" in self.plugin.log_path.read_text(errors="replace"),
+                     60, "plugin recovery")
+        wait_for(self._plugin_answers, 30, "plugin to answer")
+
+    def _plugin_answers(self) -> bool:
+        try:
+            DriverClient().call("List")
+            return True
+        except (OSError, DriverError, http.client.HTTPException):
+            return False
+
+    def _check_driver_socket_free(self) -> None:
+        if os.path.exists(PLUGIN_SOCKET) and self._plugin_answers():
+            raise RuntimeError(f"another plugin already serves {PLUGIN_SOCKET}; set "
+                               "DOCKVOLS_BENCH_DRIVER to another name or stop it")
+
+    def _start_dockerd(self) -> None:
+        sock = self.run_dir / "docker.sock"
+        self.dockerd = daemons.Daemon("dockerd", [
+            "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+            f"--data-root={self.run_dir / 'docker-root'}",
+            f"--exec-root={self.run_dir / 'docker-exec'}",
+            f"--pidfile={self.run_dir / 'docker.pid'}", f"--host=unix://{sock}",
+        ], {}, self.run_dir / "dockerd.log", str(sock))
+        self.procs.append(self.dockerd)
+        self.dockerd.start()
+        wait_for(lambda: self.docker("version", check=False).returncode == 0, 60,
+                 "dockerd to answer")
+        run([str(REPO / "scripts" / "busybox-image.sh"), "busybox:latest"],
+            env=self.docker_env())
+
+    def docker_env(self) -> dict:
+        return {**os.environ, "DOCKER_HOST": self.docker_host}
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 180
+               ) -> subprocess.CompletedProcess:
+        return run(["docker", *args], check=check, timeout=timeout, env=self.docker_env())
+
+    def docker_version(self) -> str:
+        if self.dockerd is None:
+            return "not started"
+        return self.docker("version", "--format", "{{.Server.Version}}",
+                           check=False).stdout.strip() or "unknown"
+
+    def close(self) -> None:
+        """Idempotent; best effort at every step so one failure does not leak the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        root = str(self.run_dir)
+        if self.dockerd is not None and self.dockerd.running:
+            ids = self.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+            for name in self.docker("volume", "ls", "-q", check=False).stdout.split():
+                self.docker("volume", "rm", "-f", name, check=False)
+        for proc in reversed(self.procs):  # plugin, esx_service, dockerd
+            try:
+                proc.stop(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - keep sweeping
+                print(f"bench: stopping {proc.name} failed: {exc}", file=sys.stderr)
+        for point in sorted(_mounts_under(root), key=len, reverse=True):
+            if run(["umount", point], check=False).returncode != 0:
+                run(["umount", "-l", point], check=False)
+        for device in loops_under(root):
+            run(["losetup", "--detach", device], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+    # -- volumes without the slow path ----------------------------------------------------
+    def seed_volumes(self, count: int, prefix: str) -> list[str]:
+        return seed_volumes(self.datastore, count, prefix)
+
+    def unseed_volumes(self, names: Iterable[str]) -> None:
+        unseed_volumes(self.datastore, names)
+        # The plugin's volume cache still holds them until the next List: resync it, so
+        # one benchmark's volumes do not weigh on the next one's writes of that cache.
+        client = DriverClient()
+        client.call("List")
+        client.close()
+
+
+def seed_volumes(datastore: Path, count: int, prefix: str) -> list[str]:
+    """``count`` detached volumes written straight into a datastore folder in the format
+    esx_service writes (metadata.py + vmdk.py), with sparse extents. Seeding skips the
+    fsyncs: these files are fixtures, not the path being measured."""
+    from esx_service.backends.base import DiskLocation
+    from esx_service.metadata import DETACHED, VolumeMeta
+    from esx_service.options import MB, parse_options
+    from esx_service.policy import DEFAULT_VMGROUP
+    from esx_service.vmdk import build_descriptor, new_disk_uuid
+
+    options = parse_options({"size": VOLUME_SIZE})
+    names = []
+    for i in range(count):
+        name = f"{prefix}{i:05d}"
+        loc = DiskLocation("datastore1", DEFAULT_VMGROUP, name)
+        folder = datastore / loc.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        disk_uuid = new_disk_uuid()
+        extent = folder / f"{name}-flat.vmdk"
+        with open(extent, "wb") as f:
+            f.truncate(options.size_mb * MB)
+        (datastore / loc.descriptor_path).write_text(
+            build_descriptor(extent.name, options.size_mb * MB, True, disk_uuid))
+        meta = VolumeMeta(name=name, datastore="datastore1", vmgroup=DEFAULT_VMGROUP,
+                          options=options, created_by="bench-vm", status=DETACHED,
+                          disk_uuid=disk_uuid, docker_name=name, generation=1)
+        (datastore / loc.metadata_path).write_text(
+            json.dumps(meta.to_dict(), indent=1, sort_keys=True) + "\n")
+        names.append(name)
+    return names
+
+
+def unseed_volumes(datastore: Path, names: Iterable[str]) -> None:
+    from esx_service.policy import DEFAULT_VMGROUP
+
+    folder = datastore / "dockvols" / DEFAULT_VMGROUP
+    for name in names:
+        for suffix in (".json", ".vmdk", "-flat.vmdk"):
+            (folder / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP become SystemExit so ``finally`` and ``atexit`` clean up."""
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit)
+
+
+def standalone(main: Callable[[BenchEnv | None], dict]) -> None:
+    """``python -m bench.<module>``: run one benchmark and print its report."""
+    install_signal_handlers()
+    result = main(None)
+    print(result.get("markdown") or json.dumps(result, indent=1, default=str))
