@@ -161,13 +161,14 @@ class VolumeService:
         info = next(d for d in self.backend.datastores() if d.name == loc.datastore)
         self.policy.check_create(
             loc.vmgroup, loc.datastore, size_mb,
-            lambda: sum(m.options.size_mb for m in self._group_volumes(loc.datastore, loc.vmgroup)))
+            lambda: sum(m.options.size_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)))
         if size_mb * MB > info.free_bytes:
             raise InsufficientSpace(
                 f"cannot create {loc.name}@{loc.datastore} of {format_size_mb(size_mb)}: "
                 f"datastore {loc.datastore} has {format_size_mb(info.free_bytes // MB)} free")
 
-    def _group_volumes(self, datastore: str, vmgroup: str | None) -> list[VolumeMeta]:
+    def volumes_in(self, datastore: str, vmgroup: str | None) -> list[VolumeMeta]:
+        """Metadata of every volume on a datastore (of one vmgroup, or all), any status."""
         metas = []
         for data in self.backend.list_metadata(datastore):
             try:
@@ -189,17 +190,38 @@ class VolumeService:
             vmgroup = self.policy.vmgroup_of(vm)
             return [self.view(meta)
                     for ds in self.backend.datastores()
-                    for meta in self._group_volumes(ds.name, vmgroup) if meta.visible]
+                    for meta in self.volumes_in(ds.name, vmgroup) if meta.visible]
 
     def remove(self, vm: str, name: object) -> None:
         with self.gate.operation("remove", vm, str(name)):
             _, loc = self._locate(vm, name)
-            with self._locks.hold(_key(loc)):
-                meta = self._visible(loc)
-                self._require_detached(meta, "remove")
-                self._save(loc, meta.evolve(status=REMOVING))
-                fault_point("remove.marked")
-                self._discard(loc)
+            self._remove_locked(loc)
+
+    def remove_at(self, vm: str, loc: DiskLocation) -> None:
+        """Remove a volume of any vmgroup (admin); one already gone is fine."""
+        with self.gate.operation("admin-remove", vm, f"{loc.name}@{loc.datastore}"):
+            try:
+                self._remove_locked(loc)
+            except VolumeNotFound:
+                pass
+
+    def _remove_locked(self, loc: DiskLocation) -> None:
+        with self._locks.hold(_key(loc)):
+            meta = self._visible(loc)
+            self._require_detached(meta, "remove")
+            self._save(loc, meta.evolve(status=REMOVING))
+            fault_point("remove.marked")
+            self._discard(loc)
+
+    def update_options(self, vm: str, loc: DiskLocation, changes: dict) -> VolumeMeta:
+        """Change options of an existing volume of any vmgroup (admin); ``changes`` maps
+        VolumeOptions field names to already validated values."""
+        with self.gate.operation("admin-set", vm, f"{loc.name}@{loc.datastore}"), \
+                self._locks.hold(_key(loc)):
+            meta = self._visible(loc)
+            meta = meta.evolve(options=replace(meta.options, **changes))
+            self._save(loc, meta)
+            return meta
 
     def attach(self, vm: str, name: object) -> dict:
         with self.gate.operation("attach", vm, str(name)):
@@ -265,7 +287,7 @@ class VolumeService:
         """Finish what a crash interrupted and drop attachments that no longer exist."""
         report = {"cleaned": 0, "detached": 0}
         for ds in self.backend.datastores():
-            for meta in self._group_volumes(ds.name, None):
+            for meta in self.volumes_in(ds.name, None):
                 loc = DiskLocation(meta.datastore, meta.vmgroup, meta.name)
                 with self._locks.hold(_key(loc)):
                     try:

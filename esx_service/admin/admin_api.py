@@ -26,11 +26,11 @@ from ..errors import (
     UnknownDatastore,
     VolumeInUse,
 )
-from ..metadata import ATTACHED, REMOVING, VolumeMeta, utc_now
+from ..metadata import ATTACHED, VolumeMeta, utc_now
 from ..names import match_datastore, parse_volume_name
 from ..options import MB, parse_options, parse_size_mb
 from ..policy import DEFAULT_VMGROUP
-from ..volumes import VolumeService, _key
+from ..volumes import VolumeService
 from .db import ALL_DATASTORES, AdminDb, check_vmgroup_name
 
 log = logging.getLogger("dockvols.admin")
@@ -129,8 +129,7 @@ class AdminApi:
 
     def _metas(self, datastore: str | None = None, vmgroup: str | None = None) -> list[VolumeMeta]:
         names = [datastore] if datastore else [d.name for d in self.service.datastores()]
-        # _group_volumes is VolumeService's one reader of metadata files; reuse it.
-        return [m for ds in names for m in self.service._group_volumes(ds, vmgroup)]
+        return [m for ds in names for m in self.service.volumes_in(ds, vmgroup)]
 
     def _volumes(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
         svc = self.service
@@ -142,7 +141,7 @@ class AdminApi:
         volumes, totals = [], []
         for info in infos:
             capacity = used = count = 0
-            for meta in svc._group_volumes(info.name, group):
+            for meta in svc.volumes_in(info.name, group):
                 view = svc.view(meta, DiskLocation(meta.datastore, meta.vmgroup, meta.name))
                 volumes.append(view)
                 count += 1
@@ -169,15 +168,8 @@ class AdminApi:
         parsed = parse_options(changes)  # validates the values against the same rules
         loc = DiskLocation(self._datastore(ref.datastore), group, ref.name)
         svc = self.service
-        # VolumeService has no update method yet; this follows its locking and state rules.
-        with svc.gate.operation("admin-set", vm, f"{loc.name}@{loc.datastore}"), \
-                svc._locks.hold(_key(loc)):
-            meta = svc._visible(loc)
-            options = dataclasses.replace(
-                meta.options, **{k.replace("-", "_"): getattr(parsed, k.replace("-", "_"))
-                                 for k in changes})
-            meta = meta.evolve(options=options)
-            svc._save(loc, meta)
+        fields = [k.replace("-", "_") for k in changes]
+        meta = svc.update_options(vm, loc, {f: getattr(parsed, f) for f in fields})
         note = ("the change applies at the next attach" if meta.status == ATTACHED else "")
         return 200, {"volume": svc.view(meta), "note": note}
 
@@ -245,23 +237,11 @@ class AdminApi:
                 f"{m.full_name} (VM {m.attached_to})" for m in attached) + "; detach them first")
         removed = []
         for meta in owned:
-            self._remove_volume(DiskLocation(meta.datastore, meta.vmgroup, meta.name), vm)
+            self.service.remove_at(vm, DiskLocation(meta.datastore, meta.vmgroup, meta.name))
             removed.append(meta.full_name)
         self.db.remove_vmgroup(name)
         log.info("vmgroup %s removed with %d volume(s)", name, len(removed))
         return 200, {"removed_volumes": removed}
-
-    def _remove_volume(self, loc: DiskLocation, vm: str) -> None:
-        svc = self.service
-        # As VolumeService.remove, for a vmgroup the caller is not in.
-        with svc.gate.operation("admin-remove", vm, f"{loc.name}@{loc.datastore}"), \
-                svc._locks.hold(_key(loc)):
-            meta = svc._meta(loc)
-            if meta is None:
-                return  # gone meanwhile
-            svc._require_detached(meta, "remove")
-            svc._save(loc, meta.evolve(status=REMOVING))
-            svc._discard(loc)
 
     # -- VMs --------------------------------------------------------------------------
     def _check_movable(self, vms: list[str]) -> None:
