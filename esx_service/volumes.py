@@ -122,10 +122,13 @@ class VolumeService:
                     source = self._clone_source(vm, options.clone_from)
                     options = replace(options, size_mb=source[1].options.size_mb,
                                       fstype=source[1].options.fstype)
-                self._check_space(vm, loc, options.size_mb)
                 meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
                                   options=options, created_by=vm, docker_name=str(name))
-                self._save(loc, meta)
+                # The check and the `creating` metadata (which counts as used) go together,
+                # so two creates in one vmgroup cannot both slip under its quota.
+                with self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}"):
+                    self._check_space(vm, loc, options.size_mb)
+                    self._save(loc, meta)
                 fault_point("create.metadata_written")
                 try:
                     if source is None:
