@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `make plugin`: build the dockvols managed plugin and `docker plugin create` it.
+#
+#   build/plugin/config.json + build/plugin/rootfs/   the plugin directory
+#   build/cache/base-<key>/                           debootstrap tree, reused while its inputs
+#                                                     (suite, mirror, packages) do not change
+#   build/cache/wheels/                               this project and its plugin deps, built
+#                                                     on the host with .venv/bin/pip wheel
+#
+# The rootfs is Debian bookworm (debootstrap --variant=minbase from deb.debian.org) with the
+# tools the plugin runs (mount, blkid, mkfs.ext4, mkfs.xfs) and a venv in /opt/dockvols
+# installed with --no-index from those wheels; the versions are the ones in .venv.
+# File times are clamped to SOURCE_DATE_EPOCH (the last commit) and caches, logs and docs
+# are dropped, so the same inputs give the same tree.
+#
+# Environment: PLUGIN_NAME (vsphere:<version>), ENABLE=1 to enable after create,
+# DOCKER_HOST, DEBIAN_MIRROR (http://deb.debian.org/debian), BUILD_DIR (build),
+# CREATE=0 to build the directory only. A plugin of the same name must not exist
+# (`docker plugin rm -f` it first, or see the README's upgrade steps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+PY=$REPO/.venv/bin/python
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' esx_service/__init__.py)
+PLUGIN_NAME=${PLUGIN_NAME:-vsphere:$VERSION}
+BUILD_DIR=${BUILD_DIR:-$REPO/build}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+PACKAGES=python3,python3-venv,util-linux,mount,e2fsprogs,xfsprogs,libblkid1
+OUT=$BUILD_DIR/plugin
+CACHE=$BUILD_DIR/cache
+VENV_DIR=/opt/dockvols
+
+say() { echo "build-plugin: $*" >&2; }
+[ "$(id -u)" = 0 ] || { say "needs root (debootstrap, chroot)"; exit 1; }
+[ -x "$PY" ] || { say "no $PY: run 'make venv' first"; exit 1; }
+command -v debootstrap >/dev/null || { say "debootstrap missing: run scripts/install-deps.sh"; exit 1; }
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+started=$(date +%s)
+mkdir -p "$CACHE"
+
+# 1. the Debian base tree, cached by its inputs
+key=$(printf '%s\n' "$SUITE" "$MIRROR" "$PACKAGES" minbase | sha256sum | cut -c1-12)
+base=$CACHE/base-$key
+if [ ! -f "$base/.complete" ]; then
+  say "debootstrap $SUITE (minbase + $PACKAGES) from $MIRROR into $base"
+  rm -rf "$base" "$base.tmp"
+  debootstrap --variant=minbase --include="$PACKAGES" --components=main \
+    "$SUITE" "$base.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$CACHE/debootstrap.log" >&2; say "debootstrap failed"; exit 1; }
+  chroot "$base.tmp" apt-get clean
+  rm -rf "$base.tmp"/var/lib/apt/lists/* "$base.tmp"/var/cache/apt/* \
+    "$base.tmp"/var/cache/debconf/*-old "$base.tmp"/var/lib/dpkg/*-old \
+    "$base.tmp"/usr/share/doc/* "$base.tmp"/usr/share/man/* "$base.tmp"/usr/share/info/* \
+    "$base.tmp"/usr/share/locale/* "$base.tmp"/usr/share/lintian "$base.tmp"/usr/share/linda \
+    "$base.tmp"/var/log/* "$base.tmp"/var/cache/ldconfig/aux-cache "$base.tmp"/etc/machine-id \
+    "$base.tmp"/etc/hostname "$base.tmp"/root/.cache
+  : > "$base.tmp/etc/machine-id"
+  touch "$base.tmp/.complete"
+  mv "$base.tmp" "$base"
+else
+  say "reusing $base"
+fi
+
+# 2. wheels of dockvols and its plugin dependencies, pinned to the versions in .venv
+wheels=$CACHE/wheels
+mkdir -p "$wheels"
+rm -f "$wheels"/dockvols-*.whl
+"$PY" -m pip freeze --exclude-editable >"$CACHE/constraints.txt"
+"$PY" -m pip wheel -q --wheel-dir "$wheels" -c "$CACHE/constraints.txt" "$REPO[plugin]" \
+  >"$CACHE/pip-wheel.log" 2>&1 || { cat "$CACHE/pip-wheel.log" >&2; say "pip wheel failed"; exit 1; }
+rm -rf "$REPO"/build/lib "$REPO"/build/bdist.* 2>/dev/null || true  # setuptools' leftovers
+
+# 3. the rootfs: a copy of the base tree plus the venv
+rootfs=$OUT/rootfs
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cp -a "$base" "$rootfs"
+rm -f "$rootfs/.complete"
+mkdir -p "$rootfs/tmp/wheels" "$rootfs/run/dockvols" "$rootfs/var/lib/dockvols/plugin" \
+  "$rootfs/mnt/vmdk" "$rootfs/run/docker/plugins"
+cp "$wheels"/*.whl "$rootfs/tmp/wheels/"
+inroot() {  # a clean environment: the host's pip settings (mirrors, find-links) stay out
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONHASHSEED=0 \
+    chroot "$rootfs" "$@"
+}
+inroot python3 -m venv "$VENV_DIR"
+inroot "$VENV_DIR/bin/python" -m pip install -q --no-index --no-cache-dir \
+  --disable-pip-version-check --find-links /tmp/wheels "dockvols[plugin]"
+inroot "$VENV_DIR/bin/python" -m pip uninstall -q -y --disable-pip-version-check setuptools pip
+rm -rf "$rootfs/tmp/wheels" "$rootfs/root/.cache" "$rootfs/usr/share/python-wheels"
+# Byte-code with hash-based, unchecked invalidation: independent of file times (so these can
+# be clamped below) and never recompiled at start (the plugin must bind within ~9.5 s).
+inroot "$VENV_DIR/bin/python" -m compileall -q -f \
+  --invalidation-mode unchecked-hash /usr/lib/python3.11 /usr/lib/python3/dist-packages \
+  "$VENV_DIR/lib" >/dev/null
+find "$rootfs" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 \
+  | xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"
+cp "$REPO/config.json" "$OUT/config.json"
+say "rootfs $(du -sh "$rootfs" | cut -f1) in $OUT ($(( $(date +%s) - started ))s)"
+
+# 4. docker plugin create (and enable)
+if [ "${CREATE:-1}" = 0 ]; then exit 0; fi
+docker plugin create "$PLUGIN_NAME" "$OUT" >/dev/null
+base_name=${PLUGIN_NAME%%:*}
+base_name=${base_name##*/}
+if [ "$base_name" != vsphere ]; then  # recovery finds its volumes in containers by this name
+  docker plugin set "$PLUGIN_NAME" DOCKVOLS_DRIVER_NAME="$base_name"
+fi
+say "created plugin $PLUGIN_NAME ($(( $(date +%s) - started ))s)"
+if [ "${ENABLE:-0}" = 1 ]; then
+  case "${DOCKER_HOST:-unix://}" in  # the default mount sources must exist on this host
+    unix://*) mkdir -p /run/dockvols /var/lib/dockvols/plugin ;;
+  esac
+  docker plugin enable --timeout 120 "$PLUGIN_NAME" >/dev/null
+  say "enabled $PLUGIN_NAME"
+fi

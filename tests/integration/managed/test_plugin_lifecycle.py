@@ -1,0 +1,77 @@
+"""Managed-plugin life cycle with volumes in use: `docker plugin disable -f`, enable again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..conftest import Docker, loops_on
+from ..daemons import wait_for
+from .conftest import ManagedPlugin, volume_mounted
+
+
+def test_disable_force_while_mounted_then_enable_loses_nothing(
+        mdv: Docker, managed: ManagedPlugin, run_dir: Path) -> None:
+    mdv("volume", "create", "-d", managed.full_name, "-o", "size=150mb", "keep")
+    mdv("run", "-d", "--name", "early", "-v", "keep:/data", "busybox", "sleep", "600")
+    mdv("exec", "early", "sh", "-c", "echo before > /data/f && sync")
+    assert volume_mounted(managed, "keep@datastore1")
+
+    managed.disable(force=True)  # refused without -f: the volume is in use
+    assert not managed.enabled
+    assert not managed.activate()
+    # The container keeps its filesystem while the plugin is away.
+    assert mdv.out("exec", "early", "cat", "/data/f") == "before"
+    mdv("exec", "early", "sh", "-c", "echo during > /data/g && sync")
+
+    managed.enable()
+    # Recovery finds `early` in the Docker engine and mounts the volume again.
+    wait_for(lambda: volume_mounted(managed, "keep@datastore1"), 30,
+             "recovery to mount the in-use volume again")
+    assert mdv.out("exec", "early", "cat", "/data/g") == "during"
+    mdv("exec", "early", "sh", "-c", "echo after > /data/h && sync")
+
+    mdv("run", "-d", "--name", "late", "-v", "keep:/data", "busybox", "sleep", "600")
+    assert mdv.out("exec", "late", "cat", "/data/f", "/data/g", "/data/h").split() == [
+        "before", "during", "after"]
+    mdv("exec", "late", "sh", "-c", "echo from-late > /data/i")
+    assert mdv.out("exec", "early", "cat", "/data/i") == "from-late"  # one filesystem
+
+    # Reference counts survived: the first container to go leaves the volume mounted, the
+    # last one unmounts and detaches it.
+    mdv("rm", "-f", "early")
+    assert volume_mounted(managed, "keep@datastore1")
+    assert mdv.out("exec", "late", "cat", "/data/f") == "before"
+    mdv("rm", "-f", "late")
+    wait_for(lambda: not volume_mounted(managed, "keep@datastore1"), 10,
+             "the volume to be unmounted after its last container")
+    assert not [line for line in loops_on(run_dir) if "/keep-flat.vmdk" in line]
+    out = mdv.out("run", "--rm", "-v", "keep:/data", "busybox", "cat", "/data/f", "/data/g",
+                  "/data/h", "/data/i")
+    assert out.split() == ["before", "during", "after", "from-late"]
+
+
+def test_plugin_disable_without_force_is_refused_while_in_use(
+        mdv: Docker, managed: ManagedPlugin) -> None:
+    mdv("volume", "create", "-d", managed.full_name, "busyvol")
+    mdv("run", "-d", "--name", "holder", "-v", "busyvol:/data", "busybox", "sleep", "600")
+    refused = mdv("plugin", "disable", managed.name, check=False)
+    assert refused.returncode != 0
+    assert "in use" in refused.stderr
+    assert managed.enabled
+    mdv("exec", "holder", "sh", "-c", "echo ok > /data/x")
+
+
+def test_plugin_asks_only_for_what_it_needs(managed: ManagedPlugin) -> None:
+    plugin = json.loads(managed.docker.out("plugin", "inspect", managed.name))[0]
+    config, settings = plugin["Config"], plugin["Settings"]
+    assert config["Interface"]["Types"] == ["docker.volumedriver/1.0"]
+    assert config["Interface"]["Socket"] == "vsphere.sock"
+    assert config["Linux"]["Capabilities"] == ["CAP_SYS_ADMIN"]
+    assert config["Network"]["Type"] == "host"
+    assert config["PropagatedMount"] == "/mnt/vmdk"
+    assert not config["PidHost"] and not config["IpcHost"]
+    assert {m["Destination"] for m in settings["Mounts"]} == {
+        "/dev", "/run/dockvols", "/var/lib/dockvols/plugin", "/run/docker.sock"}
+    env = dict(item.split("=", 1) for item in settings["Env"])
+    assert env["DOCKVOLS_DRIVER_NAME"] == managed.name  # set by build-plugin.sh for recovery
