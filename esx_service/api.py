@@ -63,10 +63,9 @@ class Api:
                 return 200, {}
             if action == "attach" and method == "POST":
                 return 200, svc.attach(vm, name)
-            if action == "formatted" and method == "POST":
-                return 200, {"volume": svc.mark_formatted(vm, name)}
             if action == "detach" and method == "POST":
-                return 200, {"volume": svc.detach(vm, name)}
+                formatted = _json_body(body).get("formatted") is True
+                return 200, {"volume": svc.detach(vm, name, formatted)}
         raise NotFound(f"no route for {method} {path}")
 
 

@@ -6,7 +6,9 @@ import json
 import os
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
+def atomic_write_bytes(path: str, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` all at once. ``durable=False`` skips the fsyncs, for
+    caches that may lose their last update in a crash but must never be half written."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -15,7 +17,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]  # a short write is not an error
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -25,6 +28,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -32,5 +37,6 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_json(path: str, obj: object) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
+def atomic_write_json(path: str, obj: object, durable: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n",
+                       durable)

@@ -254,17 +254,10 @@ class VolumeService:
                     raise
                 return {"volume": self.view(meta), "attach": info}
 
-    def mark_formatted(self, vm: str, name: object) -> dict:
-        with self.gate.operation("formatted", vm, str(name)):
-            _, loc = self._locate(vm, name)
-            with self._locks.hold(_key(loc)):
-                meta = self._visible(loc)
-                if not meta.formatted:
-                    meta = meta.evolve(formatted=True)
-                    self._save(loc, meta)
-                return self.view(meta)
-
-    def detach(self, vm: str, name: object) -> dict:
+    def detach(self, vm: str, name: object, formatted: bool = False) -> dict:
+        """``formatted``: the guest had a filesystem on the disk mounted, so from now on a
+        read-only volume can be attached read-only (a fresh one is attached writable so its
+        first mount can make the filesystem)."""
         with self.gate.operation("detach", vm, str(name)):
             _, loc = self._locate(vm, name)
             with self._locks.hold(_key(loc)):
@@ -272,7 +265,8 @@ class VolumeService:
                 if meta.status != ATTACHED or meta.attached_to != vm:
                     return self.view(meta)  # not attached here: nothing to do
                 self.backend.detach_disk(loc, vm, meta.attach_info)
-                meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
+                meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None,
+                                   formatted=meta.formatted or formatted)
                 self._save(loc, meta)
                 return self.view(meta)
 

@@ -18,8 +18,7 @@ class EsxClient(Protocol):
     def list(self, timeout: float | None = None) -> list[dict]: ...
     def remove(self, name: str) -> None: ...
     def attach(self, name: str) -> dict: ...
-    def detach(self, name: str) -> dict: ...
-    def mark_formatted(self, name: str) -> dict: ...
+    def detach(self, name: str, formatted: bool = False) -> dict: ...
     def status(self) -> dict: ...
 
 
@@ -109,12 +108,10 @@ class HttpEsxClient:
     def attach(self, name: str) -> dict:
         return self.call("POST", self._vol(name, "attach"), {})
 
-    def detach(self, name: str) -> dict:
-        return self.call("POST", self._vol(name, "detach"), {})["volume"]
+    def detach(self, name: str, formatted: bool = False) -> dict:
+        body = {"formatted": True} if formatted else {}
+        return self.call("POST", self._vol(name, "detach"), body)["volume"]
 
     def status(self) -> dict:
         """Service version, backend, and the VM identity this client is seen as."""
         return self.call("GET", "/v1/status")
-
-    def mark_formatted(self, name: str) -> dict:
-        return self.call("POST", self._vol(name, "formatted"), {})["volume"]

@@ -41,7 +41,10 @@ class RefCounts:
 
     def _save(self) -> None:
         os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
-        atomic_write_json(self._path, {"refs": self._refs, "aliases": self._aliases})
+        # Only names of volumes in use need to survive a restart (Unmount and Path of them
+        # must work with the service down); keeping the rest out keeps every write small.
+        aliases = {n: c for n, c in self._aliases.items() if c in self._refs}
+        atomic_write_json(self._path, {"refs": self._refs, "aliases": aliases})
 
     def total(self, volume: str) -> int:
         with self._lock:
@@ -92,12 +95,13 @@ class RefCounts:
         with self._lock:
             if self._aliases.get(name) != canonical:
                 self._aliases[name] = canonical
-                self._save()
+                if canonical in self._refs:
+                    self._save()
 
     def drop_alias(self, canonical: str) -> None:
         with self._lock:
             stale = [n for n, c in self._aliases.items() if c == canonical]
             for name in stale:
                 del self._aliases[name]
-            if stale:
+            if stale and canonical in self._refs:
                 self._save()

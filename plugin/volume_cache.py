@@ -30,7 +30,7 @@ class VolumeCache:
         if force or now - self._saved_at > _SAVE_INTERVAL:
             self._saved_at = now
             os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
-            atomic_write_json(self._path, self._volumes)
+            atomic_write_json(self._path, self._volumes, durable=False)
 
     def put(self, name: str, view: dict) -> None:
         with self._lock:

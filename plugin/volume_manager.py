@@ -114,8 +114,14 @@ class VolumeManager:
                 if users:
                     raise VolumeInUse(f"volume {name} is in use by {users} mount(s) on this "
                                       "host; stop the containers using it first")
-                self.detach(name)  # a detach an earlier Unmount could not finish
-                self.client.remove(name)
+                try:
+                    self.client.remove(name)
+                except ServiceError as exc:
+                    if exc.code != "VolumeInUse":
+                        raise
+                    # perhaps still attached here by an Unmount whose detach failed
+                    self.detach(name)
+                    self.client.remove(name)
                 self.refs.drop_alias(canonical)
                 self.cache.forget(canonical)
 
@@ -182,7 +188,9 @@ class VolumeManager:
         try:
             device = self.devices.find(answer["attach"], canonical)
             fstype = view.get("fstype", "ext4")
-            found = self.mounter.filesystem_of(device)
+            # Until a detach has reported a filesystem, probe before mkfs: a disk with data
+            # is never formatted again. After that, the recorded fstype is the truth.
+            found = fstype if view.get("formatted") else self.mounter.filesystem_of(device)
             if found is None:
                 log.info("volume=%s device=%s first use: mkfs.%s", canonical, device, fstype)
                 self.mounter.mkfs(device, fstype, canonical.split("@", 1)[0])
@@ -192,8 +200,6 @@ class VolumeManager:
         except BaseException:
             self._detach_quietly(name)
             raise
-        if not view.get("formatted"):
-            self.client.mark_formatted(name)
 
     def _detach_quietly(self, name: str) -> None:
         try:
@@ -219,7 +225,7 @@ class VolumeManager:
                     raise
                 # Unmounted now; a failed detach leaves the disk attached to this VM only,
                 # which the next Mount (attach is idempotent) or Remove takes care of.
-                self.detach(name)
+                self.detach(name, formatted=True)
 
     def _reconcile_recovered(self, canonical: str) -> bool:
         """An unknown ID after a restart: recount the volume's users from Docker."""
@@ -234,7 +240,7 @@ class VolumeManager:
 
     def unmount_and_detach(self, name: str, canonical: str) -> None:
         self.release_mount(canonical)
-        self.detach(name)
+        self.detach(name, formatted=True)
 
     def release_mount(self, canonical: str) -> None:
         """Unmount the volume's filesystem if it is mounted."""
@@ -243,9 +249,9 @@ class VolumeManager:
             self.mounter.umount(target)
             fault_point("plugin.unmount.unmounted")
 
-    def detach(self, name: str) -> None:
+    def detach(self, name: str, formatted: bool = False) -> None:
         try:
-            self.client.detach(name)
+            self.client.detach(name, formatted)
         except ServiceError as exc:
             if exc.code != "VolumeNotFound":
                 raise

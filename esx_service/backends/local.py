@@ -23,9 +23,14 @@ _ZEROS = bytes(_CHUNK)
 class LocalBackend:
     name = "local"
 
-    def __init__(self, datastores: dict[str, str], run: CommandRunner = run_command) -> None:
+    def __init__(self, datastores: dict[str, str], run: CommandRunner = run_command,
+                 sysfs_block: str | None = "/sys/block") -> None:
         self._paths = dict(datastores)
         self._run = run
+        # Which loop device holds which file is read from sysfs: a `losetup --list` per
+        # check costs a process, and recovery checks every volume. A runner of one's own
+        # (tests) answers the listing too.
+        self._sysfs_block = sysfs_block if run is run_command else None
         for path in self._paths.values():
             os.makedirs(os.path.join(path, "dockvols"), exist_ok=True)
 
@@ -148,14 +153,25 @@ class LocalBackend:
             return 0
 
     # -- attach -----------------------------------------------------------------------
+    def _loop_table(self) -> list[tuple[str, str]]:
+        """(device, backing file) of every bound loop device."""
+        if self._sysfs_block is None:
+            out = self._run(["losetup", "--noheadings", "--output", "NAME,BACK-FILE", "--list"])
+            return [(p[0], p[1].strip()) for p in (line.split(None, 1)
+                                                   for line in out.splitlines()) if len(p) == 2]
+        table = []
+        for entry in _listdir(self._sysfs_block):
+            if entry.startswith("loop"):
+                path = os.path.join(self._sysfs_block, entry, "loop", "backing_file")
+                try:
+                    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                        table.append((f"/dev/{entry}", f.read().rstrip("\n")))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # not bound
+        return table
+
     def _loop_devices_of(self, extent: str) -> list[str]:
-        out = self._run(["losetup", "--noheadings", "--output", "NAME,BACK-FILE", "--list"])
-        devices = []
-        for line in out.splitlines():
-            parts = line.split(None, 1)
-            if len(parts) == 2 and _same_file(parts[1].strip(), extent):
-                devices.append(parts[0])
-        return devices
+        return [dev for dev, backing in self._loop_table() if _same_file(backing, extent)]
 
     def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
         extent = self._extent_path(loc)

@@ -40,6 +40,12 @@ def run_dir() -> Iterator[Path]:
     keep.mkdir(parents=True)
     for log in path.glob("*.log"):
         shutil.copy(log, keep / log.name)  # for a post-mortem of the last run
+    # A failed test may have left mounts or loop devices (its teardown said so): release
+    # them, or they outlive the files they point at.
+    for target in reversed(mounts_under(path)):
+        subprocess.run(["umount", "-l", target], check=False)
+    for line in loops_on(path):
+        subprocess.run(["losetup", "-d", line.split()[0]], check=False)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -85,7 +85,10 @@ def test_volume_ls_shows_attachment_and_half_made_volumes(stack, run) -> None:
 
 def test_volume_set_makes_the_next_attach_read_only(stack, run) -> None:
     make(stack, "host1", "web")
-    stack.service.mark_formatted("host1", "web")  # a new disk attaches writable to be made
+    # a new disk attaches writable so it can be formatted; the detach reports the filesystem
+    stack.service.attach("host1", "web")
+    stack.service.detach("host1", "web", formatted=True)
+    stack.losetup.devices.clear()
     result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "_DEFAULT",
                  "--options", "access=read-only")
     assert result.code == 0, result.err

@@ -372,8 +372,12 @@ def test_a_disk_left_on_a_powered_off_vm_may_be_taken():
 
 def test_a_read_only_volume_is_attached_read_only_once_formatted(h):
     h.service.create("vm1", "ro", {"access": "read-only"})
-    if hasattr(h.service, "mark_formatted"):
-        h.service.mark_formatted("vm1", "ro")
+    h.service.attach("vm1", "ro")  # fresh: writable, so the guest can make the filesystem
+    if h.kind == "fake":
+        assert h.backend.attached[("ds1", "_DEFAULT", "ro")][1]["read_only"] is False
+    else:
+        assert "--read-only" not in h.losetup.argvs[-1]
+    h.service.detach("vm1", "ro", formatted=True)
     h.service.attach("vm1", "ro")
     if h.kind == "fake":
         assert h.backend.attached[("ds1", "_DEFAULT", "ro")][1]["read_only"] is True

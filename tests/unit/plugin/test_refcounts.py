@@ -68,10 +68,23 @@ def test_drop_alias_forgets_every_name_of_a_volume(path):
     refs.set_alias("db", "db@ds1")
     refs.set_alias("db@DS1", "db@ds1")
     refs.set_alias("web", "web@ds1")
+    refs.add("web@ds1", "m1")
     refs.drop_alias("db@ds1")
+    assert refs.alias("db") is None and refs.alias("db@DS1") is None
     again = RefCounts(path)
     assert again.alias("db") is None and again.alias("db@DS1") is None
     assert again.alias("web") == "web@ds1"
+
+
+def test_only_names_of_volumes_in_use_are_persisted(path):
+    refs = RefCounts(path)
+    refs.set_alias("idle", "idle@ds1")
+    refs.set_alias("busy", "busy@ds1")
+    refs.add("busy@ds1", "m1")
+    assert refs.alias("idle") == "idle@ds1"  # known in memory
+    again = RefCounts(path)
+    assert again.alias("busy") == "busy@ds1"
+    assert again.alias("idle") is None  # asked of the service again after a restart
 
 
 def test_a_corrupt_file_is_moved_aside_and_counting_starts_empty(path):
