@@ -10,7 +10,7 @@ import os
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
-from ..errors import BackendError, InsufficientSpace, UnknownDatastore
+from ..errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
 from ..options import MB
 from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
 from .base import DatastoreInfo, DiskLocation
@@ -100,8 +100,8 @@ class LocalBackend:
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
                     policy: str | None) -> str:
         if policy:
-            raise BackendError("vsan-policy-name needs the vsphere backend; "
-                               "the local backend has no storage policies")
+            raise InvalidOption(f"vsan-policy-name {policy!r} needs the vsphere backend; "
+                                "the local backend has no storage policies")
         return self._write_disk(loc, size_mb * MB, diskformat, source=None)
 
     def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:

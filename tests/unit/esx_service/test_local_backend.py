@@ -11,7 +11,7 @@ import pytest
 from esx_service.backends import local as local_module
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
-from esx_service.errors import BackendError, InsufficientSpace, UnknownDatastore
+from esx_service.errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
 from esx_service.options import MB
 from esx_service.vmdk import parse_descriptor
 from esx_service.volumes import VolumeService
@@ -127,7 +127,7 @@ def test_a_failed_descriptor_write_leaves_no_extent(local_backend, monkeypatch):
 
 
 def test_a_vsan_policy_is_refused(local_backend):
-    with pytest.raises(BackendError, match="vsan-policy-name"):
+    with pytest.raises(InvalidOption, match="vsan-policy-name .gold. needs the vsphere backend"):
         local_backend.create_disk(LOC, 8, "thin", "gold")
 
 

@@ -193,7 +193,7 @@ def test_vsan_policy_is_refused_by_the_local_backend_only(h):
         assert h.service.create("vm1", "db", {"vsan-policy-name": "gold"})["vsan_policy_name"] \
             == "gold"
         return
-    with pytest.raises(BackendError, match="vsphere backend"):
+    with pytest.raises(InvalidOption, match="vsphere backend"):
         h.service.create("vm1", "db", {"vsan-policy-name": "gold"})
     assert h.backend.read_metadata(h.loc("db")) is None
 

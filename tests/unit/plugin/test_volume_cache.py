@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from plugin.volume_cache import VolumeCache
@@ -21,8 +23,28 @@ def test_put_and_get(path):
 
 
 def test_a_newly_seen_volume_survives_a_restart(path):
-    VolumeCache(path).put("db", VIEW)
+    cache = VolumeCache(path, save_interval=0.01)
+    cache.put("db", VIEW)
+    deadline = time.monotonic() + 5
+    while VolumeCache(path).get("db") != VIEW and time.monotonic() < deadline:
+        time.sleep(0.01)  # the write is deferred to the cache's timer
     assert VolumeCache(path).get("db") == VIEW
+
+
+def test_a_burst_of_changes_is_written_once(path, monkeypatch):
+    import plugin.volume_cache as module
+
+    writes = []
+    real = module.atomic_write_bytes
+    monkeypatch.setattr(module, "atomic_write_bytes",
+                        lambda *a, **k: (writes.append(a[0]), real(*a, **k)))
+    cache = VolumeCache(path, save_interval=60)
+    for i in range(100):
+        cache.put(f"v{i}", {"name": f"v{i}@ds1"})
+    assert writes == []
+    cache.flush()
+    assert len(writes) == 1
+    assert len(VolumeCache(path).all()) == 100
 
 
 def test_replace_all_replaces_every_entry(path):
@@ -39,7 +61,8 @@ def test_forget_drops_a_volume_by_docker_name_or_canonical_name(path):
     cache.put("web", {"name": "web@ds1"})
     cache.forget("db@ds1")
     assert set(cache.all()) == {"web"}
-    assert set(VolumeCache(path).all()) == {"web"}  # persisted at once
+    cache.flush()
+    assert set(VolumeCache(path).all()) == {"web"}
 
 
 def test_all_returns_a_copy(path):
