@@ -13,7 +13,8 @@
 # File times are clamped to SOURCE_DATE_EPOCH (the last commit) and caches, logs and docs
 # are dropped, so the same inputs give the same tree.
 #
-# Environment: PLUGIN_NAME (vsphere:<version>), ENABLE=1 to enable after create,
+# Environment: PLUGIN_NAME (vsphere, i.e. vsphere:latest, so `-d vsphere` finds it; give
+# vsphere:<version> to keep several side by side), ENABLE=1 to enable after create,
 # DOCKER_HOST, DEBIAN_MIRROR (http://deb.debian.org/debian), BUILD_DIR (build),
 # CREATE=0 to build the directory only. A plugin of the same name must not exist
 # (`docker plugin rm -f` it first, or see the README's upgrade steps).
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=$REPO/.venv/bin/python
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' esx_service/__init__.py)
-PLUGIN_NAME=${PLUGIN_NAME:-vsphere:$VERSION}
+PLUGIN_NAME=${PLUGIN_NAME:-vsphere}
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
@@ -107,7 +108,7 @@ base_name=${base_name##*/}
 if [ "$base_name" != vsphere ]; then  # recovery finds its volumes in containers by this name
   docker plugin set "$PLUGIN_NAME" DOCKVOLS_DRIVER_NAME="$base_name"
 fi
-say "created plugin $PLUGIN_NAME ($(( $(date +%s) - started ))s)"
+say "created plugin $PLUGIN_NAME, dockvols $VERSION ($(( $(date +%s) - started ))s)"
 if [ "${ENABLE:-0}" = 1 ]; then
   case "${DOCKER_HOST:-unix://}" in  # the default mount sources must exist on this host
     unix://*) mkdir -p /run/dockvols /var/lib/dockvols/plugin ;;

@@ -2,7 +2,7 @@
 # Install what dockvols needs on Debian, only what is missing (so a second run is instant).
 # Needs root for apt; set DOCKVOLS_SKIP_APT=1 to skip the apt part.
 set -euo pipefail
-PACKAGES=(docker.io qemu-utils xfsprogs e2fsprogs util-linux busybox-static curl
+PACKAGES=(docker.io docker-compose qemu-utils xfsprogs e2fsprogs util-linux busybox-static curl
           golang-go golang-github-vmware-govmomi-dev debootstrap)
 missing=()
 for p in "${PACKAGES[@]}"; do

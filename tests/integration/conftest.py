@@ -42,7 +42,7 @@ def run_dir() -> Iterator[Path]:
         shutil.copy(log, keep / log.name)  # for a post-mortem of the last run
     # A failed test may have left mounts or loop devices (its teardown said so): release
     # them, or they outlive the files they point at.
-    for target in reversed(mounts_under(path)):
+    for target in reversed(all_mounts_under(path)):
         subprocess.run(["umount", "-l", target], check=False)
     for line in loops_on(path):
         subprocess.run(["losetup", "-d", line.split()[0]], check=False)
@@ -52,9 +52,10 @@ def run_dir() -> Iterator[Path]:
 class Docker:
     """The docker CLI against the suite's private dockerd."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, driver: str = DRIVER) -> None:
         self.env = {**os.environ, "DOCKER_HOST": host}
         self.host = host
+        self.driver = driver  # as dockerd reports it: a managed plugin's is "<name>:latest"
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 180,
                  input: str | None = None) -> subprocess.CompletedProcess:
@@ -171,10 +172,34 @@ def restart_plugin_and_wait_for_recovery(plugin: Daemon, extra_env: dict | None 
              > marker_count, 60, "plugin recovery to finish")
 
 
-def mounts_under(root: Path) -> list[str]:
+def all_mounts_under(root: Path) -> list[str]:
+    """Every mount point under ``root``, shadowed ones included (for cleaning up)."""
     prefix = str(root) + "/"
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points under ``root``, each as often as it is mounted on top of itself.
+
+    dockerd makes its data root a shared mount, so a mount a managed plugin makes under its
+    /mnt/vmdk reaches the host twice at the same path (on the propagated mount, and on the
+    data root's peer): copies side by side count once. A volume mounted twice by the plugin
+    is stacked (the second's parent is the first) and counts twice."""
+    prefix = str(root) + "/"
+    with open("/proc/self/mountinfo") as f:
+        entries = [line.split() for line in f]
+    by_path: dict[str, set[str]] = {}
+    parents: dict[str, str] = {}
+    for fields in entries:
+        if fields[4].startswith(prefix):
+            by_path.setdefault(fields[4], set()).add(fields[0])
+            parents[fields[0]] = fields[1]
+    result = []
+    for path, ids in sorted(by_path.items()):
+        stacked = sum(1 for i in ids if parents[i] in ids)
+        result += [path] * (stacked + 1)
+    return result
 
 
 def loops_on(root: Path) -> list[str]:
@@ -204,7 +229,7 @@ def dv(docker: Docker, busybox: str, plugin: Daemon, esx: Daemon, mount_root: Pa
 
 
 def make_volume(dv: Docker, name: str, *opts: str) -> None:
-    args = ["volume", "create", "-d", DRIVER]
+    args = ["volume", "create", "-d", dv.driver]
     for opt in opts:
         args += ["-o", opt]
     dv(*args, name)

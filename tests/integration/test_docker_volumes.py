@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from .conftest import DRIVER, Docker, make_volume, mounts_under
+from .conftest import Docker, make_volume, mounts_under
 
 
 def run(dv: Docker, volume: str, script: str, *extra: str) -> str:
@@ -47,7 +47,7 @@ def test_inspect_shows_the_disk_facts(dv: Docker) -> None:
     make_volume(dv, "facts", "size=120mb", "access=read-write", "attach-as=independent_persistent")
     info = dv.inspect_volume("facts")
     status = info["Status"]
-    assert info["Driver"] == DRIVER
+    assert info["Driver"] == dv.driver
     assert status["datastore"] == "datastore1"
     assert status["capacity"]["size"] == "120mb"
     assert status["diskformat"] == "thin"
@@ -120,7 +120,7 @@ def test_clone_from_copies_the_source_data(dv: Docker) -> None:
 def test_volume_ls_lists_each_volume_once_by_its_created_name(dv: Docker) -> None:
     make_volume(dv, "one")
     make_volume(dv, "two@datastore2")
-    names = dv.out("volume", "ls", "-q", "--filter", f"driver={DRIVER}").split()
+    names = dv.out("volume", "ls", "-q", "--filter", f"driver={dv.driver}").split()
     assert sorted(names) == ["one", "two@datastore2"]
 
 

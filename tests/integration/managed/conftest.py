@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DRIVER, Docker, loops_on, mounts_under
+from ..conftest import DRIVER, Docker, all_mounts_under, loops_on, mounts_under
 from ..daemons import REPO, Daemon, wait_for
 
 # Distinct from the legacy socket /run/docker/plugins/$DOCKVOLS_TEST_DRIVER.sock.
@@ -88,15 +88,15 @@ def mdockerd(run_dir: Path, mdir: Path) -> Iterator[Daemon]:
     docker("plugin", "rm", "-f", NAME, check=False)
     daemon.stop()
     # dockerd leaves <exec-root>/netns/default mounted after a swarm (libnetwork's sandbox).
-    for path in reversed(mounts_under(mdir) + mounts_under(run_dir / "x")):
+    for path in reversed(all_mounts_under(mdir) + all_mounts_under(run_dir / "x")):
         subprocess.run(["umount", "-l", path], check=False)
-    leaked = mounts_under(mdir) + mounts_under(run_dir / "x")
+    leaked = all_mounts_under(mdir) + all_mounts_under(run_dir / "x")
     assert not leaked, f"mounts left by the second dockerd: {leaked}"
 
 
 @pytest.fixture(scope="session")
 def mdocker(mdockerd: Daemon, mdir: Path) -> Docker:
-    return Docker(f"unix://{mdir / 'docker.sock'}")
+    return Docker(f"unix://{mdir / 'docker.sock'}", driver=FULL_NAME)
 
 
 @pytest.fixture(scope="session")
@@ -170,28 +170,9 @@ def mdv(mdocker: Docker, mbusybox: str, managed: ManagedPlugin, esx: Daemon,
     assert not leaked_loops, f"loop devices leaked: {leaked_loops}"
 
 
-def visible_mounts_under(root: Path) -> list[str]:
-    """Mount points under ``root`` as a path lookup sees them.
-
-    dockerd makes its data root a shared mount, so a mount the plugin makes under its
-    /mnt/vmdk reaches the host twice: once on the propagated mount (visible) and once on the
-    data root's peer, underneath the propagated mount (shadowed: its parent is mounted
-    outside ``root``). Only the first counts; a volume mounted twice by the plugin would be
-    stacked (parent inside ``root``) and still show up twice here."""
-    prefix = str(root) + "/"
-    entries = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            entries.append((fields[0], fields[1], fields[4]))
-    where = {mount_id: point for mount_id, _, point in entries}
-    return [point for _, parent, point in entries
-            if point.startswith(prefix) and (where.get(parent, "") + "/").startswith(prefix)]
-
-
 def volume_mounted(plugin: ManagedPlugin, canonical: str) -> bool:
     path = str(plugin.propagated_mount / canonical)
-    return path in visible_mounts_under(plugin.propagated_mount)
+    return path in mounts_under(plugin.propagated_mount)
 
 
 def plugin_log(mdir: Path, plugin_id: str, lines: int = 60) -> str:

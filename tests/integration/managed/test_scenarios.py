@@ -11,7 +11,7 @@ import pytest
 
 from .. import test_docker_volumes as scenarios
 from ..conftest import Docker
-from .conftest import FULL_NAME, ManagedPlugin, visible_mounts_under
+from .conftest import ManagedPlugin
 
 SCENARIOS: list[Callable[..., None]] = [
     fn for name, fn in vars(scenarios).items() if name.startswith("test_") and callable(fn)]
@@ -23,14 +23,8 @@ def test_scenarios_were_found() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda fn: fn.__name__[len("test_"):])
 def test_scenario(scenario: Callable[..., None], mdv: Docker, managed: ManagedPlugin,
-                  datastore: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The scenarios name the driver through a module constant (the legacy plugin's name);
-    # a managed plugin's volumes report "<name>:latest" (and `volume ls --filter driver=`
-    # matches that exactly), so point the constant at the managed plugin for this call.
-    monkeypatch.setattr(scenarios, "DRIVER", FULL_NAME)
-    monkeypatch.setitem(scenarios.make_volume.__globals__, "DRIVER", FULL_NAME)
-    # ... and count mounts as a path lookup sees them (see visible_mounts_under).
-    monkeypatch.setattr(scenarios, "mounts_under", visible_mounts_under)
+                  datastore: Path, run_dir: Path) -> None:
+    # mdv names the managed plugin's driver ("<name>:latest") for make_volume and filters
     given = {"dv": mdv, "mount_root": managed.propagated_mount, "datastore": datastore,
              "run_dir": run_dir}
     wanted = inspect.signature(scenario).parameters
