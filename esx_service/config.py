@@ -28,6 +28,8 @@ _SOURCES = {
     "admin_socket": ("service", "admin_socket", "DOCKVOLS_ADMIN_SOCKET"),
     "db_path": ("service", "db_path", "DOCKVOLS_DB"),
     "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
+    "vsock_port": ("vsock", "port", "DOCKVOLS_VSOCK_PORT"),
+    "vsock_vms": ("vsock", "vms", "DOCKVOLS_VSOCK_VMS"),
     "tls_listen": ("tls", "listen", "DOCKVOLS_TLS_LISTEN"),
     "tls_cert": ("tls", "cert_file", "DOCKVOLS_TLS_CERT"),
     "tls_key": ("tls", "key_file", "DOCKVOLS_TLS_KEY"),
@@ -81,6 +83,8 @@ class ServiceConfig:
     datastores: tuple[tuple[str, str], ...] = ()
     vsphere: VsphereSettings = field(default_factory=VsphereSettings)
     tls: TlsSettings | None = None
+    vsock_port: int | None = None
+    vsock_vms: tuple[tuple[int, str], ...] = ()  # guest CID -> VM name
     source: str = "defaults"
 
     @property
@@ -173,7 +177,25 @@ def _build(raw: dict[str, str], source: str) -> ServiceConfig:
     kwargs["vsphere"] = VsphereSettings(**vs)
     if raw.get("tls_listen"):
         kwargs["tls"] = _tls(raw)
+    if raw.get("vsock_port"):
+        kwargs["vsock_port"], kwargs["vsock_vms"] = _vsock(raw)
     return ServiceConfig(**kwargs)
+
+
+def _vsock(raw: dict[str, str]) -> tuple[int, tuple[tuple[int, str], ...]]:
+    port = raw["vsock_port"].strip()
+    if not port.isdigit() or not 0 < int(port) < 2**32:
+        raise ConfigError(f"invalid vsock port {port!r}: expected a number, e.g. 1019")
+    vms = []
+    for cid, vm in _pairs(raw.get("vsock_vms", ""), "vsock vms"):
+        if not cid.isdigit() or int(cid) < 3:
+            raise ConfigError(f"invalid vsock CID {cid!r} for VM {vm!r}: guest CIDs are "
+                              "numbers from 3 up (0-2 are the hypervisor and the host)")
+        vms.append((int(cid), vm))
+    if not vms:
+        raise ConfigError("vsock port is set but vsock vms is not: map each guest CID to its "
+                          "VM, e.g. 3=web-1,4=db-1")
+    return int(port), tuple(vms)
 
 
 def _tls(raw: dict[str, str]) -> TlsSettings:

@@ -18,7 +18,7 @@ from .api import Api
 from .backends.base import Backend
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
-from .server import ApiServer, TlsApiServer, UnixApiServer, server_tls_context
+from .server import ApiServer, TlsApiServer, UnixApiServer, VsockApiServer, server_tls_context
 from .volumes import VolumeService
 
 log = logging.getLogger("dockvols.main")
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             context = server_tls_context(config.tls.cert_file, config.tls.key_file,
                                          config.tls.client_ca_file)
             servers.append(TlsApiServer((config.tls.host, config.tls.port), api, context))
+        if config.vsock_port:
+            servers.append(VsockApiServer(config.vsock_port, api, dict(config.vsock_vms)))
         # Admin routes live on their own root-only socket, never on a VM-facing listener.
         admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source)
         servers.append(UnixApiServer(config.admin_socket, admin, "admin", mode=0o600))

@@ -4,6 +4,9 @@
 - ``TlsApiServer``: HTTPS on TCP with mutual TLS; the client certificate's common name is
   the VM. A connection without a certificate signed by the configured CA never reaches the
   API.
+- ``VsockApiServer``: HTTP on AF_VSOCK, for guests of this ESXi host; the peer's context ID
+  (CID), which the hypervisor sets and a guest cannot forge, names the VM. A CID that maps
+  to no VM is refused.
 """
 
 from __future__ import annotations
@@ -120,6 +123,31 @@ class UnixApiServer(ApiServer):
             os.unlink(self.server_address)  # type: ignore[arg-type]
         except FileNotFoundError:
             pass
+
+
+class VsockApiServer(ApiServer):
+    address_family = socket.AF_VSOCK
+
+    def __init__(self, port: int, api: Handler, vms_by_cid: dict[int, str]) -> None:
+        self.api = api
+        self.vms_by_cid = dict(vms_by_cid)
+        super().__init__((socket.VMADDR_CID_ANY, port), _RequestHandler)  # type: ignore[arg-type]
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "vsock", self.server_address[1]
+
+    def verify_request(self, request, client_address) -> bool:  # type: ignore[no-untyped-def]
+        if client_address[0] in self.vms_by_cid:
+            return True
+        log.warning("vsock peer CID %s maps to no VM: refused", client_address[0])
+        return False
+
+    def caller_vm(self, connection: socket.socket) -> str:
+        return self.vms_by_cid[connection.getpeername()[0]]
+
+    def describe(self) -> str:
+        return f"vsock:{self.server_address[1]} cids={','.join(map(str, self.vms_by_cid))}"
 
 
 def server_tls_context(cert_file: str, key_file: str, client_ca_file: str) -> ssl.SSLContext:

@@ -41,6 +41,29 @@ def client_tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLCo
     return context
 
 
+class _VsockConnection(http.client.HTTPConnection):
+    """HTTP to esx_service on the ESXi host from a guest: the host is CID 2."""
+
+    def __init__(self, cid: int, port: int, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._address = (cid, port)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._address)
+        self.sock = sock
+
+
+def parse_vsock_address(address: str) -> tuple[int, int]:
+    """``vsock://CID:PORT`` -> (cid, port)."""
+    cid, sep, port = address[len("vsock://"):].rstrip("/").partition(":")
+    if not sep or not cid.isdigit() or not port.isdigit():
+        raise ValueError(f"invalid vsock address {address!r}: use vsock://CID:PORT, "
+                         "e.g. vsock://2:1019 for this VM's ESXi host")
+    return int(cid), int(port)
+
+
 class HttpEsxClient:
     """One connection per request: calls are few and long, and this keeps threads apart."""
 
@@ -53,6 +76,8 @@ class HttpEsxClient:
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.address.startswith("unix://"):
             return _UnixConnection(self.address[len("unix://"):], timeout)
+        if self.address.startswith("vsock://"):
+            return _VsockConnection(*parse_vsock_address(self.address), timeout)
         host = self.address.split("://", 1)[1].rstrip("/")
         if self.address.startswith("https://"):
             return http.client.HTTPSConnection(host, timeout=timeout, context=self.tls)

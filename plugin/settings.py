@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .esx_client import parse_vsock_address
+
 
 class SettingsError(ValueError):
     pass
@@ -54,9 +56,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"invalid DOCKVOLS_LOG_LEVEL {level!r}: DEBUG, INFO, WARNING, ERROR")
     address = env.get("DOCKVOLS_ESX_ADDRESS", PluginSettings.esx_address)
-    if not address.startswith(("unix://", "http://", "https://")):
-        raise SettingsError(f"invalid DOCKVOLS_ESX_ADDRESS {address!r}: "
-                            "use unix:///path/to.sock or https://host:port")
+    if not address.startswith(("unix://", "http://", "https://", "vsock://")):
+        raise SettingsError(f"invalid DOCKVOLS_ESX_ADDRESS {address!r}: use "
+                            "unix:///path/to.sock, vsock://2:PORT or https://host:port")
+    if address.startswith("vsock://"):
+        try:
+            parse_vsock_address(address)
+        except ValueError as exc:
+            raise SettingsError(f"invalid DOCKVOLS_ESX_ADDRESS: {exc}") from exc
     tls = {k: env.get(f"DOCKVOLS_ESX_TLS_{k.upper()}") or None for k in ("cert", "key", "ca")}
     if address.startswith("https://") and not all(tls.values()):
         raise SettingsError("an https DOCKVOLS_ESX_ADDRESS needs DOCKVOLS_ESX_TLS_CERT, "
