@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
+
+from plugin.esx_client import UnixHTTPConnection
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = os.environ.get("DOCKVOLS_BENCH_DRIVER", "dvbench")
@@ -107,18 +108,6 @@ class DriverError(RuntimeError):
     pass
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 class DriverClient:
     """VolumeDriver calls as dockerd makes them: POST, JSON body, no Content-Type, the
     plugin Accept header, one kept-alive connection (Go's transport keeps them too).
@@ -129,14 +118,14 @@ class DriverClient:
     def __init__(self, path: str = PLUGIN_SOCKET, timeout: float = 130.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._conn: _UnixHTTPConnection | None = None
+        self._conn: UnixHTTPConnection | None = None
         self._last = 0.0
 
-    def _connection(self) -> _UnixHTTPConnection:
+    def _connection(self) -> UnixHTTPConnection:
         # gunicorn drops idle keep-alive connections after 2 s: reconnect before it does.
         if self._conn is None or time.monotonic() - self._last > 1.0:
             self.close()
-            self._conn = _UnixHTTPConnection(self.path, self.timeout)
+            self._conn = UnixHTTPConnection(self.path, self.timeout)
         return self._conn
 
     def call(self, endpoint: str, body: dict | None = None) -> dict:
@@ -401,3 +390,14 @@ def standalone(main: Callable[[BenchEnv | None], dict]) -> None:
     install_signal_handlers()
     result = main(None)
     print(result.get("markdown") or json.dumps(result, indent=1, default=str))
+
+
+def bench_main(measure: Callable[[BenchEnv], dict], render: Callable[[dict], str],
+               env: BenchEnv | None, with_docker: bool) -> dict:
+    """A benchmark's ``main(env)``: in run_all's shared environment, or in one of its own."""
+    if env is None:
+        with BenchEnv(with_docker=with_docker) as own:
+            return bench_main(measure, render, own, with_docker)
+    result = measure(env)
+    result["markdown"] = render(result)
+    return result

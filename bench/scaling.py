@@ -15,6 +15,7 @@ from .harness import (
     VOLUME_SIZE,
     BenchEnv,
     DriverClient,
+    bench_main,
     fmt_ms,
     fmt_ratio,
     md_table,
@@ -177,12 +178,7 @@ def render(r: dict) -> str:
 
 
 def main(env: BenchEnv | None = None) -> dict:
-    if env is None:
-        with BenchEnv(with_docker=False) as own:
-            return main(own)
-    result = measure(env)
-    result["markdown"] = render(result)
-    return result
+    return bench_main(measure, render, env, with_docker=False)
 
 
 if __name__ == "__main__":

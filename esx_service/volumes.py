@@ -9,6 +9,7 @@ transitional state, which ``recover()`` finishes on the next start. Only ``detac
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 
 from .backends.base import Backend, DatastoreInfo, DiskLocation
@@ -108,7 +109,7 @@ class VolumeService:
     def create(self, vm: str, name: object, raw_options: object) -> dict:
         with self.gate.operation("create", vm, str(name)):
             options = parse_options(raw_options)
-            ref, loc = self._locate(vm, name)
+            _, loc = self._locate(vm, name)
             with self._locks.hold(_key(loc)):
                 existing = self._meta(loc)
                 if existing is not None and existing.visible:
@@ -124,30 +125,37 @@ class VolumeService:
                                       fstype=source[1].options.fstype)
                 meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
                                   options=options, created_by=vm, docker_name=str(name))
-                # The check and the `creating` metadata (which counts as used) go together,
-                # so two creates in one vmgroup cannot both slip under its quota.
-                with self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}"):
-                    self._check_space(vm, loc, options.size_mb)
-                    self._save(loc, meta)
-                fault_point("create.metadata_written")
-                try:
-                    if source is None:
-                        disk_uuid = self.backend.create_disk(loc, options.size_mb,
-                                                             options.diskformat,
-                                                             options.vsan_policy_name)
-                    else:
-                        with self._locks.hold(_key(source[0])):
-                            self._require_detached(self._visible(source[0]), "clone")
-                            disk_uuid = self.backend.clone_disk(source[0], loc,
-                                                                options.diskformat)
-                    fault_point("create.disk_written")
-                    meta = meta.evolve(status=DETACHED, disk_uuid=disk_uuid,
-                                       formatted=source is not None and source[1].formatted)
-                    self._save(loc, meta)
-                except BaseException:
-                    self._discard(loc)
-                    raise
-                return self.view(meta, loc)
+                # Disks that take their space now (thick, clones) are made one at a time per
+                # datastore: racing allocations could otherwise all fail half-way together.
+                allocates = options.diskformat != "thin" or source is not None
+                with self._locks.hold(f"space:{loc.datastore}") if allocates else nullcontext():
+                    return self.view(self._make(vm, loc, meta, source), loc)
+
+    def _make(self, vm: str, loc: DiskLocation, meta: VolumeMeta,
+              source: tuple[DiskLocation, VolumeMeta] | None) -> VolumeMeta:
+        options = meta.options
+        # The check and the `creating` metadata (which counts as used) go together, so two
+        # creates in one vmgroup cannot both slip under its quota.
+        with self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}"):
+            self._check_space(vm, loc, options.size_mb)
+            self._save(loc, meta)
+        fault_point("create.metadata_written")
+        try:
+            if source is None:
+                disk_uuid = self.backend.create_disk(loc, options.size_mb, options.diskformat,
+                                                     options.vsan_policy_name)
+            else:
+                with self._locks.hold(_key(source[0])):
+                    self._require_detached(self._visible(source[0]), "clone")
+                    disk_uuid = self.backend.clone_disk(source[0], loc, options.diskformat)
+            fault_point("create.disk_written")
+            meta = meta.evolve(status=DETACHED, disk_uuid=disk_uuid,
+                               formatted=source is not None and source[1].formatted)
+            self._save(loc, meta)
+        except BaseException:
+            self._discard(loc)
+            raise
+        return meta
 
     def _clone_source(self, vm: str, clone_from: str) -> tuple[DiskLocation, VolumeMeta]:
         _, src = self._locate(vm, clone_from)

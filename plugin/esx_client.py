@@ -22,7 +22,9 @@ class EsxClient(Protocol):
     def status(self) -> dict: ...
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (esx_service's local API; also used by bench/)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -75,7 +77,7 @@ class HttpEsxClient:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.address.startswith("unix://"):
-            return _UnixConnection(self.address[len("unix://"):], timeout)
+            return UnixHTTPConnection(self.address[len("unix://"):], timeout)
         if self.address.startswith("vsock://"):
             return _VsockConnection(*parse_vsock_address(self.address), timeout)
         host = self.address.split("://", 1)[1].rstrip("/")

@@ -73,19 +73,27 @@ class Docker:
         return json.loads(self.out("volume", "inspect", name))[0]
 
 
+def start_private_dockerd(name: str, state: Path, exec_root: Path,
+                          data_root: Path) -> tuple[Daemon, Docker]:
+    """A dockerd of the suite's own (no bridge, no iptables), answering on state/docker.sock."""
+    sock = state / "docker.sock"
+    daemon = Daemon(name, [
+        "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+        f"--data-root={data_root}", f"--exec-root={exec_root}",
+        f"--pidfile={state / 'docker.pid'}", f"--host=unix://{sock}",
+    ], {}, state / f"{name}.log", str(sock))
+    daemon.start()
+    docker = Docker(f"unix://{sock}")
+    wait_for(lambda: docker("version", check=False).returncode == 0, 60, f"{name} to answer")
+    return daemon, docker
+
+
 @pytest.fixture(scope="session")
 def dockerd(run_dir: Path) -> Iterator[Daemon]:
     for stale in Path("/run/docker/plugins").glob("*.sock"):
         remove_dead_socket(str(stale))
-    sock = run_dir / "docker.sock"
-    daemon = Daemon("dockerd", [
-        "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
-        f"--data-root={run_dir / 'docker-root'}", f"--exec-root={run_dir / 'docker-exec'}",
-        f"--pidfile={run_dir / 'docker.pid'}", f"--host=unix://{sock}",
-    ], {}, run_dir / "dockerd.log", str(sock))
-    daemon.start()
-    docker = Docker(f"unix://{sock}")
-    wait_for(lambda: docker("version", check=False).returncode == 0, 60, "dockerd to answer")
+    daemon, docker = start_private_dockerd("dockerd", run_dir, run_dir / "docker-exec",
+                                           run_dir / "docker-root")
     yield daemon
     docker("rm", "-f", *docker.out("ps", "-aq").split(), check=False)
     daemon.stop()

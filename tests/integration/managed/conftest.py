@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DRIVER, Docker, all_mounts_under, loops_on, mounts_under
+from ..conftest import (
+    DRIVER,
+    Docker,
+    all_mounts_under,
+    loops_on,
+    mounts_under,
+    start_private_dockerd,
+)
 from ..daemons import REPO, Daemon, wait_for
 
 # Distinct from the legacy socket /run/docker/plugins/$DOCKVOLS_TEST_DRIVER.sock.
@@ -71,15 +78,7 @@ def mdir(run_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mdockerd(run_dir: Path, mdir: Path) -> Iterator[Daemon]:
-    sock = mdir / "docker.sock"
-    daemon = Daemon("dockerd-managed", [
-        "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
-        f"--data-root={mdir / 'root'}", f"--exec-root={run_dir / 'x'}",
-        f"--pidfile={mdir / 'docker.pid'}", f"--host=unix://{sock}",
-    ], {}, mdir / "dockerd.log", str(sock))
-    daemon.start()
-    docker = Docker(f"unix://{sock}")
-    wait_for(lambda: docker("version", check=False).returncode == 0, 60, "dockerd to answer")
+    daemon, docker = start_private_dockerd("dockerd-managed", mdir, run_dir / "x", mdir / "root")
     yield daemon
     # Leave nothing behind: containers, swarm, the plugin (its mounts go with it), dockerd.
     docker("rm", "-f", *docker.out("ps", "-aq").split(), check=False)
@@ -178,7 +177,7 @@ def volume_mounted(plugin: ManagedPlugin, canonical: str) -> bool:
 def plugin_log(mdir: Path, plugin_id: str, lines: int = 60) -> str:
     """dockerd logs the plugin's stderr with plugin=<id>."""
     try:
-        text = (mdir / "dockerd.log").read_text(errors="replace")
+        text = (mdir / "dockerd-managed.log").read_text(errors="replace")
     except FileNotFoundError:
         return "(no dockerd log)"
     return "\n".join([line for line in text.splitlines() if plugin_id in line][-lines:])
