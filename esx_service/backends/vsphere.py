@@ -13,24 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pyVmomi import pbm, vim, vmodl
+from pyVmomi import vim, vmodl
 
 from ..config import VsphereSettings
-from ..errors import BackendError, BadRequest, InvalidOption, VolumeInUse
+from ..errors import BackendError, InvalidOption, VolumeInUse
 from ..locks import NamedLocks
 from ..vsphere import devices
-from ..vsphere import policies as specs
 from ..vsphere.datastore_files import DatastoreFiles, HttpDatastoreFiles, LocalDatastoreFiles
-from ..vsphere.faults import fault_name, translate
+from ..vsphere.faults import translate
 from ..vsphere.inventory import Inventory, VmRef
 from ..vsphere.paths import ds_path
 from ..vsphere.session import RoundTrips, VsphereSession
+from ..vsphere.storage_policies import StoragePolicies
 from .base import DatastoreInfo, DiskLocation
 
 log = logging.getLogger("dockvols.vsphere")
@@ -41,13 +39,10 @@ DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated",
               "eagerzeroedthick": "eagerZeroedThick"}
 # The descriptor's adapter type; any controller (PVSCSI included) can use such a disk.
 ADAPTER_TYPE = "lsiLogic"
-POLICY_TTL = 60.0  # storage policies change rarely; an unknown name refreshes at once
 ESXI_VOLUMES = "/vmfs/volumes"
 # What a server answers for an argument it does not support (vcsim's vCenter model for a
 # CopyVirtualDisk destination spec).
 NOT_SUPPORTED = (vmodl.fault.NotImplemented, vmodl.fault.NotSupported)
-# A policy service without PbmUpdate (vcsim) answers MethodNotFound.
-NOT_UPDATABLE = (vmodl.fault.MethodNotFound, *NOT_SUPPORTED)
 
 
 class VsphereBackend:
@@ -64,7 +59,7 @@ class VsphereBackend:
         self._metadata_access = metadata_access
         self._files: DatastoreFiles | None = None
         self._vm_locks = NamedLocks()
-        self._policies: tuple[float, dict[str, str]] | None = None
+        self.storage_policies = StoragePolicies(session)
 
     @classmethod
     def from_settings(cls, settings: VsphereSettings, bound_vm: str | None = None,
@@ -255,89 +250,18 @@ class VsphereBackend:
             raise translate(exc, what) from exc
         return sum(f.fileSize or 0 for f in (result.file or [])) if result else 0
 
-    # -- storage policies -------------------------------------------------------------
-    def _pbm(self, call: Callable[[pbm.profile.ProfileManager], T], what: str,
-             passing: tuple[type[BaseException], ...] = ()) -> T:
-        """One call on PBM's profile manager (vCenter only), faults but ``passing`` translated.
-        The name cache is dropped after each call: ``policies`` refills it once done."""
-        try:
-            return self.session.invoke(lambda: call(self.session.pbm_content().profileManager))
-        except passing:
-            raise
-        except vmodl.MethodFault as exc:
-            raise translate(exc, what) from exc
-        finally:
-            self._policies = None
-
-    def policies(self, fresh: bool = False) -> dict[str, str]:
-        """Storage policy name -> profile id (PBM, vCenter only), cached for a minute."""
-        cached = self._policies
-        if not fresh and cached is not None and time.monotonic() - cached[0] < POLICY_TTL:
-            return cached[1]
-
-        def query(manager: pbm.profile.ProfileManager) -> dict[str, str]:
-            ids = manager.QueryProfile(
-                resourceType=pbm.profile.ResourceType(resourceType="STORAGE"),
-                profileCategory="REQUIREMENT")
-            return {p.name: p.profileId.uniqueId
-                    for p in (manager.RetrieveContent(profileIds=ids) if ids else [])}
-        found = self._pbm(query, "listing storage policies")
-        self._policies = (time.monotonic(), found)
-        return found
-
+    # -- storage policies (esx_service.vsphere.storage_policies) ------------------------
     def policy_id(self, name: str) -> str:
-        for fresh in (False, True):
-            known = self.policies(fresh)
-            match = specs.find(known, name)
-            if match:
-                return match[1]
-        raise InvalidOption(f"unknown vsan-policy-name {name!r}; known storage policies: "
-                            f"{', '.join(sorted(known)) or 'none'}")
+        return self.storage_policies.policy_id(name)
 
     def create_policy(self, name: str, content: str) -> str:
-        """A VSAN policy ``name`` of the vDVS rules ``content``; its profile id."""
-        spec = specs.create_spec(name, specs.parse_rules(content))  # refuse bad rules first
-        found = specs.find(self.policies(fresh=True), name)
-        if found:
-            raise BadRequest(f"a storage policy named {found[0]!r} already exists at "
-                             f"{self.session.endpoint}; choose another name")
-        made = self._pbm(lambda m: m.Create(createSpec=spec), f"creating policy {name!r}")
-        log.info("storage policy %s created: %s (%s)", name, made.uniqueId, content)
-        return made.uniqueId
+        return self.storage_policies.create_policy(name, content)
 
     def delete_policy(self, name: str) -> None:
-        """Removes the storage policy ``name``; one that does not exist is already removed."""
-        found = specs.find(self.policies(fresh=True), name)
-        if found is not None:
-            what = f"deleting storage policy {found[0]!r}"
-            outcomes = self._pbm(lambda m: m.Delete(
-                profileId=[pbm.profile.ProfileId(uniqueId=found[1])]), what)
-            failed = next((o.fault for o in outcomes or [] if o.fault is not None), None)
-            if failed is not None:
-                raise translate(failed, what)
-            log.info("storage policy %s deleted (%s)", found[0], found[1])
+        self.storage_policies.delete_policy(name)
 
     def update_policy(self, name: str, content: str, *, in_use: bool = True) -> None:
-        """New rules for ``name`` (created if missing) through PbmUpdate. A server without it
-        (vcsim) gets delete + create, which changes the profile id: refused while the policy
-        is ``in_use``, as those volumes' disks keep the old id."""
-        spec = specs.update_spec(specs.parse_rules(content))  # refuse bad rules first
-        found = specs.find(self.policies(fresh=True), name)
-        if found is None:
-            self.create_policy(name, content)
-            return
-        pid = pbm.profile.ProfileId(uniqueId=found[1])
-        try:
-            self._pbm(lambda m: m.Update(profileId=pid, updateSpec=spec),
-                      f"updating storage policy {found[0]!r}", passing=NOT_UPDATABLE)
-        except NOT_UPDATABLE as exc:
-            if in_use:
-                raise BackendError(
-                    f"storage policy {found[0]!r} is used by volumes and the policy service "
-                    f"at {self.session.endpoint} cannot update it in place ({fault_name(exc)}); "
-                    "replacing it would change its id under them") from exc
-            self.delete_policy(found[0])
-            self.create_policy(found[0], content)
+        self.storage_policies.update_policy(name, content, in_use=in_use)
 
     # -- attach -----------------------------------------------------------------------
     def _require_vm(self, vm: str) -> VmRef:

@@ -165,7 +165,7 @@ def test_a_name_pbm_already_has_is_refused_naming_it_and_no_db_row_is_left(
 def test_a_policy_service_that_fails_leaves_no_db_row(fresh_vcsim: Vcsim, tmp_path: Path,
                                                       policy: str) -> None:
     with fresh_vcsim.backend() as backend:
-        assert DEFAULT_POLICY in backend.policies()  # logged in, PBM found
+        assert DEFAULT_POLICY in backend.storage_policies.policies()  # logged in, PBM found
         db = AdminDb(str(tmp_path / "dockvols.db"))
         admin = AdminApi(VolumeService(backend), db)
         fresh_vcsim.stop()

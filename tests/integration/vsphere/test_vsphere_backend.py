@@ -131,7 +131,7 @@ def test_diskformat_is_sent_as_the_vsphere_disk_type(service: VolumeService, nam
 # -- storage policies ------------------------------------------------------------------------
 def test_a_known_storage_policy_is_applied_to_the_new_disk(
         backend: VsphereBackend, service: VolumeService, name: str, soap_calls: list):
-    policy_id = backend.policies()["vSAN Default Storage Policy"]
+    policy_id = backend.storage_policies.policies()["vSAN Default Storage Policy"]
     created = service.create(VM0, name, {"vsan-policy-name": "vSAN Default Storage Policy"})
     assert created["vsan_policy_name"] == "vSAN Default Storage Policy"
     (_, _, spec), = calls_named(soap_calls, "CreateVirtualDisk_Task")
