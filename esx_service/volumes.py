@@ -273,6 +273,7 @@ class VolumeService:
                 if meta.status != ATTACHED or meta.attached_to != vm:
                     return self.view(meta)  # not attached here: nothing to do
                 self.backend.detach_disk(loc, vm, meta.attach_info)
+                fault_point("detach.disk_detached")
                 meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None,
                                    formatted=meta.formatted or formatted)
                 self._save(loc, meta)

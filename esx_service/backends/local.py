@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import time
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
@@ -16,6 +17,7 @@ from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
 from .base import DatastoreInfo, DiskLocation
 
 log = logging.getLogger("dockvols.local")
+DETACH_WAIT = 5.0  # seconds
 _CHUNK = 4 * MB
 _ZEROS = bytes(_CHUNK)
 
@@ -182,8 +184,19 @@ class LocalBackend:
         return {"kind": "loop", "device": device}
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
-        for device in self._loop_devices_of(self._extent_path(loc)):
+        extent = self._extent_path(loc)
+        devices = self._loop_devices_of(extent)
+        for device in devices:
             self._run(["losetup", "--detach", device])
+        # The kernel lets a loop device go only when its last opener (udev probing after an
+        # umount, a mount someone forgot) closes it: detached means gone, so wait, bounded.
+        deadline = time.monotonic() + DETACH_WAIT
+        while devices and (devices := self._loop_devices_of(extent)):
+            if time.monotonic() > deadline:
+                raise BackendError(f"loop device {', '.join(devices)} of {loc.name}@"
+                                   f"{loc.datastore} is still in use {DETACH_WAIT:.0f}s after "
+                                   "detach; is it mounted somewhere?")
+            time.sleep(0.02)
 
     def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
         devices = self._loop_devices_of(self._extent_path(loc))

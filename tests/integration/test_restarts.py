@@ -114,3 +114,19 @@ def test_service_killed_after_attach_releases_the_loop_device(
     meta = json.loads((run_dir / "datastores/datastore1/dockvols/_DEFAULT/halfattached.json")
                       .read_text())
     assert meta["status"] == "detached"
+
+
+def test_service_killed_after_detach_records_the_volume_detached(
+        dv: Docker, esx: Daemon, run_dir: Path, mount_root: Path) -> None:
+    make_volume(dv, "halfdetached")
+    dv("run", "--rm", "-v", "halfdetached:/data", "busybox", "sh", "-c", "echo x > /data/f")
+    esx.restart({"DOCKVOLS_FAULT_POINTS": "detach.disk_detached"})
+    dv("run", "--rm", "-v", "halfdetached:/data", "busybox", "true", check=False)
+    wait_for(lambda: not esx.running, 10, "esx_service to die at the fault point")
+    assert loops_on(run_dir) == []  # the detach itself finished before the crash
+    esx.start()
+    assert mounts_under(mount_root) == []
+    assert dv.inspect_volume("halfdetached")["Status"]["attached to VM"] == "detached"
+    assert dv.out("run", "--rm", "-v", "halfdetached:/data", "busybox", "cat",
+                  "/data/f") == "x"
+
