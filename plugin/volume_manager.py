@@ -212,7 +212,8 @@ class VolumeManager:
             canonical = self.canonical(name)
             with self.locks.hold(canonical):
                 if not self.refs.release(canonical, mount_id):
-                    if not self._reconcile_recovered(canonical):
+                    if not (self._reconcile_recovered(canonical)
+                            or self._mounted_for_nobody(canonical)):
                         log.warning("volume=%s unmount of unknown id %s ignored", name,
                                     mount_id[:12])
                         return
@@ -237,6 +238,13 @@ class VolumeManager:
         kept.update({f"{RECOVERED}{c}": 1 for c in users})
         self.refs.replace(canonical, kept)
         return True
+
+    def _mounted_for_nobody(self, canonical: str) -> bool:
+        """Counts lost (a state file set aside) but the volume is mounted: release it when
+        Docker says no live container uses it."""
+        return (self.refs.total(canonical) == 0 and self.users_of is not None
+                and self.mountpoint(canonical) in self.mounter.mounts_under(self.mount_root)
+                and not self.users_of(canonical))
 
     def unmount_and_detach(self, name: str, canonical: str) -> None:
         self.release_mount(canonical)

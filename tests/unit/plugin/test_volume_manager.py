@@ -82,6 +82,26 @@ def test_an_unmount_of_an_unknown_id_is_ignored(rig):
     assert rig.manager.refs.total("db@ds1") == 1
 
 
+def test_an_unknown_unmount_releases_a_mount_whose_counts_were_lost(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    rig.manager.refs.replace("db@ds1", {})  # the refcount file was lost
+    rig.manager.users_of = lambda canonical: set()  # and Docker says nobody uses it
+    rig.manager.unmount("db", "m1")
+    assert rig.target("db@ds1") not in rig.mounter.table
+    assert _attached_to(rig) is None
+
+
+def test_an_unknown_unmount_keeps_a_mount_docker_still_uses(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    rig.manager.refs.replace("db@ds1", {})
+    rig.manager.users_of = lambda canonical: {"c1"}
+    rig.manager.unmount("db", "m1")
+    assert rig.target("db@ds1") in rig.mounter.table
+    assert _attached_to(rig) == "vm1"
+
+
 def test_mkfs_runs_only_on_first_use(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m1")
