@@ -60,7 +60,7 @@ def format_size_mb(size_mb: float) -> str:
     for unit in ("tb", "gb"):
         if size_mb >= _UNITS_MB[unit]:
             return f"{size_mb / _UNITS_MB[unit]:.1f}".rstrip("0").rstrip(".") + unit
-    return f"{size_mb:.0f}mb"
+    return f"{size_mb:.1f}".rstrip("0").rstrip(".") + "mb"
 
 
 def parse_size_mb(value: str) -> int:
