@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .harness import daemons
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_RUNS", "5"))
@@ -37,21 +38,6 @@ NAME = os.environ.get("DOCKVOLS_BENCH_PLUGIN", "dvbench-managed")
 def du_bytes(path: Path) -> int:
     out = subprocess.run(["du", "-sxb", str(path)], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[0])
-
-
-def answers_activate(path: str, timeout: float = 1.0) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n"
-                         b"Connection: close\r\n\r\n")
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-    except OSError:
-        return False
-    return b" 200 " in answer.split(b"\r\n", 1)[0] and b"VolumeDriver" in answer
 
 
 class PrivateDocker:
@@ -119,7 +105,7 @@ def measure(work: Path) -> dict:
         for _ in range(RUNS):
             started = time.monotonic()
             docker("plugin", "enable", "--timeout", "60", NAME)
-            while not answers_activate(sock):
+            while not daemons.answers_activate(sock, 1.0):
                 if time.monotonic() - started > 30:
                     raise RuntimeError("the plugin did not answer Plugin.Activate within 30 s")
                 time.sleep(0.01)

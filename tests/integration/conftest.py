@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import REPO, Daemon, python_daemon, remove_dead_socket, wait_for
+from .daemons import REPO, Daemon, answers_activate, python_daemon, remove_dead_socket, wait_for
 
 # Another name lets two suites (or `make run`) share a host: legacy sockets are host-wide.
 DRIVER = os.environ.get("DOCKVOLS_TEST_DRIVER", "vsphere")
@@ -145,12 +145,9 @@ def plugin_daemon(run_dir: Path, docker: Docker, driver: str, esx_socket: Path,
                   mount_root: Path) -> Daemon:
     """A legacy plugin process registered with dockerd as ``driver``."""
     socket_path = f"/run/docker/plugins/{driver}.sock"
-    if os.path.exists(socket_path):
-        probe = subprocess.run(["curl", "-s", "-m", "2", "--unix-socket", socket_path, "-X",
-                                "POST", "http://p/Plugin.Activate"], capture_output=True)
-        if probe.returncode == 0:
-            pytest.fail(f"another plugin already serves {socket_path}; stop it (make run?) "
-                        "or set DOCKVOLS_TEST_DRIVER to another name")
+    if answers_activate(socket_path):
+        pytest.fail(f"another plugin already serves {socket_path}; stop it (make run?) "
+                    "or set DOCKVOLS_TEST_DRIVER to another name")
     return python_daemon(f"plugin-{driver}", "plugin", {
         "DOCKVOLS_DRIVER_NAME": driver,
         "DOCKVOLS_ESX_ADDRESS": f"unix://{esx_socket}",

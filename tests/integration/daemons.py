@@ -3,6 +3,7 @@ with its own paths so the suite never touches a system dockerd's state."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from plugin.esx_client import UnixHTTPConnection
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,6 +26,19 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def answers_activate(path: str | Path, timeout: float = 2.0) -> bool:
+    """True when a VolumeDriver answers /Plugin.Activate on that unix socket."""
+    conn = UnixHTTPConnection(str(path), timeout)
+    try:
+        conn.request("POST", "/Plugin.Activate", body=b"")
+        response = conn.getresponse()
+        return response.status == 200 and b"VolumeDriver" in response.read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def remove_dead_socket(path: str) -> bool:

@@ -21,7 +21,7 @@ from ..conftest import (
     mounts_under,
     start_private_dockerd,
 )
-from ..daemons import REPO, Daemon, wait_for
+from ..daemons import REPO, Daemon, answers_activate, wait_for
 
 # Distinct from the legacy socket /run/docker/plugins/$DOCKVOLS_TEST_DRIVER.sock.
 NAME = f"{DRIVER}-managed"
@@ -50,23 +50,7 @@ class ManagedPlugin:
 
     def activate(self, timeout: float = 2.0) -> bool:
         """True when the plugin's socket answers /Plugin.Activate as a volume driver."""
-        return activate(self.socket, timeout)
-
-
-def activate(path: Path, timeout: float = 2.0) -> bool:
-    request = (b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n"
-               b"Connection: close\r\n\r\n")
-    try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(path))
-            sock.sendall(request)
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-    except OSError:
-        return False
-    return b" 200 " in answer.split(b"\r\n", 1)[0] and b"VolumeDriver" in answer
+        return answers_activate(self.socket, timeout)
 
 
 @pytest.fixture(scope="session")
