@@ -16,6 +16,27 @@ log = logging.getLogger("dockvols.ops")
 _ids = itertools.count(1)
 
 
+@contextmanager
+def logged(logger: logging.Logger, expected: type[Exception], message: str,
+           *args: object) -> Iterator[None]:
+    """When the block ends, log ``message % args`` with its duration and outcome: ``ok``,
+    the code of an ``expected`` error, or ``crash:<type>`` (at ERROR) for anything else."""
+    start = time.monotonic()
+    outcome = "ok"
+    try:
+        yield
+    except expected as exc:
+        outcome = str(getattr(exc, "code", type(exc).__name__))
+        raise
+    except Exception as exc:
+        outcome = f"crash:{type(exc).__name__}"
+        raise
+    finally:
+        level = logging.ERROR if outcome.startswith("crash") else logging.INFO
+        logger.log(level, message + " duration_ms=%.1f outcome=%s", *args,
+                   (time.monotonic() - start) * 1000, outcome)
+
+
 class OperationGate:
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -30,21 +51,10 @@ class OperationGate:
                 raise ServiceStopping(f"dockvols service is stopping; {op} of {volume} declined, "
                                       "retry when it is back")
             self._running += 1
-        start = time.monotonic()
-        outcome = "ok"
         try:
-            yield op_id
-        except DockvolsError as exc:
-            outcome = exc.code
-            raise
-        except Exception as exc:
-            outcome = f"crash:{type(exc).__name__}"
-            raise
+            with logged(log, DockvolsError, "%s op=%s volume=%s vm=%s", op_id, op, volume, vm):
+                yield op_id
         finally:
-            elapsed_ms = (time.monotonic() - start) * 1000
-            level = logging.ERROR if outcome.startswith("crash") else logging.INFO
-            log.log(level, "%s op=%s volume=%s vm=%s duration_ms=%.1f outcome=%s",
-                    op_id, op, volume, vm, elapsed_ms, outcome)
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()

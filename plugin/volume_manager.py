@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from esx_service.faults import fault_point
 from esx_service.locks import NamedLocks
+from esx_service.oplog import logged
 
 from .devices import DeviceFinder
 from .errors import PluginError, RecoveryPending, ServiceError, ServiceUnreachable, VolumeInUse
@@ -69,22 +69,9 @@ class VolumeManager:
     def mountpoint(self, canonical: str) -> str:
         return os.path.join(self.mount_root, canonical)
 
-    @contextmanager
-    def _op(self, op: str, name: str, mount_id: str = "-") -> Iterator[None]:
-        start = time.monotonic()
-        outcome = "ok"
-        try:
-            yield
-        except PluginError as exc:
-            outcome = exc.code
-            raise
-        except Exception as exc:
-            outcome = f"crash:{type(exc).__name__}"
-            raise
-        finally:
-            log.log(logging.ERROR if outcome.startswith("crash") else logging.INFO,
-                    "op=%s volume=%s id=%s duration_ms=%.1f outcome=%s", op, name,
-                    mount_id[:12], (time.monotonic() - start) * 1000, outcome)
+    def _op(self, op: str, name: str,
+            mount_id: str = "-") -> AbstractContextManager[None]:
+        return logged(log, PluginError, "op=%s volume=%s id=%s", op, name, mount_id[:12])
 
     def canonical(self, name: str) -> str:
         """``name@datastore`` for a name as docker gave it (cached: names never move)."""
