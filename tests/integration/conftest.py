@@ -104,11 +104,16 @@ def docker(dockerd: Daemon, run_dir: Path) -> Docker:
     return Docker(f"unix://{run_dir / 'docker.sock'}")
 
 
-@pytest.fixture(scope="session")
-def busybox(docker: Docker) -> str:
+def import_busybox(docker: Docker) -> str:
+    """A busybox image from Debian's busybox-static (no registry), in that dockerd."""
     subprocess.run([str(REPO / "scripts" / "busybox-image.sh"), "busybox:latest"],
                    env=docker.env, check=True, capture_output=True)
     return "busybox:latest"
+
+
+@pytest.fixture(scope="session")
+def busybox(docker: Docker) -> str:
+    return import_busybox(docker)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from ..conftest import (
     DRIVER,
     Docker,
     all_mounts_under,
+    import_busybox,
     loops_on,
     mounts_under,
     start_private_dockerd,
@@ -84,9 +85,7 @@ def mdocker(mdockerd: Daemon, mdir: Path) -> Docker:
 
 @pytest.fixture(scope="session")
 def mbusybox(mdocker: Docker) -> str:
-    subprocess.run([str(REPO / "scripts" / "busybox-image.sh"), "busybox:latest"],
-                   env=mdocker.env, check=True, capture_output=True)
-    return "busybox:latest"
+    return import_busybox(mdocker)
 
 
 @pytest.fixture(scope="session")
