@@ -44,9 +44,10 @@ class Api:
         if rest == ["status"] and method == "GET":
             return 200, {"version": __version__, "backend": svc.backend.name, "vm": vm}
         if rest == ["datastores"] and method == "GET":
-            default = svc.default_datastore(vm)
+            infos = svc.datastores()  # one listing: on vsphere each is a round trip
+            default = svc.default_datastore(vm, [d.name for d in infos])
             return 200, {"datastores": [
-                {**d.__dict__, "default": d.name == default} for d in svc.datastores()]}
+                {**d.__dict__, "default": d.name == default} for d in infos]}
         if rest == ["volumes"]:
             if method == "GET":
                 return 200, {"volumes": svc.list(vm)}
