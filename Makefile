@@ -21,7 +21,7 @@ deps:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[esx,plugin,test]'
+	$(PY) -m pip install -q -e '.[esx,plugin,web,test]'
 	@touch $@
 
 venv: $(STAMP)
@@ -30,7 +30,7 @@ run: deps venv
 	@scripts/run.sh
 
 lint: venv
-	$(VENV)/bin/ruff check esx_service plugin tests bench
+	$(VENV)/bin/ruff check esx_service plugin admin_web tests bench
 	$(VENV)/bin/mypy
 
 unit: venv

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from . import __version__
@@ -18,6 +19,14 @@ log = logging.getLogger("dockvols.api")
 MAX_BODY = 64 * 1024
 
 Reply = tuple[int, dict]
+
+
+@dataclass(frozen=True)
+class Text:
+    """A reply body that is not JSON (the Prometheus text format of ``/v1/admin/metrics``)."""
+
+    body: str
+    content_type: str
 
 
 class Api:

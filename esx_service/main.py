@@ -19,17 +19,20 @@ from .backends.base import Backend
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
 from .server import ApiServer, TlsApiServer, UnixApiServer, VsockApiServer, server_tls_context
+from .telemetry import Telemetry
 from .volumes import VolumeService
 
 log = logging.getLogger("dockvols.main")
 DRAIN_SECONDS = 30.0
 
 
-def make_backend(config: ServiceConfig) -> Backend:
+def make_backend(config: ServiceConfig, telemetry: Telemetry | None = None) -> Backend:
     if config.backend == "vsphere":
         from .backends.vsphere import VsphereBackend  # pyVmomi only where it is used
 
-        return VsphereBackend.from_settings(config.vsphere, bound_vm=config.vm_name)
+        return VsphereBackend.from_settings(
+            config.vsphere, bound_vm=config.vm_name,
+            on_api_call=telemetry.api_call if telemetry else None)
     from .backends.local import LocalBackend
 
     return LocalBackend(config.local_datastores)
@@ -66,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config)
     try:
-        backend = make_backend(config)
+        telemetry = Telemetry(config.backend)
+        backend = make_backend(config, telemetry)
         db = AdminDb(config.admin_db_path)
-        service = VolumeService(backend, config.default_datastore, DbPolicy(db))
+        service = VolumeService(backend, config.default_datastore, DbPolicy(db),
+                                observer=telemetry)
         service.recover()
         api = Api(service)
         servers: list[ApiServer] = [UnixApiServer(config.socket, api, config.vm_name)]
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.vsock_port:
             servers.append(VsockApiServer(config.vsock_port, api, dict(config.vsock_vms)))
         # Admin routes live on their own root-only socket, never on a VM-facing listener.
-        admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source)
+        admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source,
+                         telemetry=telemetry)
         servers.append(UnixApiServer(config.admin_socket, admin, "admin", mode=0o600))
         admin.listeners.extend(s.describe() for s in servers)
     except DockvolsError as exc:

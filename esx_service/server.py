@@ -21,7 +21,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
-from .api import MAX_BODY
+from .api import MAX_BODY, Text
 
 log = logging.getLogger("dockvols.server")
 HANDSHAKE_TIMEOUT = 10.0
@@ -29,7 +29,8 @@ IDLE_TIMEOUT = 120.0
 
 
 class Handler(Protocol):
-    def handle(self, method: str, path: str, body: bytes, vm: str) -> tuple[int, dict]: ...
+    def handle(self, method: str, path: str, body: bytes,
+               vm: str) -> tuple[int, dict | Text]: ...
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -39,6 +40,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         vm = self.server.caller_vm(self.connection)
+        reply: dict | Text
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -52,9 +54,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(length) if length else b""
             status, reply = self.server.api.handle(self.command, self.path, body, vm)
-        data = json.dumps(reply).encode()
+        if isinstance(reply, Text):
+            data, content_type = reply.body.encode(), reply.content_type
+        else:
+            data, content_type = json.dumps(reply).encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

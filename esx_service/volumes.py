@@ -26,7 +26,7 @@ from .faults import fault_point
 from .locks import NamedLocks
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, match_datastore, parse_volume_name
-from .oplog import OperationGate
+from .oplog import OperationGate, OpObserver
 from .options import MB, format_size_mb, parse_options
 from .policy import AccessPolicy, OpenPolicy
 
@@ -35,12 +35,13 @@ log = logging.getLogger("dockvols.volumes")
 
 class VolumeService:
     def __init__(self, backend: Backend, default_datastore: str | None = None,
-                 policy: AccessPolicy | None = None) -> None:
+                 policy: AccessPolicy | None = None,
+                 observer: OpObserver | None = None) -> None:
         self.backend = backend
         self._configured_default = default_datastore
         self.policy = policy or OpenPolicy()
         self._locks = NamedLocks()
-        self.gate = OperationGate()
+        self.gate = OperationGate(observer)
 
     # -- naming -----------------------------------------------------------------------
     def datastores(self) -> list[DatastoreInfo]:

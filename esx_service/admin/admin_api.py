@@ -16,7 +16,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, unquote
 
 from .. import __version__
-from ..api import _json_body
+from ..api import Text, _json_body
 from ..backends.base import DiskLocation
 from ..errors import (
     BadRequest,
@@ -30,11 +30,13 @@ from ..metadata import ATTACHED, VolumeMeta, utc_now
 from ..names import match_datastore, parse_volume_name
 from ..options import MB, parse_options, parse_size_mb
 from ..policy import DEFAULT_VMGROUP
+from ..telemetry import Telemetry
 from ..volumes import VolumeService
 from .db import ALL_DATASTORES, AdminDb, check_vmgroup_name
+from .observe import ObserveRoutes
 
 log = logging.getLogger("dockvols.admin")
-Reply = tuple[int, dict]
+Reply = tuple[int, dict | Text]
 Handler = Callable[[list[str], dict[str, str], bytes, str], Reply]
 SETTABLE_OPTIONS = ("access", "attach-as")  # take effect at the next attach
 # A VSAN rule set as vDVS wrote them: (("hostFailuresToTolerate" i1) ("forceProvisioning" i0))
@@ -43,7 +45,8 @@ _POLICY_CONTENT = re.compile(r'\(\s*(\(\s*"[^"()]+"\s+[^()\s]+\s*\)\s*)+\)')
 
 class AdminApi:
     def __init__(self, service: VolumeService, db: AdminDb, log_file: str | None = None,
-                 config_source: str = "", listeners: list[str] | None = None) -> None:
+                 config_source: str = "", listeners: list[str] | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.service = service
         self.db = db
         self.log_file = log_file
@@ -75,6 +78,8 @@ class AdminApi:
             ("PUT", ("policies", W), self._policy_update),
             ("DELETE", ("policies", W), self._policy_rm),
         ]
+        if telemetry is not None:  # metrics, operations, inventory
+            self._routes += ObserveRoutes(service, db, telemetry).routes()
 
     def handle(self, method: str, path: str, body: bytes, vm: str) -> Reply:
         try:

@@ -13,6 +13,7 @@ from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
 from ..errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
 from ..options import MB
+from ..telemetry import report_progress
 from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
 from .base import DatastoreInfo, DiskLocation
 
@@ -243,12 +244,15 @@ def _write_zeros(fd: int, size: int) -> None:
     written = 0
     while written < size:
         written += os.pwrite(fd, _ZEROS[: min(_CHUNK, size - written)], written)
+        report_progress(written, size, "bytes")
 
 
 def _copy_extent(source: str, fd: int, sparse: bool) -> None:
+    size = os.stat(source).st_size
     with open(source, "rb") as src:
         offset = 0
         while chunk := src.read(_CHUNK):
             if not (sparse and chunk.count(0) == len(chunk)):
                 os.pwrite(fd, chunk, offset)
             offset += len(chunk)
+            report_progress(offset, size, "bytes")

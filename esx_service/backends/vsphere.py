@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -63,9 +64,11 @@ class VsphereBackend:
 
     @classmethod
     def from_settings(cls, settings: VsphereSettings, bound_vm: str | None = None,
+                      on_api_call: Callable[[str, float], None] | None = None,
                       **kwargs: Any) -> VsphereBackend:
         session = VsphereSession(settings.host, settings.port, settings.user,
-                                 settings.password, settings.insecure, settings.ca_file)
+                                 settings.password, settings.insecure, settings.ca_file,
+                                 on_call=on_api_call)
         return cls(session, settings.datacenter, settings.datastores, bound_vm=bound_vm,
                    **kwargs)
 

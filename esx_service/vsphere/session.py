@@ -12,6 +12,7 @@ import http.client
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -44,11 +45,17 @@ class RoundTrips:
 
     soap: int = 0
     http: int = 0
+    # told each request's method and seconds (esx_service's API-call latency metric)
+    on_call: Callable[[str, float], None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, kind: str) -> None:
         with self._lock:
             setattr(self, kind, getattr(self, kind) + 1)
+
+    def done(self, method: str, started: float) -> None:
+        if self.on_call is not None:
+            self.on_call(method, time.monotonic() - started)
 
     @property
     def total(self) -> int:
@@ -80,7 +87,11 @@ class CountingStub(SoapStubAdapter):
 
     def InvokeMethod(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:
         self.counter.add("soap")
-        return super().InvokeMethod(mo, info, args, outerStub)
+        started = time.monotonic()
+        try:
+            return super().InvokeMethod(mo, info, args, outerStub)
+        finally:
+            self.counter.done(str(getattr(info, "wsdlName", None) or info.name), started)
 
 
 def make_ssl_context(insecure: bool, ca_file: str | None) -> ssl.SSLContext:
@@ -100,7 +111,8 @@ def make_ssl_context(insecure: bool, ca_file: str | None) -> ssl.SSLContext:
 class VsphereSession:
     def __init__(self, host: str, port: int = 443, user: str = "", password: str = "",
                  insecure: bool = False, ca_file: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0,
+                 on_call: Callable[[str, float], None] | None = None) -> None:
         self.host, self.port, self.user = host, port, user
         self._password = password
         self.timeout = timeout
@@ -108,7 +120,7 @@ class VsphereSession:
         if insecure:
             log.warning("TLS certificate verification of vSphere host %s is OFF (insecure)",
                         host)
-        self.round_trips = RoundTrips()
+        self.round_trips = RoundTrips(on_call=on_call)
         self._lock = threading.Lock()
         self._stub: CountingStub | None = None
         self._content: vim.ServiceInstanceContent | None = None
@@ -264,6 +276,7 @@ class VsphereSession:
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
                                                context=self.ssl_context)
             self.round_trips.add("http")
+            started = time.monotonic()
             try:
                 conn.request(method, url, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -272,6 +285,7 @@ class VsphereSession:
                 raise self._transport_error(exc) from exc
             finally:
                 conn.close()
+                self.round_trips.done(f"folder:{method}", started)
             if resp.status == 401 and attempt == 1:
                 self._relogin(generation)
                 continue

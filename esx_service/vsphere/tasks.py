@@ -16,8 +16,9 @@ from typing import Any, Protocol
 from pyVmomi import vim
 
 from ..errors import BackendError
+from ..telemetry import report_progress
 
-TASK_PATHS = ["info.state", "info.error", "info.result"]
+TASK_PATHS = ["info.state", "info.error", "info.result", "info.progress"]
 FIRST_DELAY = 0.02   # seconds before the second look; doubled each time ...
 MAX_DELAY = 1.0      # ... up to this
 DEFAULT_TIMEOUT = 600.0  # eager-zeroing a large disk can take minutes
@@ -48,6 +49,8 @@ def wait_for_task(reader: PropertyReader, task: vim.Task, what: str,
             if isinstance(error, BaseException):
                 raise error
             raise BackendError(f"{what}: vSphere task {task._moId} failed without a fault")
+        if isinstance(props.get("info.progress"), int):
+            report_progress(props["info.progress"], 100, "percent")  # the admin CLI shows it
         if clock() >= deadline:
             raise BackendError(f"{what}: vSphere task {task._moId} still {state} after "
                                f"{timeout:.0f}s; giving up waiting (the task may still finish)")

@@ -1,0 +1,1 @@
+"""dockvols admin web page and host-side /metrics (a separate process)."""
