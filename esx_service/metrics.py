@@ -67,7 +67,8 @@ class Counter(_Metric):
         if not name.endswith("_total"):
             raise ValueError(f"counter {name} must end in _total")
         super().__init__(name, help, labelnames)
-        self._values: dict[Labels, float] = {}
+        # one without labels is 0 from the start, so the series exists before it moves
+        self._values: dict[Labels, float] = {} if self.labelnames else {(): 0.0}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
@@ -92,7 +93,7 @@ class Gauge(_Metric):
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help, labelnames)
-        self._values: dict[Labels, float] = {}
+        self._values: dict[Labels, float] = {} if self.labelnames else {(): 0.0}
 
     def set(self, value: float, **labels: str) -> None:
         with self._lock:

@@ -3,7 +3,8 @@
 # Needs root for apt; set DOCKVOLS_SKIP_APT=1 to skip the apt part.
 set -euo pipefail
 PACKAGES=(docker.io docker-compose qemu-utils xfsprogs e2fsprogs util-linux busybox-static curl
-          golang-go golang-github-vmware-govmomi-dev debootstrap)
+          golang-go golang-github-vmware-govmomi-dev debootstrap
+          chromium chromium-driver)  # the admin page's browser test
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -42,11 +42,16 @@ pids+=($!)
 for _ in $(seq 50); do [ -S "$DOCKVOLS_SOCKET" ] && break; sleep 0.1; done
 $PY -m plugin 2> >(tee -a "$LOGDIR/plugin.log" >&2) &
 pids+=($!)
+# the read-only admin page and /metrics (loopback unless DOCKVOLS_WEB_LISTEN says otherwise)
+export DOCKVOLS_WEB_LISTEN=${DOCKVOLS_WEB_LISTEN:-127.0.0.1:9440}
+$PY -m admin_web 2> >(tee -a "$LOGDIR/admin_web.log" >&2) &
+pids+=($!)
 for _ in $(seq 50); do [ -S "/run/docker/plugins/$DRIVER.sock" ] && break; sleep 0.1; done
 cat <<MSG
 make run: dockvols is up. The driver "$DRIVER" is registered at /run/docker/plugins/$DRIVER.sock.
   docker volume create -d $DRIVER -o size=200mb db
   docker run --rm -v db:/data busybox sh -c 'echo hi > /data/f'
-Logs: $LOGDIR/{esx_service,plugin}.log. Ctrl-C to stop.
+Admin page and metrics: http://$DOCKVOLS_WEB_LISTEN/ and http://$DOCKVOLS_WEB_LISTEN/metrics
+Logs: $LOGDIR/{esx_service,plugin,admin_web}.log. Ctrl-C to stop.
 MSG
 wait

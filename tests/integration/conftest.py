@@ -38,8 +38,8 @@ def run_dir() -> Iterator[Path]:
     keep = Path(os.environ.get("DOCKVOLS_TEST_LOGS", "/tmp/dockvols-test-logs"))
     shutil.rmtree(keep, ignore_errors=True)
     keep.mkdir(parents=True)
-    for log in path.glob("*.log"):
-        shutil.copy(log, keep / log.name)  # for a post-mortem of the last run
+    for log in [*path.glob("*.log"), *path.glob("*.png")]:
+        shutil.copy(log, keep / log.name)  # for a post-mortem of the last run (and screenshots)
     # A failed test may have left mounts or loop devices (its teardown said so): release
     # them, or they outlive the files they point at.
     for target in reversed(all_mounts_under(path)):

@@ -1,0 +1,58 @@
+"""Reads what the page shows from esx_service's root-only admin socket (the admin API)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Protocol
+
+from esx_service.admin.cli import UnixConnection
+
+TIMEOUT_S = 30.0  # GET volumes sizes every disk: one datastore search per volume on vsphere
+
+
+class SourceError(Exception):
+    """The admin API could not be read; the message says where and why."""
+
+
+class AdminSource(Protocol):
+    def json(self, path: str) -> dict: ...
+
+    def text(self, path: str) -> str: ...
+
+
+class SocketSource:
+    def __init__(self, socket_path: str, timeout: float = TIMEOUT_S) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        conn = UnixConnection(self.socket_path)
+        conn.timeout = self.timeout
+        try:
+            conn.request("GET", "/v1/admin/" + path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(f"cannot read the dockvols admin socket {self.socket_path}: "
+                              f"{exc}; is dockvols-esx-service running?") from exc
+        finally:
+            conn.close()
+
+    def json(self, path: str) -> dict:
+        status, body = self._get(path)
+        try:
+            reply = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise SourceError(f"admin API {path} answered {status} with non-JSON") from exc
+        if status >= 400:
+            error = reply.get("error") or {}
+            raise SourceError(f"admin API {path}: {error.get('code', status)}: "
+                              f"{error.get('message', '')}")
+        return reply
+
+    def text(self, path: str) -> str:
+        status, body = self._get(path)
+        if status >= 400:
+            raise SourceError(f"admin API {path} answered {status}")
+        return body.decode()
