@@ -9,7 +9,8 @@ import socket as _socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidName
+from .names import check_datastore_name
 
 DEFAULT_CONFIG_FILE = "/etc/dockvols/dockvols.conf"
 BACKENDS = ("local", "vsphere")
@@ -157,6 +158,11 @@ def _build(raw: dict[str, str], source: str) -> ServiceConfig:
     kwargs["log_level"] = level
     if raw.get("datastores"):
         kwargs["datastores"] = _pairs(raw["datastores"], "datastores")
+        for name, _path in kwargs["datastores"]:
+            try:  # spaces and any case are fine; what name@datastore cannot reach is not
+                check_datastore_name(name, "local datastore name")
+            except InvalidName as exc:
+                raise ConfigError(exc.message) from exc
     if raw.get("extra_vm_sockets"):
         kwargs["extra_vm_sockets"] = _pairs(raw["extra_vm_sockets"], "extra_vm_sockets")
     vs: dict = {}

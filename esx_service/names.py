@@ -1,24 +1,39 @@
-"""Volume names: ``name`` or ``name@datastore``, parsed and validated without any I/O."""
+"""Volume names: ``name`` or ``name@datastore``, parsed and validated without any I/O.
+
+The rules are vDVS's (whose users bring their volumes here): up to 100 characters of
+anything a person can type, the last ``@`` separating the datastore. What is refused would
+break a path (``/``, ``\\``, NUL), a line or a log (control characters, invisible
+formatting), the wire (lone surrogates cannot be encoded) or a VMFS disk's companion files
+(``-NNNNNN``, ``-flat``...). How a name becomes a file name is ``file_names``' job.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .errors import InvalidName
 
 MAX_NAME_LENGTH = 100
-_ALLOWED_VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-# Datastore names on ESX may hold spaces and brackets ("datastore1 (1)"); they are matched
-# against the known list anyway, so only path and control characters are refused here.
-_ALLOWED_DATASTORE = re.compile(r"[^/\\\x00-\x1f\x7f]+")
 # VMFS names snapshot deltas <disk>-000001.vmdk: a volume called that would clash.
 # Its extents and change-tracking files are <disk>-flat.vmdk, <disk>-ctk.vmdk and so on.
 _SNAPSHOT_SUFFIX = re.compile(r"-(\d{6}|flat|delta|ctk|sesparse)$", re.IGNORECASE)
-_RULES = (
-    f"a volume name is 1-{MAX_NAME_LENGTH} characters of letters, digits, '_', '.' and '-', "
-    "starting with a letter or digit, not ending in -NNNNNN, -flat, -delta, -ctk or "
-    "-sesparse, optionally followed by @datastore"
+# Zero-width (non-)joiners are part of words in several scripts and of emoji sequences;
+# every other formatting character (bidi overrides, zero-width space, BOM) only hides things.
+_JOINERS = ("\u200c", "\u200d")
+_REFUSED_CATEGORIES = {
+    "Cc": "control character",
+    "Cs": "lone surrogate",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+    "Cf": "invisible formatting character",
+}
+RULES = (
+    f"a volume name is 1-{MAX_NAME_LENGTH} characters: letters of any script, digits, spaces "
+    "and symbols, but not '/', '\\', control or invisible formatting characters, not '.' or "
+    "'..', not ending in -NNNNNN, -flat, -delta, -ctk or -sesparse; the last '@' starts an "
+    "optional datastore name"
 )
 
 
@@ -33,44 +48,77 @@ class VolumeRef:
         return f"{self.name}@{self.datastore}" if self.datastore else self.name
 
 
-def _check_part(value: str, whole: str, what: str, allowed: re.Pattern[str]) -> None:
+def _shown(value: str) -> str:
+    """repr() (which escapes what cannot be printed) without echoing absurd lengths."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+
+
+def refused_character(value: str) -> str | None:
+    """Why ``value`` cannot be part of a name (the first bad character), or None."""
+    for ch in value:
+        if ch in "/\\":
+            return f"{ch!r} (a path separator)"
+        category = unicodedata.category(ch)
+        if category in _REFUSED_CATEGORIES and ch not in _JOINERS:
+            return f"U+{ord(ch):04X} (a {_REFUSED_CATEGORIES[category]})"
+    return None
+
+
+def _check_part(value: str, whole: str, what: str) -> None:
     if not value:
-        raise InvalidName(f"invalid volume name {whole!r}: the {what} is empty; {_RULES}")
+        raise InvalidName(f"invalid volume name {_shown(whole)}: the {what} is empty; {RULES}")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidName(
-            f"invalid volume name {whole[:40]!r}... ({len(value)} characters): the {what} is "
-            f"longer than {MAX_NAME_LENGTH}; {_RULES}"
+            f"invalid volume name {_shown(whole)} ({len(value)} characters): the {what} is "
+            f"longer than {MAX_NAME_LENGTH}; {RULES}"
         )
-    if not allowed.fullmatch(value) or value in (".", ".."):
-        raise InvalidName(f"invalid volume name {whole!r}: bad {what} {value!r}; {_RULES}")
+    bad = refused_character(value)
+    if bad:
+        raise InvalidName(f"invalid volume name {_shown(whole)}: the {what} holds {bad}; "
+                          f"{RULES}")
+    if value in (".", ".."):
+        raise InvalidName(f"invalid volume name {_shown(whole)}: the {what} is {value!r}; "
+                          f"{RULES}")
 
 
 def parse_volume_name(full: object) -> VolumeRef:
-    """Split ``name[@datastore]`` and validate both parts."""
+    """Split ``name[@datastore]`` on the last ``@`` and validate both parts."""
     if not isinstance(full, str):
-        raise InvalidName(f"invalid volume name {full!r}: not a string; {_RULES}")
+        raise InvalidName(f"invalid volume name {full!r}: not a string; {RULES}")
     if len(full) > 2 * MAX_NAME_LENGTH + 1:
         raise InvalidName(
-            f"invalid volume name {full[:40]!r}... ({len(full)} characters): too long; {_RULES}"
+            f"invalid volume name {_shown(full)} ({len(full)} characters): too long; {RULES}"
         )
     name, sep, datastore = full.rpartition("@")
     if not sep:
         name, datastore = full, ""
-    _check_part(name, full, "volume name", _ALLOWED_VOLUME)
-    if _SNAPSHOT_SUFFIX.search(name):
-        raise InvalidName(
-            f"invalid volume name {full!r}: the suffix clashes with VMFS disk file names; "
-            f"{_RULES}"
-        )
+    _check_part(name, full, "volume name")
+    suffix = _SNAPSHOT_SUFFIX.search(name)
+    if suffix:
+        raise InvalidName(f"invalid volume name {_shown(full)}: the suffix {suffix.group(0)!r} "
+                          f"clashes with VMFS disk file names; {RULES}")
     if sep:
-        _check_part(datastore, full, "datastore name", _ALLOWED_DATASTORE)
+        _check_part(datastore, full, "datastore name")
     return VolumeRef(name, datastore or None)
+
+
+def check_datastore_name(name: str, what: str = "datastore name") -> str:
+    """A datastore name that ``name@datastore`` can reach: no '@', no path or control
+    characters (ESX's own names may hold spaces, brackets and any case)."""
+    bad = refused_character(name) or ("'@' (it separates volume and datastore)"
+                                      if "@" in name else None)
+    if not name or bad or name in (".", ".."):
+        raise InvalidName(f"invalid {what} {_shown(name)}: "
+                          f"{'it holds ' + bad if bad else 'empty or a dot name'}; a datastore "
+                          "name may hold spaces, brackets and letters of any case, but not "
+                          "'@', '/', '\\' or control characters")
+    return name
 
 
 def match_datastore(asked: str, known: list[str]) -> str | None:
     """Datastore names match case-insensitively, as on ESX."""
-    lowered = asked.lower()
+    lowered = asked.casefold()
     for name in known:
-        if name.lower() == lowered:
+        if name.casefold() == lowered:
             return name
     return None

@@ -17,6 +17,7 @@ from .errors import (
     BackendError,
     DockvolsError,
     InsufficientSpace,
+    InvalidName,
     UnknownDatastore,
     VolumeBusy,
     VolumeInUse,
@@ -77,9 +78,16 @@ class VolumeService:
         if data is None:
             return None
         try:
-            return VolumeMeta.from_dict(data)
+            meta = VolumeMeta.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise BackendError(f"corrupt metadata for {loc.name}@{loc.datastore}: {exc}") from exc
+        if meta.name != loc.name:
+            # Only a file system that ignores case opens Db.json for db (file_names).
+            raise InvalidName(
+                f"volume name {loc.name!r} differs only in case from existing volume "
+                f"{meta.name!r} on datastore {loc.datastore}, whose file system ignores case; "
+                "choose a name that differs in more than case")
+        return meta
 
     def _visible(self, loc: DiskLocation) -> VolumeMeta:
         meta = self._meta(loc)

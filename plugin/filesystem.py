@@ -39,6 +39,12 @@ def _check(done: subprocess.CompletedProcess, what: str) -> None:
                               f"{(done.stderr or done.stdout).strip()}")
 
 
+def fs_label(name: str, limit: int) -> str:
+    """A filesystem label from a volume name: labels are counted in bytes (mkfs.xfs refuses
+    a longer one), and a volume name may hold letters of any script."""
+    return name.encode("utf-8", "ignore")[:limit].decode("utf-8", "ignore")
+
+
 def unescape_mountinfo(field: str) -> str:
     """/proc/self/mountinfo escapes space, tab, newline and backslash as octal."""
     out, i = [], 0
@@ -81,7 +87,7 @@ class SystemMounter:
         if fstype not in _MKFS:
             raise FilesystemError(f"unsupported fstype {fstype!r}: allowed are "
                                   f"{', '.join(_MKFS)}")
-        label_flag = ["-L", label[:12] if fstype == "xfs" else label[:16]]
+        label_flag = ["-L", fs_label(label, 12 if fstype == "xfs" else 16)]
         _check(_run(_MKFS[fstype] + label_flag + [device]), f"mkfs.{fstype} on {device}")
 
     def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None:

@@ -59,6 +59,9 @@ class DockerUsers:
 
 
 def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
+    # dockerd may Mount while recovery runs (the socket answers at once): a volume whose
+    # counts moved since this snapshot belongs to a live container Docker had not shown yet.
+    counts_before = {v: manager.refs.ids(v) for v in manager.refs.volumes()}
     users = docker_users.by_volume()
     mounted = {os.path.basename(p) for p in manager.mounter.mounts_under(manager.mount_root)}
     # Disks attached to this VM by a Mount that died before mounting, or left by an Unmount
@@ -68,6 +71,8 @@ def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
     report = {"unmounted": 0, "remounted": 0, "recounted": 0, "detached": 0}
     for canonical in sorted(mounted | attached | set(users) | set(manager.refs.volumes())):
         with manager.locks.hold(canonical):
+            if manager.refs.ids(canonical) != counts_before.get(canonical, {}):
+                continue
             live = users.get(canonical, set())
             try:
                 if not live:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..file_names import file_stem
+
 
 @dataclass(frozen=True)
 class DatastoreInfo:
@@ -22,11 +24,16 @@ class DatastoreInfo:
 
 @dataclass(frozen=True)
 class DiskLocation:
-    """Where a volume lives: ``[datastore] dockvols/<vmgroup>/<name>.vmdk``."""
+    """Where a volume lives: ``[datastore] dockvols/<vmgroup>/<stem>.vmdk``; ``name`` is the
+    volume name as typed, ``stem`` its file-safe form (``esx_service.file_names``)."""
 
     datastore: str
     vmgroup: str
     name: str
+
+    @property
+    def stem(self) -> str:
+        return file_stem(self.name)
 
     @property
     def folder(self) -> str:
@@ -34,11 +41,11 @@ class DiskLocation:
 
     @property
     def descriptor_path(self) -> str:
-        return f"{self.folder}/{self.name}.vmdk"
+        return f"{self.folder}/{self.stem}.vmdk"
 
     @property
     def metadata_path(self) -> str:
-        return f"{self.folder}/{self.name}.json"
+        return f"{self.folder}/{self.stem}.json"
 
 
 class Backend(Protocol):

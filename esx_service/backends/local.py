@@ -87,7 +87,7 @@ class LocalBackend:
 
     # -- disks ------------------------------------------------------------------------
     def _extent_name(self, loc: DiskLocation) -> str:
-        return f"{loc.name}-flat.vmdk"
+        return f"{loc.stem}-flat.vmdk"
 
     def _extent_path(self, loc: DiskLocation) -> str:
         descriptor = self._path(loc, loc.descriptor_path)

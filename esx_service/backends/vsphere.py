@@ -240,7 +240,7 @@ class VsphereBackend:
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         ds = self.inventory.datastore(loc.datastore)
         spec = vim.host.DatastoreBrowser.SearchSpec(
-            matchPattern=[f"{loc.name}.vmdk", f"{loc.name}-*.vmdk"],
+            matchPattern=[f"{loc.stem}.vmdk", f"{loc.stem}-*.vmdk"],
             details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True, fileType=True))
         what = f"sizing disk {loc.descriptor_path} on {ds.name}"
         try:

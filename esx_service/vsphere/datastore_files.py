@@ -12,6 +12,7 @@ import fnmatch
 import os
 from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import quote
 
 from pyVmomi import vim
 
@@ -46,7 +47,10 @@ class HttpDatastoreFiles:
         self._browser = browser  # datastore name -> its (cached) datastore browser
 
     def _url(self, datastore: str, relative: str) -> tuple[str, dict[str, str]]:
-        return f"/folder/{relative.lstrip('/')}", {"dcPath": self._dc_path, "dsName": datastore}
+        # Stems are URL-safe already (file_names); quoting keeps any other path (an import
+        # source, a vmgroup folder) from being cut at '#' or '?'.
+        return (f"/folder/{quote(relative.lstrip('/'), safe='/')}",
+                {"dcPath": self._dc_path, "dsName": datastore})
 
     def read(self, datastore: str, relative: str) -> bytes | None:
         path, query = self._url(datastore, relative)

@@ -127,7 +127,9 @@ def esx(run_dir: Path, datastore: Path) -> Iterator[Daemon]:
     daemon = python_daemon("esx_service", "esx_service", {
         "DOCKVOLS_SOCKET": sock,
         "DOCKVOLS_DATA_DIR": str(run_dir / "data"),
-        "DOCKVOLS_DATASTORES": f"datastore1={datastore},datastore2={run_dir / 'ds2'}",
+        # a third with the space and mixed case ESX datastores often have (vDVS users')
+        "DOCKVOLS_DATASTORES": f"datastore1={datastore},datastore2={run_dir / 'ds2'},"
+                               f"My Data Store={run_dir / 'ds3'}",
         "DOCKVOLS_DEFAULT_DATASTORE": "datastore1",
         "DOCKVOLS_VM_NAME": "test-vm",
         "DOCKVOLS_EXTRA_VM_SOCKETS": f"{run_dir / 'esx-vm2.sock'}=test-vm2",

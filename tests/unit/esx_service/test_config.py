@@ -125,3 +125,14 @@ def test_the_config_object_is_frozen(tmp_path):
     with pytest.raises(AttributeError):
         config.backend = "vsphere"  # type: ignore[misc]
     assert isinstance(config, ServiceConfig)
+
+
+def test_local_datastore_names_may_hold_spaces_and_mixed_case(tmp_path):
+    config = load_config(str(_write(tmp_path, "")),
+                         env={"DOCKVOLS_DATASTORES": "My Data Store=/a, SSD (2)=/b"})
+    assert config.local_datastores == {"My Data Store": "/a", "SSD (2)": "/b"}
+
+
+def test_a_local_datastore_name_with_an_at_is_refused_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="invalid local datastore name 'a@b'.*'@'"):
+        load_config(str(_write(tmp_path, "")), env={"DOCKVOLS_DATASTORES": "a@b=/a"})

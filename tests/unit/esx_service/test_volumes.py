@@ -22,6 +22,7 @@ from esx_service.errors import (
     VolumeInUse,
     VolumeNotFound,
 )
+from esx_service.file_names import SAFE_STEM, file_stem
 from esx_service.metadata import ATTACHED, CREATING, DETACHED, REMOVING
 from esx_service.options import MB
 from esx_service.policy import OpenPolicy
@@ -539,3 +540,32 @@ def test_a_stopping_service_declines_operations(h):
         with pytest.raises(ServiceStopping):
             call()
     assert h.disk_exists("db")
+
+
+@pytest.mark.parametrize("name", ["my vol", "données#1", "卷", "a@b", "-x*"])
+def test_vdvs_style_names_keep_their_spelling_and_get_file_safe_files(h, name):
+    created = h.service.create("vm1", f"{name}@ds1", {})
+    assert created["volume"] == name and created["name"] == f"{name}@ds1"
+    assert [v["volume"] for v in h.service.list("vm1")] == [name]
+    assert h.service.get("vm1", f"{name}@DS1")["volume"] == name
+    if h.kind == "local":
+        folder = os.path.join(h.backend._paths["ds1"], "dockvols", "_DEFAULT")
+        stem = file_stem(name)
+        assert sorted(os.listdir(folder)) == [f"{stem}-flat.vmdk", f"{stem}.json",
+                                              f"{stem}.vmdk"]
+        assert all(SAFE_STEM.fullmatch(f.rsplit(".", 1)[0]) for f in os.listdir(folder))
+    h.service.remove("vm1", f"{name}@ds1")
+    assert h.service.list("vm1") == []
+
+
+def test_a_name_differing_only_in_case_on_a_case_blind_datastore_is_refused(h, monkeypatch):
+    h.service.create("vm1", "Db", {})
+    real = h.backend.read_metadata
+
+    def case_blind(loc):  # what a file system that ignores case answers for db.json
+        return real(DiskLocation(loc.datastore, loc.vmgroup, "Db")) if loc.name == "db" \
+            else real(loc)
+    monkeypatch.setattr(h.backend, "read_metadata", case_blind)
+    with pytest.raises(InvalidName, match="differs only in case from existing volume 'Db'"):
+        h.service.create("vm1", "db", {})
+    assert [v["volume"] for v in h.service.list("vm1")] == ["Db"]

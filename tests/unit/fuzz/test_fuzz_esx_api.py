@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from esx_service.api import Api
 from esx_service.backends.local import LocalBackend
 from esx_service.errors import ALL_ERRORS
+from esx_service.file_names import file_stem
 from esx_service.volumes import VolumeService
 from tests.fakes import FakeLosetup
 
@@ -94,10 +96,11 @@ def test_create_then_remove_of_any_name_is_whole_or_absent(
     status, reply = api.handle("POST", "/v1/volumes", body, "fuzz-vm")
     files = sorted(p.name for p in root.rglob("*") if p.is_file())
     if status == 201:
-        stem = reply["volume"]["volume"]
+        assert reply["volume"]["volume"] == name.rpartition("@")[0] or name
+        stem = file_stem(reply["volume"]["volume"])
         assert files == sorted([f"{stem}.json", f"{stem}.vmdk", f"{stem}-flat.vmdk"])
-        assert api.handle("DELETE", f"/v1/volumes/{reply['volume']['name']}", b"",
-                          "fuzz-vm")[0] == 200
+        assert api.handle("DELETE", f"/v1/volumes/{quote(reply['volume']['name'], safe='')}",
+                          b"", "fuzz-vm")[0] == 200
         assert [p for p in root.rglob("*") if p.is_file()] == []
     else:
         assert status < 500, reply

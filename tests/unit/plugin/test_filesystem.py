@@ -54,3 +54,11 @@ def test_mounts_under_keeps_only_paths_below_the_root(tmp_path):
 def test_mkfs_refuses_an_unsupported_fstype_before_running_anything():
     with pytest.raises(FilesystemError, match="unsupported fstype 'btrfs'.*ext4, xfs"):
         SystemMounter().mkfs("/dev/loop0", "btrfs", "db")
+
+
+def test_a_label_from_a_name_of_any_script_fits_in_bytes_and_keeps_whole_characters():
+    from plugin.filesystem import fs_label
+    assert fs_label("données", 12) == "données"
+    assert fs_label("卷卷卷卷卷", 12) == "卷卷卷卷"  # 12 bytes, not 12 characters
+    assert fs_label("é" * 10, 12).encode() == ("é" * 6).encode()
+    assert len(fs_label("abcdefghijklmnopq", 16)) == 16

@@ -176,3 +176,25 @@ def test_docker_users_counts_live_containers_of_this_driver(rig, fake_docker_sdk
     assert users.users_of(DB) == {"c1", "c4"}
     assert users.users_of("nobody@ds1") == set()
     assert created == ["unix:///fake/docker.sock"]  # one client, made lazily
+
+
+class _MountsWhileAsked(FakeDockerUsers):
+    """Docker answers "no users" while a container's Mount arrives meanwhile."""
+
+    def __init__(self, manager) -> None:
+        super().__init__({})
+        self._manager = manager
+
+    def by_volume(self):
+        answer = super().by_volume()
+        self._manager.mount("db", "late-container")
+        return answer
+
+
+def test_a_mount_that_arrives_during_recovery_is_left_mounted(rig):
+    rig.manager.create("db", {})
+    manager = rig.restart()
+    report = recover(manager, _MountsWhileAsked(manager))
+    assert report["unmounted"] == 0
+    assert _mounted(rig) == {rig.target(DB)}
+    assert manager.refs.ids(DB) == {"late-container": 1}
