@@ -12,6 +12,7 @@ import time
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
 from ..errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
+from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
 from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
@@ -27,9 +28,14 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, datastores: dict[str, str], run: CommandRunner = run_command,
-                 sysfs_block: str | None = "/sys/block") -> None:
+                 sysfs_block: str | None = "/sys/block",
+                 loops: LoopDevices | None = None) -> None:
         self._paths = dict(datastores)
         self._run = run
+        # Loop devices are bound and released with ioctls (esx_service/loopdev.py), not a
+        # losetup process per call; a runner of one's own (tests) plays losetup instead.
+        self._loops = loops or (KernelLoopDevices() if run is run_command
+                                else LosetupLoopDevices(run))
         # Which loop device holds which file is read from sysfs: a `losetup --list` per
         # check costs a process, and recovery checks every volume. A runner of one's own
         # (tests) answers the listing too.
@@ -180,24 +186,24 @@ class LocalBackend:
         extent = self._extent_path(loc)
         if not os.path.exists(extent):
             raise BackendError(f"disk extent {extent} is missing")
-        argv = ["losetup", "--find", "--show"] + (["--read-only"] if read_only else []) + [extent]
-        device = self._run(argv).strip()
-        return {"kind": "loop", "device": device}
+        return {"kind": "loop", "device": self._loops.attach(extent, read_only)}
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
         extent = self._extent_path(loc)
         devices = self._loop_devices_of(extent)
         for device in devices:
-            self._run(["losetup", "--detach", device])
+            self._loops.detach(device, extent)
         # The kernel lets a loop device go only when its last opener (udev probing after an
         # umount, a mount someone forgot) closes it: detached means gone, so wait, bounded.
         deadline = time.monotonic() + DETACH_WAIT
+        pause = 0.001
         while devices and (devices := self._loop_devices_of(extent)):
             if time.monotonic() > deadline:
                 raise BackendError(f"loop device {', '.join(devices)} of {loc.name}@"
                                    f"{loc.datastore} is still in use {DETACH_WAIT:.0f}s after "
                                    "detach; is it mounted somewhere?")
-            time.sleep(0.02)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)  # usually released within a millisecond or two
 
     def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
         devices = self._loop_devices_of(self._extent_path(loc))

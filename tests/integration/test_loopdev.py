@@ -1,0 +1,124 @@
+"""esx_service/loopdev.py against the real kernel: binding, read-only, release (also the
+lazy release while someone else holds the device open), the race for a free device, and
+capacity refresh. Root only; no dockerd needed."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from esx_service.loopdev import KernelLoopDevices
+
+SIZE = 16 * 1024 * 1024
+
+
+def _backing(device: str) -> str | None:
+    try:
+        return Path(f"/sys/block/{os.path.basename(device)}/loop/backing_file").read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _wait_released(device: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while _backing(device) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def images(tmp_path: Path):
+    made = []
+
+    def make(name: str = "a.img") -> str:
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.truncate(SIZE)
+        made.append(str(path))
+        return str(path)
+
+    yield make
+    loops = KernelLoopDevices()
+    for entry in os.listdir("/sys/block"):  # never leave a device bound to our files
+        backing = _backing(f"/dev/{entry}") if entry.startswith("loop") else None
+        if backing in made:
+            loops.detach(f"/dev/{entry}", backing)
+
+
+def test_attach_binds_the_file_and_detach_releases_it(images):
+    loops = KernelLoopDevices()
+    path = images()
+    device = loops.attach(path, read_only=False)
+    assert _backing(device) == path
+    assert Path(f"/sys/block/{os.path.basename(device)}/ro").read_text().strip() == "0"
+    loops.detach(device, path)
+    assert _wait_released(device)
+
+
+def test_read_only_attach_makes_a_read_only_device(images):
+    loops = KernelLoopDevices()
+    path = images()
+    device = loops.attach(path, read_only=True)
+    assert Path(f"/sys/block/{os.path.basename(device)}/ro").read_text().strip() == "1"
+    with pytest.raises(OSError):
+        fd = os.open(device, os.O_WRONLY)
+        try:
+            os.write(fd, b"x" * 512)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    loops.detach(device, path)
+
+
+def test_detach_leaves_a_device_bound_to_another_file_alone(images):
+    loops = KernelLoopDevices()
+    mine, theirs = images("mine.img"), images("theirs.img")
+    device = loops.attach(theirs, read_only=False)
+    loops.detach(device, mine)  # the device was reused for someone else's file
+    assert _backing(device) == theirs
+    loops.detach(device, theirs)
+    assert _wait_released(device)
+    loops.detach(device, theirs)  # not bound any more: fine
+
+
+def test_a_device_held_open_is_released_when_its_last_opener_closes(images):
+    loops = KernelLoopDevices()
+    path = images()
+    device = loops.attach(path, read_only=False)
+    holder = os.open(device, os.O_RDONLY)  # as udev's probe does after an umount
+    try:
+        loops.detach(device, path)
+        assert _backing(device) == path  # lazy: still bound while held
+    finally:
+        os.close(holder)
+    assert _wait_released(device)
+
+
+def test_a_free_device_taken_by_someone_else_first_is_skipped(images, monkeypatch):
+    loops = KernelLoopDevices()
+    path, other = images("mine.img"), images("other.img")
+    taken = loops.attach(other, read_only=False)
+    answers = iter([taken])
+    real_free = loops._free_device
+    monkeypatch.setattr(loops, "_free_device", lambda: next(answers, None) or real_free())
+    device = loops.attach(path, read_only=False)  # EBUSY on `taken`, then another device
+    assert device != taken and _backing(device) == path and _backing(taken) == other
+    loops.detach(device, path)
+    loops.detach(taken, other)
+
+
+def test_set_capacity_makes_the_device_take_the_new_file_size(images):
+    loops = KernelLoopDevices()
+    path = images()
+    device = loops.attach(path, read_only=False)
+    size = Path(f"/sys/block/{os.path.basename(device)}/size")
+    assert int(size.read_text()) * 512 == SIZE
+    os.truncate(path, 2 * SIZE)
+    loops.set_capacity(device)
+    assert int(size.read_text()) * 512 == 2 * SIZE
+    loops.detach(device, path)
