@@ -1,4 +1,9 @@
-"""mkfs, mount and umount, and reading the mount table: the only module that runs them."""
+"""mkfs, mount and umount, and reading the mount table: the only module that runs them.
+
+mkfs is a process; mount and umount are system calls (plugin/syscalls.py) and "which
+filesystem is on this disk?" reads the superblock (plugin/superblock.py), with `blkid -p`
+only for a disk that is neither fresh nor ext/XFS.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 import subprocess
 from typing import Protocol
 
+from . import superblock, syscalls
 from .errors import FilesystemError
 
 # Lazy init and no discard: a fresh disk is all zeros, and discarding a sparse loop-backed
@@ -76,6 +82,12 @@ class SystemMounter:
         self._mountinfo = mountinfo
 
     def filesystem_of(self, device: str) -> str | None:
+        try:
+            found = superblock.probe(device)
+        except OSError as exc:
+            raise FilesystemError(f"cannot read the superblock of {device}: {exc}") from exc
+        if found != superblock.UNKNOWN:
+            return found
         # -p probes the device itself (no cache); exit 2 means "no filesystem found".
         done = _run(["blkid", "-p", "-o", "value", "-s", "TYPE", device])
         if done.returncode == 2:
@@ -92,11 +104,16 @@ class SystemMounter:
 
     def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None:
         os.makedirs(target, exist_ok=True)
-        argv = ["mount", "-t", fstype] + (["-o", "ro"] if read_only else []) + [device, target]
-        _check(_run(argv), f"mount {device} on {target}")
+        try:
+            syscalls.mount(device, target, fstype, read_only)
+        except OSError as exc:
+            raise FilesystemError(str(exc)) from exc
 
     def umount(self, target: str) -> None:
-        _check(_run(["umount", target]), f"umount {target}")
+        try:
+            syscalls.umount(target)
+        except OSError as exc:
+            raise FilesystemError(str(exc)) from exc
         try:
             os.rmdir(target)
         except OSError:
