@@ -73,6 +73,8 @@ def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
         with manager.locks.hold(canonical):
             if manager.refs.ids(canonical) != counts_before.get(canonical, {}):
                 continue
+            if canonical in manager.touched:
+                continue  # dockerd's own Mount/Unmount (even before the snapshot) settled it
             live = users.get(canonical, set())
             try:
                 if not live:

@@ -64,6 +64,10 @@ class VolumeManager:
         self.users_of: UsersOf | None = None
         self.recovered = threading.Event()
         self.locks = NamedLocks()
+        # Volumes a Mount or Unmount from dockerd has handled since this process started:
+        # their counts and mount are what dockerd just said, so recovery, which works from
+        # a snapshot taken before, must leave them alone (it raced with a fast Mount).
+        self.touched: set[str] = set()
 
     # -- helpers ----------------------------------------------------------------------
     def mountpoint(self, canonical: str) -> str:
@@ -159,6 +163,7 @@ class VolumeManager:
         with self._op("mount", name, mount_id):
             canonical = self.canonical(name)
             with self.locks.hold(canonical):
+                self.touched.add(canonical)
                 target = self.mountpoint(canonical)
                 if target not in self.mounter.mounts_under(self.mount_root):
                     self.attach_and_mount(name, canonical)
@@ -198,6 +203,7 @@ class VolumeManager:
         with self._op("unmount", name, mount_id):
             canonical = self.canonical(name)
             with self.locks.hold(canonical):
+                self.touched.add(canonical)
                 if not self.refs.release(canonical, mount_id):
                     if not (self._reconcile_recovered(canonical)
                             or self._mounted_for_nobody(canonical)):

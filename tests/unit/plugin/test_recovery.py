@@ -198,3 +198,14 @@ def test_a_mount_that_arrives_during_recovery_is_left_mounted(rig):
     assert report["unmounted"] == 0
     assert _mounted(rig) == {rig.target(DB)}
     assert manager.refs.ids(DB) == {"late-container": 1}
+
+
+def test_a_volume_mounted_by_dockerd_before_recovery_looked_is_left_mounted(rig):
+    # the Mount came before recovery's snapshots; Docker still showed the container 'created'
+    rig.manager.create("db", {})
+    manager = rig.restart()
+    manager.mount("db", "m-during-recovery")
+    report = recover(manager, FakeDockerUsers({}))
+    assert report["unmounted"] == 0
+    assert _mounted(rig) == {rig.target(DB)}
+    assert manager.refs.ids(DB) == {"m-during-recovery": 1}
