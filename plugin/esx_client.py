@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import ssl
+import threading
 from typing import Protocol
 from urllib.parse import quote
 
@@ -66,14 +67,25 @@ def parse_vsock_address(address: str) -> tuple[int, int]:
     return int(cid), int(port)
 
 
+def _exchange(conn: http.client.HTTPConnection, method: str, path: str,
+              payload: bytes | None, headers: dict) -> tuple[http.client.HTTPResponse, bytes]:
+    conn.request(method, path, body=payload, headers=headers)
+    response = conn.getresponse()
+    return response, response.read()
+
+
 class HttpEsxClient:
-    """One connection per request: calls are few and long, and this keeps threads apart."""
+    """Reads (GET) reuse one kept-alive connection per thread: a Get is two hops, and a new
+    connection costs esx_service a thread and us a connect (issue 15). Changes (create,
+    attach...) take a connection of their own each: they are few and long, and a request
+    that may have reached the service is never sent twice."""
 
     def __init__(self, address: str, timeout: float = 100.0,
                  tls: ssl.SSLContext | None = None) -> None:
         self.address = address
         self.timeout = timeout
         self.tls = tls
+        self._kept = threading.local()
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.address.startswith("unix://"):
@@ -88,13 +100,17 @@ class HttpEsxClient:
     def call(self, method: str, path: str, body: dict | None = None,
              timeout: float | None = None) -> dict:
         limit = timeout or self.timeout
-        conn = self._connection(limit)
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
+            if method == "GET":
+                response, raw = self._read(path, limit)
+            else:
+                conn = self._connection(limit)
+                try:
+                    response, raw = _exchange(conn, method, path, payload, headers)
+                finally:
+                    conn.close()
         except TimeoutError as exc:
             raise ServiceUnreachable(
                 f"dockvols service at {self.address} timed out after {limit:.0f}s on {method} "
@@ -103,8 +119,6 @@ class HttpEsxClient:
             raise ServiceUnreachable(
                 f"dockvols service at {self.address} is unreachable ({method} {path}): "
                 f"{exc or type(exc).__name__}") from exc
-        finally:
-            conn.close()
         try:
             data = json.loads(raw or b"{}")
         except ValueError as exc:
@@ -115,6 +129,40 @@ class HttpEsxClient:
             raise ServiceError(err.get("code", "InternalError"),
                                err.get("message", f"HTTP {response.status}"), response.status)
         return data
+
+    def _read(self, path: str, limit: float) -> tuple[http.client.HTTPResponse, bytes]:
+        """A GET on this thread's kept-alive connection. One the service has closed (idle
+        timeout, restart) fails before any answer: then once more on a new connection,
+        which is safe because a GET changes nothing."""
+        conn: http.client.HTTPConnection | None = getattr(self._kept, "conn", None)
+        reused = conn is not None
+        for _ in range(2):
+            if conn is None:
+                conn = self._connection(limit)
+            elif conn.sock is not None:
+                conn.sock.settimeout(limit)
+            else:
+                conn.timeout = limit
+            self._kept.conn = conn
+            try:
+                response, raw = _exchange(conn, "GET", path, None, {})
+            except (ConnectionError, http.client.RemoteDisconnected,
+                    http.client.CannotSendRequest, http.client.BadStatusLine):
+                conn.close()
+                self._kept.conn = conn = None
+                if not reused:
+                    raise
+                reused = False
+                continue
+            except BaseException:
+                conn.close()
+                self._kept.conn = None
+                raise
+            if response.will_close:
+                conn.close()
+                self._kept.conn = None
+            return response, raw
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     @staticmethod
     def _vol(name: str, action: str = "") -> str:

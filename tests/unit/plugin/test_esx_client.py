@@ -176,3 +176,51 @@ def test_http_addresses_speak_tcp(backend):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_reads_reuse_one_connection_per_thread_and_changes_do_not(client, server):
+    accepted = []
+    real = server.get_request
+
+    def counting():  # every accept() the server makes
+        got = real()
+        accepted.append(got)
+        return got
+
+    server.get_request = counting
+    client.create("db", {})
+    for _ in range(5):
+        client.get("db")
+        client.list()
+    client.status()
+    assert len(accepted) == 2  # the create, then one kept-alive connection for 11 reads
+
+
+def test_a_read_after_the_service_restarted_reconnects_once(short_tmp, backend):
+    path = str(short_tmp / "esx2.sock")
+    first = UnixApiServer(path, Api(VolumeService(backend)), "vm1")
+    _serve(first)
+    client = HttpEsxClient(f"unix://{path}", timeout=5)
+    client.create("db", {})
+    assert client.get("db")["name"] == "db@ds1"  # keeps its connection open
+    first.stop()  # closes the listening socket and, with it, what it served
+    kept = client._kept.conn
+    kept.sock.shutdown(socket.SHUT_RDWR)  # as the old process's exit would
+    second = UnixApiServer(path, Api(VolumeService(backend)), "vm1")
+    _serve(second)
+    try:
+        assert client.get("db")["name"] == "db@ds1"
+    finally:
+        second.stop()
+
+
+def test_a_read_with_the_service_down_is_unreachable(short_tmp, backend):
+    path = str(short_tmp / "esx3.sock")
+    srv = UnixApiServer(path, Api(VolumeService(backend)), "vm1")
+    _serve(srv)
+    client = HttpEsxClient(f"unix://{path}", timeout=5)
+    client.status()
+    srv.stop()
+    client._kept.conn.sock.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(ServiceUnreachable):
+        client.status()
