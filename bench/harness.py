@@ -8,6 +8,7 @@ The statistics helpers at the top are pure (unit-tested in tests/unit/bench)."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -15,11 +16,14 @@ import math
 import os
 import shutil
 import signal
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 
@@ -101,6 +105,56 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+# -- the raw floor of one HTTP hop ---------------------------------------------------------
+class _RawHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # kept-alive, as dockerd's connections to a plugin are
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"Err":""}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _RawServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class RawHopServer:
+    """A minimal stdlib HTTP server on a unix socket that answers ``{"Err":""}``: what one
+    HTTP hop costs with nothing behind it. ``call()`` makes one hop over a kept-alive
+    connection with the same client code the bench uses for the plugin."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._server = _RawServer(path, _RawHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._client: DriverClient | None = None
+
+    def __enter__(self) -> RawHopServer:
+        self._thread.start()
+        self._client = DriverClient(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._server.shutdown()
+        self._server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def call(self) -> dict:
+        assert self._client is not None
+        return self._client.call("Get", {"Name": "x"})
 
 
 # -- talking to the plugin ------------------------------------------------------------------

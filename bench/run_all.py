@@ -28,10 +28,11 @@ from .harness import (
     verdict,
 )
 
-OURS = ("floor", "user_view", "control_path", "scaling", "profile_slowest")
+OURS = ("floor", "phases", "user_view", "control_path", "scaling", "profile_slowest")
 NOT_BENCHMARKS = {"__init__", "__main__", "harness", "run_all"}
 TITLES = {
     "floor": "Against the floor: Create+Mount and Unmount+Remove at the VolumeDriver socket",
+    "phases": "Per-phase breakdown of Create+Mount and Unmount+Remove, before and now",
     "user_view": "User view: dockvols against Docker's `local` driver on loop-backed ext4",
     "control_path": "Control-path latency at the plugin socket",
     "scaling": "Scaling: List vs. number of volumes; Get under concurrency",
@@ -135,6 +136,12 @@ def headline(results: dict) -> str:
             value = fl[f"ratio_{phase}_p50"]
             rows.append([f"{label} vs floor (p50 ratio)", fmt_ratio(value),
                          f"<= {fl['target']}x", verdict(value, fl["target"])])
+    if ph := get("phases"):
+        totals = ph["totals"]
+        rows.append(["sum of phases C+M / U+R, before -> now (ms)",
+                     f"{fmt_ms(totals['old'][0])} -> {fmt_ms(totals['new'][0])} / "
+                     f"{fmt_ms(totals['old'][1])} -> {fmt_ms(totals['new'][1])}",
+                     "(breakdown)", "-"])
     if uv := get("user_view"):
         rows.append(["create + run + rm vs `local` driver (p50 ratio)",
                      fmt_ratio(uv["ratio_p50"]["total"]), "(no target)", "-"])
@@ -143,6 +150,10 @@ def headline(results: dict) -> str:
             target = 50.0 if what.startswith("List") else 2.0
             rows.append([f"{what} p50 / p99", f"{fmt_ms(s['p50_ms'])} / {fmt_ms(s['p99_ms'])} ms",
                          f"p50 < {target:g} ms", verdict(s["p50_ms"], target)])
+        if "get_over_raw_hop" in cp:
+            rows.append([f"Get p50 / one raw HTTP hop ({fmt_ms(cp['raw_hop_p50_ms'])} ms)",
+                         fmt_ratio(cp["get_over_raw_hop"]), f"<= {cp['target_get_hops']:g}x",
+                         verdict(cp["get_over_raw_hop"], cp["target_get_hops"])])
     if sc := get("scaling"):
         per = [f"{row['plugin_us_per_volume']:.0f}" for row in sc["list"]]
         sizes = "/".join(str(row["volumes"]) for row in sc["list"])

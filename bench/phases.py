@@ -1,0 +1,231 @@
+"""Where the milliseconds of a life cycle go: every phase of Create+Mount and Unmount+Remove
+timed on its own, the way dockvols did it before issue 15 (a process per loop, probe, mount
+and umount step) and the way it does it now (ioctls, a superblock read, mount(2)/umount2),
+side by side in this run, with how many times each phase happens per operation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+
+from esx_service.atomic import atomic_write_json
+from esx_service.locks import NamedLocks
+from esx_service.loopdev import KernelLoopDevices
+from plugin import superblock, syscalls
+from plugin.filesystem import _MKFS
+
+from .harness import (
+    PLUGIN_SOCKET,
+    BenchEnv,
+    DriverClient,
+    RawHopServer,
+    bench_main,
+    fmt_ms,
+    md_table,
+    percentile,
+    standalone,
+)
+
+RUNS = int(os.environ.get("DOCKVOLS_BENCH_PHASE_RUNS", "20"))
+HOPS = 300
+SIZE = 100 * 1024 * 1024
+# A metadata file as esx_service writes it (about this size and shape).
+META = {"name": "vol", "datastore": "datastore1", "vmgroup": "_DEFAULT", "status": "attached",
+        "options": {"size_mb": 100, "diskformat": "thin", "fstype": "ext4",
+                    "access": "read-write", "attach_as": "independent_persistent",
+                    "clone_from": None, "vsan_policy_name": None},
+        "attach_info": {"kind": "loop", "device": "/dev/loop3"}, "generation": 3,
+        "created_at": "2026-11-30T16:00:00+00:00", "created_by": "bench-vm"}
+
+# How often each phase happens per operation in the code as it is now (counted by reading
+# plugin/volume_manager.py, esx_service/volumes.py and backends/local.py). "hop" = one HTTP
+# request and answer; metadata/descriptor/refcount writes are write-fsync-rename-fsync(dir).
+COUNTS = {
+    # phase: (per Create+Mount, per Unmount+Remove)
+    "VolumeDriver hop (dockerd -> plugin)": (2, 2),
+    "esx_service hop (plugin -> esx_service)": (2, 2),
+    "named lock, uncontended": (4, 4),
+    "crash-safe file write (2 fsyncs)": (4, 2),  # esx_service's metadata and descriptor
+    "atomic file write, no fsync (plugin's counts)": (1, 1),
+    "fsync of the new extent": (1, 0),
+    "loop set-up": (1, 0),
+    "superblock probe": (1, 0),
+    "mkfs.ext4": (1, 0),
+    "mount": (1, 0),
+    "umount": (0, 1),
+    "loop release (and wait until free)": (0, 1),
+    "unlink of the 100 MB sparse extent": (0, 1),
+}
+
+
+def _run(argv: list[str]) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def _wait_free(device: str) -> None:
+    path = f"/sys/block/{os.path.basename(device)}/loop/backing_file"
+    pause = 0.001
+    while os.path.exists(path):
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
+class Cycle:
+    """One volume's device life, with every step timed."""
+
+    def __init__(self, root: str, new: bool) -> None:
+        self.root, self.new = root, new
+        self.loops = KernelLoopDevices()
+
+    def run(self, i: int, times: dict[str, list[float]]) -> None:
+        image = os.path.join(self.root, f"{'n' if self.new else 'o'}{i}.img")
+        target = image + ".mnt"
+        os.makedirs(target, exist_ok=True)
+        with open(image, "wb") as f:
+            f.truncate(SIZE)
+
+        def step(name: str, fn: Callable[[], object]) -> object:
+            start = time.perf_counter()
+            out = fn()
+            times.setdefault(name, []).append(time.perf_counter() - start)
+            return out
+
+        if self.new:
+            device = str(step("loop set-up", lambda: self.loops.attach(image, False)))
+            step("superblock probe", lambda: superblock.probe(device))
+        else:
+            device = str(step("loop set-up", lambda: _run(
+                ["losetup", "--find", "--show", image]).strip()))
+            step("superblock probe", lambda: subprocess.run(
+                ["blkid", "-p", "-o", "value", "-s", "TYPE", device], capture_output=True))
+        step("mkfs.ext4", lambda: _run(_MKFS["ext4"] + ["-L", "bench", device]))
+        if self.new:
+            step("mount", lambda: syscalls.mount(device, target, "ext4", False))
+            step("umount", lambda: syscalls.umount(target))
+            step("loop release (and wait until free)",
+                 lambda: (self.loops.detach(device, image), _wait_free(device)))
+        else:
+            step("mount", lambda: _run(["mount", "-t", "ext4", device, target]))
+            step("umount", lambda: _run(["umount", target]))
+            step("loop release (and wait until free)",
+                 lambda: (_run(["losetup", "--detach", device]), _wait_free(device)))
+        step("unlink of the 100 MB sparse extent", lambda: os.unlink(image))
+        os.rmdir(target)
+
+
+def _hops(fn: Callable[[], object], n: int = HOPS) -> list[float]:
+    for _ in range(20):
+        fn()
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def measure(env: BenchEnv) -> dict:
+    old: dict[str, list[float]] = {}
+    new: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="phases-", dir=str(env.run_dir)) as root:
+        cycles = (Cycle(root, new=False), Cycle(root, new=True))
+        for i in range(RUNS + 2):  # interleaved, alternating order; 2 warm-ups
+            pair = [(cycles[0], old), (cycles[1], new)]
+            if i % 2:
+                pair.reverse()
+            for cycle, times in pair:
+                cycle.run(i, times if i >= 2 else {})
+        metadata = os.path.join(root, "vol.json")
+        same = _hops(lambda: atomic_write_json(metadata, META), 50)
+        old["crash-safe file write (2 fsyncs)"] = new["crash-safe file write (2 fsyncs)"] = same
+        # the plugin's refcounts: durable before issue 15, atomic only now
+        old["atomic file write, no fsync (plugin's counts)"] = same
+        new["atomic file write, no fsync (plugin's counts)"] = _hops(
+            lambda: atomic_write_json(metadata, META, durable=False), 50)
+        extent = os.path.join(root, "extent")
+
+        def new_extent() -> None:
+            fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.ftruncate(fd, SIZE)
+            os.fsync(fd)
+            os.close(fd)
+
+        old["fsync of the new extent"] = new["fsync of the new extent"] = _hops(new_extent, 50)
+        locks = NamedLocks()
+
+        def hold() -> None:
+            with locks.hold("datastore1/_DEFAULT/vol"):
+                pass
+
+        old["named lock, uncontended"] = new["named lock, uncontended"] = _hops(hold, 2000)
+    with RawHopServer(os.path.join(str(env.run_dir), "rawhop.sock")) as raw:
+        raw_hop = _hops(raw.call)
+    client = DriverClient(PLUGIN_SOCKET)
+    driver_hop = _hops(lambda: client.call("Path", {"Name": "no-such-volume"}))
+    client.close()
+    esx_hop = _hops(lambda: _esx_status(env.esx_socket))
+    for side in (old, new):
+        side["VolumeDriver hop (dockerd -> plugin)"] = driver_hop
+        side["esx_service hop (plugin -> esx_service)"] = esx_hop
+    p50 = {side: {k: percentile(v, 50) * 1000 for k, v in times.items()}
+           for side, times in (("old", old), ("new", new))}
+    return {"runs": RUNS, "p50_ms": p50, "raw_hop_p50_ms": percentile(raw_hop, 50) * 1000,
+            "counts": COUNTS, "totals": _totals(p50)}
+
+
+def _totals(p50: dict) -> dict[str, list[float]]:
+    """Sum over phases of count x p50, per side: [Create+Mount, Unmount+Remove] in ms."""
+    return {side: [sum(up * p50[side].get(k, 0.0) for k, (up, _) in COUNTS.items()),
+                   sum(down * p50[side].get(k, 0.0) for k, (_, down) in COUNTS.items())]
+            for side in ("old", "new")}
+
+
+def _esx_status(socket_path: str) -> None:
+    from plugin.esx_client import UnixHTTPConnection
+
+    conn = UnixHTTPConnection(socket_path, 10)  # one connection per call, as the plugin does
+    try:
+        conn.request("GET", "/v1/status")
+        json.loads(conn.getresponse().read() or b"{}")
+    finally:
+        conn.close()
+
+
+def render(r: dict) -> str:
+    rows = []
+    totals = r["totals"]
+    for phase, (up, down) in r["counts"].items():
+        o, n = r["p50_ms"]["old"].get(phase, 0.0), r["p50_ms"]["new"].get(phase, 0.0)
+        rows.append([phase, up, down, fmt_ms(o), fmt_ms(n),
+                     fmt_ms(up * o), fmt_ms(up * n), fmt_ms(down * o), fmt_ms(down * n)])
+    rows.append(["**sum**", "", "", "", "", f"**{fmt_ms(totals['old'][0])}**",
+                 f"**{fmt_ms(totals['new'][0])}**", f"**{fmt_ms(totals['old'][1])}**",
+                 f"**{fmt_ms(totals['new'][1])}**"])
+    return "\n".join([
+        f"Each device phase timed {r['runs']} times per side (interleaved, after 2 warm-ups) "
+        "on a 100 MB sparse file on the datastore's filesystem; hops 300 calls, the file "
+        "write 50, the lock 2,000. **before** = the way dockvols did it before issue 15 "
+        "(`losetup --find --show`, `blkid -p`, `mount`, `umount`, `losetup --detach` "
+        "processes), **now** = `/dev/loop-control` + LOOP_CONFIGURE, a superblock read, "
+        "mount(2), umount2(2), LOOP_CLR_FD. Hops and file writes are the same code on both "
+        "sides. 'x C+M' / 'x U+R' = how often the phase happens per Create+Mount / "
+        "Unmount+Remove now; the ms columns are per call (p50), then p50 x count. The "
+        "VolumeDriver hop is a `Path` of an unknown name over a kept-alive connection; "
+        f"the esx_service hop a `GET /v1/status` on a new connection. One raw HTTP hop "
+        f"(minimal stdlib server, unix socket, kept alive): {fmt_ms(r['raw_hop_p50_ms'])} ms.",
+        "",
+        md_table(["phase", "x C+M", "x U+R", "before ms", "now ms", "C+M before",
+                  "C+M now", "U+R before", "U+R now"], rows),
+    ])
+
+
+def main(env: BenchEnv | None = None) -> dict:
+    return bench_main(measure, render, env, with_docker=False)
+
+
+if __name__ == "__main__":
+    standalone(main)
