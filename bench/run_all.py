@@ -207,7 +207,10 @@ def write_results(info: dict, results: dict, others: dict, elapsed: float) -> No
         lines += [f"## {name} (other module)", "",
                   f"_`python -m bench.{name}`, {entry['seconds']:.0f} s, exit "
                   f"{entry.get('returncode', 0)}._", ""]
-        if "result" in entry:
+        if "result" in entry and isinstance(entry["result"], dict) \
+                and "markdown" in entry["result"]:
+            lines += [entry["result"]["markdown"], ""]
+        elif "result" in entry:
             lines += ["```", str(entry["result"]), "```", ""]
         else:
             text = entry["stdout"].rstrip() or "(no output)"

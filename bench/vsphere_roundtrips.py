@@ -56,13 +56,13 @@ MINIMUM = {"create": 6, "attach": 6, "detach": 5, "list": 3, "remove": 5}
 
 
 @contextmanager
-def vcsim() -> Iterator[tuple[str, int, str, str]]:
+def vcsim(extra_args: list[str] | None = None) -> Iterator[tuple[str, int, str, str]]:
     build = subprocess.run([str(REPO / "tests/vcsim/build.sh")], capture_output=True,
                            text=True)
     if build.returncode != 0:
         sys.exit(f"building vcsim failed:\n{build.stdout}{build.stderr}")
     tmpdir = tempfile.mkdtemp(prefix="dv-bench-vcsim-")
-    proc = subprocess.Popen([str(REPO / "tests/vcsim/vcsim"), "-port", "0"],
+    proc = subprocess.Popen([str(REPO / "tests/vcsim/vcsim"), "-port", "0", *(extra_args or [])],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "TMPDIR": tmpdir})
     try:

@@ -37,6 +37,9 @@ PBM_VERSION = "pbm.version.version11"
 PBM_PATHS = ("/pbm/sdk", "/pbm")
 SESSION_COOKIE = "vmware_soap_session"
 TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+# Kept-alive SOAP connections: pyVmomi's default of 5 made a sixth concurrent call (attaches
+# to many VMs at once) wait for a free one (bench/latency_model.py).
+SOAP_POOL = 32
 
 
 @dataclass
@@ -128,6 +131,7 @@ class VsphereSession:
         self._logged_in = False
         self._pbm: tuple[int, Any] | None = None  # (generation, PBM service content)
         self._pbm_path: str | None = None
+        self._http_local = threading.local()  # a kept-alive /folder connection per thread
 
     @property
     def logins(self) -> int:
@@ -154,7 +158,8 @@ class VsphereSession:
                 stub = CountingStub(self.round_trips, host=self.host, port=self.port,
                                     path="/sdk", version=VIM_VERSION,
                                     sslContext=self.ssl_context,
-                                    httpConnectionTimeout=self.timeout)
+                                    httpConnectionTimeout=self.timeout,
+                                    poolSize=SOAP_POOL)
                 content = vim.ServiceInstance("ServiceInstance", stub).RetrieveContent()
                 self._stub, self._content = stub, content
             assert self._content is not None
@@ -273,8 +278,27 @@ class VsphereSession:
             headers = {"Cookie": f"{SESSION_COOKIE}={self.session_id}"}
             if body is not None:
                 headers["Content-Type"] = "application/octet-stream"
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=self.ssl_context)
+            status, data = self._http_exchange(method, url, body, headers)
+            if status == 401 and attempt == 1:
+                self._relogin(generation)
+                continue
+            return status, data
+        raise AssertionError("unreachable")
+
+    def _http_exchange(self, method: str, url: str, body: bytes | None,
+                       headers: dict[str, str]) -> tuple[int, bytes]:
+        """One request on this thread's kept-alive HTTPS connection: a new one per request
+        cost a TCP and a TLS handshake, two or three network round trips more than the
+        request itself (issue 15). A kept connection the host closed while idle fails
+        before any answer; then the request goes once more on a new connection, which is
+        safe because GET, PUT of a whole file and DELETE are idempotent."""
+        conn: http.client.HTTPSConnection | None = getattr(self._http_local, "conn", None)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                   context=self.ssl_context)
+            self._http_local.conn = conn
             self.round_trips.add("http")
             started = time.monotonic()
             try:
@@ -282,15 +306,23 @@ class VsphereSession:
                 resp = conn.getresponse()
                 data = resp.read()
             except TRANSPORT_ERRORS as exc:
-                raise self._transport_error(exc) from exc
-            finally:
                 conn.close()
-                self.round_trips.done(f"folder:{method}", started)
-            if resp.status == 401 and attempt == 1:
-                self._relogin(generation)
+                self._http_local.conn = conn = None
+                stale = reused and isinstance(exc, (ConnectionError,
+                                                    http.client.RemoteDisconnected,
+                                                    http.client.CannotSendRequest,
+                                                    http.client.BadStatusLine,
+                                                    ssl.SSLEOFError, ssl.SSLZeroReturnError))
+                if not stale:
+                    raise self._transport_error(exc) from exc
+                reused = False
                 continue
+            finally:
+                self.round_trips.done(f"folder:{method}", started)
+            if resp.will_close:
+                conn.close()
+                self._http_local.conn = None
             return resp.status, data
-        raise AssertionError("unreachable")
 
     @property
     def session_id(self) -> str:

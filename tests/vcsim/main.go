@@ -29,11 +29,15 @@ func main() {
 	user := flag.String("username", "dockvols", "the only user name accepted")
 	pass := flag.String("password", "vcsim-pass", "the only password accepted")
 	idle := flag.Duration("idle-timeout", 0, "expire sessions idle this long (0: never)")
+	machines := flag.Int("machines", 0, "VMs per host/cluster resource pool (0: the model's default of 2)")
 	flag.Parse()
 
 	model := simulator.VPX()
 	if *esx {
 		model = simulator.ESX()
+	}
+	if *machines > 0 { // bench/latency_model.py attaches from up to 16 VMs at once
+		model.Machine = *machines
 	}
 	// Sessions expiring lets tests prove the client logs in again on NotAuthenticated.
 	simulator.SessionIdleTimeout = *idle

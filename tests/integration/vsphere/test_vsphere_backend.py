@@ -478,3 +478,27 @@ def test_the_esx_service_serves_vsphere_volumes_over_its_unix_socket(fresh_vcsim
         log.close()
         shutil.rmtree(run, ignore_errors=True)
     assert proc.returncode == 0
+
+
+def test_metadata_requests_reuse_one_https_connection_per_thread(
+        vcsim, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+
+    connects = []
+    original = http.client.HTTPSConnection.connect
+
+    def counting(self: http.client.HTTPSConnection) -> None:
+        connects.append(self)
+        original(self)
+
+    with vcsim.backend(metadata_access="http") as backend:
+        service = VolumeService(backend)
+        service.create(VM0, name, {})  # login, inventory: the SOAP connection
+        monkeypatch.setattr(http.client.HTTPSConnection, "connect", counting)
+        before = backend.round_trips.snapshot()[1]
+        service.attach(VM0, name)
+        service.detach(VM0, name)
+        service.remove(VM0, name)
+        http_requests = backend.round_trips.snapshot()[1] - before
+    assert http_requests >= 4
+    assert len(connects) <= 1  # at most one new /folder connection for all of them
