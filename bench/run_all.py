@@ -28,7 +28,8 @@ from .harness import (
     verdict,
 )
 
-OURS = ("floor", "phases", "user_view", "control_path", "scaling", "profile_slowest")
+OURS = ("floor", "phases", "user_view", "control_path", "scaling", "throughput",
+        "profile_slowest")
 NOT_BENCHMARKS = {"__init__", "__main__", "harness", "run_all"}
 TITLES = {
     "floor": "Against the floor: Create+Mount and Unmount+Remove at the VolumeDriver socket",
@@ -36,6 +37,7 @@ TITLES = {
     "user_view": "User view: dockvols against Docker's `local` driver on loop-backed ext4",
     "control_path": "Control-path latency at the plugin socket",
     "scaling": "Scaling: List vs. number of volumes; Get under concurrency",
+    "throughput": "Throughput: life cycles at 1, 4 and 16 clients (local backend)",
     "profile_slowest": "Profile of the slow paths",
 }
 OTHER_TIMEOUT = float(os.environ.get("DOCKVOLS_BENCH_OTHER_TIMEOUT", "300"))
