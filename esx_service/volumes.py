@@ -138,7 +138,9 @@ class VolumeService:
                 # datastore: racing allocations could otherwise all fail half-way together.
                 allocates = options.diskformat != "thin" or source is not None
                 with self._locks.hold(f"space:{loc.datastore}") if allocates else nullcontext():
-                    return self.view(self._make(vm, loc, meta, source), loc)
+                    # No allocated_mb in a new volume's answer: on vSphere it costs a
+                    # datastore search (two round trips) to say "almost nothing yet".
+                    return self.view(self._make(vm, loc, meta, source))
 
     def _make(self, vm: str, loc: DiskLocation, meta: VolumeMeta,
               source: tuple[DiskLocation, VolumeMeta] | None) -> VolumeMeta:

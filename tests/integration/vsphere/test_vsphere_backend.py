@@ -106,16 +106,6 @@ def test_create_of_an_existing_volume_is_a_success_without_a_second_disk(
     service.remove(VM0, name)
 
 
-def test_the_volume_folder_is_made_before_the_disk(service: VolumeService, name: str,
-                                                    soap_calls: list):
-    service.create(VM0, name, {})
-    names = [n for n, _ in soap_calls]
-    mkdir = calls_named(soap_calls, "MakeDirectory")[0]
-    assert mkdir[0] == f"[{DS}] dockvols/_DEFAULT" and mkdir[2] is True  # parents too
-    assert names.index("MakeDirectory") < names.index("CreateVirtualDisk_Task")
-    service.remove(VM0, name)
-
-
 @pytest.mark.parametrize("diskformat,disk_type", [
     ("thin", "thin"), ("zeroedthick", "preallocated"), ("eagerzeroedthick", "eagerZeroedThick")])
 def test_diskformat_is_sent_as_the_vsphere_disk_type(service: VolumeService, name: str,
@@ -482,8 +472,6 @@ def test_the_esx_service_serves_vsphere_volumes_over_its_unix_socket(fresh_vcsim
 
 def test_metadata_requests_reuse_one_https_connection_per_thread(
         vcsim, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import http.client
-
     connects = []
     original = http.client.HTTPSConnection.connect
 
@@ -502,3 +490,24 @@ def test_metadata_requests_reuse_one_https_connection_per_thread(
         http_requests = backend.round_trips.snapshot()[1] - before
     assert http_requests >= 4
     assert len(connects) <= 1  # at most one new /folder connection for all of them
+
+
+def test_a_disk_is_created_even_when_its_folder_is_missing(backend: VsphereBackend,
+                                                          soap_calls: list) -> None:
+    # normally the `creating` metadata made the folder; here nothing did
+    loc = DiskLocation("LocalDS_0", f"g{os.getpid()}{time.monotonic_ns()}", "disk")
+    disk_uuid = backend.create_disk(loc, 16, "thin", None)
+    assert disk_uuid
+    assert [m for m, _ in soap_calls].count("MakeDirectory") == 1
+    backend.delete_disk(loc)
+
+
+def test_create_in_an_existing_folder_makes_no_directory(service: VolumeService, name: str,
+                                                         soap_calls: list) -> None:
+    service.create(VM0, f"{name}a", {})  # the folder exists from here on
+    soap_calls.clear()
+    service.create(VM0, name, {})
+    assert "MakeDirectory" not in [m for m, _ in soap_calls]
+    assert "SearchDatastore_Task" not in [m for m, _ in soap_calls]  # no allocation asked
+    service.remove(VM0, name)
+    service.remove(VM0, f"{name}a")
