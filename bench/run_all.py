@@ -226,25 +226,42 @@ def write_results(info: dict, results: dict, others: dict, elapsed: float) -> No
 NOTES = """
 ## How it was counted, and what the numbers say
 
-- **Repetitions** (kept modest so `make bench` stays well under 10 minutes on 2 cores):
-  floor 40 interleaved life cycles per side after 3 warm-ups; user view 12 per driver after
-  1 warm-up; Get and Path 1,000 calls each after 20 warm-ups; List of 1,000 40 calls; List
-  scaling 30 calls per size (10 at 5,000); concurrency 3 s per level; profile 8 s per
-  workload (three workloads). Override with `DOCKVOLS_BENCH_FLOOR_RUNS`, `_USER_RUNS`, `_CALLS`,
-  `_LIST_CALLS`, `_CONC_SECONDS`, `_PROFILE_SECONDS`.
+- **Repetitions** (kept modest so `make bench` stays near 5 minutes on 2 cores):
+  floor 40 interleaved life cycles per side after 3 warm-ups; phases 20 per side; user
+  view 12 per driver after 1 warm-up; Get and Path 1,000 calls each after 20 warm-ups, the
+  raw hop 1,000 before and 1,000 after them; List of 1,000 40 calls; List scaling 30 calls
+  per size (10 at 5,000); concurrency 3 s per level; throughput 4 s per level; profile 8 s
+  per workload; latency model 500 creates at 20 ms (100 at 2 ms, 100 at both with
+  `DOCKVOLS_BENCH_QUICK=1`). Override with `DOCKVOLS_BENCH_FLOOR_RUNS`, `_PHASE_RUNS`,
+  `_USER_RUNS`, `_CALLS`, `_LIST_CALLS`, `_CONC_SECONDS`, `_THROUGHPUT_SECONDS`,
+  `_PROFILE_SECONDS`.
 - **Floor** is the lower bound for the same work with no service, no plugin, no state:
-  a sparse file, `losetup`, `mkfs.ext4` with the plugin's flags, `mount` (and back).
-  dockvols adds, per life cycle (counted with strace): four VolumeDriver calls and six
-  calls to esx_service (create, attach, formatted, detach, and a second detach that
-  Remove makes in case an Unmount could not finish it, remove); a `blkid -p` probe before
-  mkfs (so a disk with data is never reformatted); a `losetup --list` before detaching
-  (so a loop device reused by someone else is never detached); and thirteen crash-safe
-  file replacements, 31 fsyncs in all: esx_service's metadata through
-  `creating`/`detached`/`attached`/`formatted`/`detached`/`removing`, the descriptor and
-  the extent, the plugin's reference counts and aliases (4 writes) and its volume cache
-  (2). On a floor this small these cost more than the 15% allowed, and none can go
-  without loosening crash safety or the in-use checks: the 1.15x target is not met by the
-  local backend on this disk (see "Left").
+  a sparse file, `losetup`, `mkfs.ext4` with the plugin's flags, `mount` (and back), each a
+  process. dockvols now does the loop set-up and release with ioctls
+  (esx_service/loopdev.py), mount and umount with mount(2)/umount2(2)
+  (plugin/syscalls.py) and the "already formatted?" check by reading the superblock
+  (plugin/superblock.py); mkfs stays a process. What it adds per life cycle is in the
+  phases table: four VolumeDriver hops, four esx_service hops, and six crash-safe file
+  replacements (write, fsync, rename, fsync the directory) in esx_service: metadata
+  `creating`, the descriptor, `detached`, `attached`, then `detached` and `removing`, plus
+  the extent's fsync: 13 fsyncs, where there were 17 before issue 15 (the plugin's
+  refcounts are now replaced atomically without fsync: they must outlive a plugin restart,
+  which the page cache does, and a host crash takes every mount with it, after which
+  recovery recounts from Docker).
+- **Why the floor ratio still misses** (when it does): on this disk an fsync costs
+  milliseconds, and the six metadata replacements esx_service makes per life cycle are
+  what crash safety is made of (each orders a state change against the disk or the
+  attachment). The next step that keeps write-fsync-rename: the local backend's
+  `attached`/`detached` records describe a loop device, which a host crash destroys, so
+  they need atomicity but not durability (recovery already turns a lost `detached` back
+  into truth); that would save four fsyncs per life cycle, but it changes the backend
+  contract that the lease/fencing work (issue 11) was changing at the same time, so it was
+  left for after that lands.
+- **Raw HTTP hop**: a minimal `http.server` on a unix socket answering `{"Err":""}` to
+  the same client code over a kept-alive connection. A Get is two hops (dockerd ->
+  plugin under gunicorn+flask, plugin -> esx_service under http.server) plus reading one
+  metadata file and the descriptor; the plugin now reuses one kept-alive connection per
+  thread for reads.
 - **User view**: the `local` driver cannot make a block device, so its create includes
   our making one for it (sparse file + `losetup` + `mkfs.ext4`, same flags) before
   `docker volume create -o type=ext4 -o device=/dev/loopN`, and its rm includes `losetup
@@ -252,49 +269,26 @@ NOTES = """
 - **Concurrency** clients are threads of the bench process on the same 2 cores as
   the plugin and esx_service, so throughput flattens at the core count; p99 is
   the interesting column. "stale answers" counts Gets the plugin answered from its cache
-  because esx_service refused the connection (its listen backlog used to be
-  socketserver's 5; f2c4b34 raised it to 256, and this column is how to see it hold).
-
-## What the profile showed, and what changed
-
-- **List**: esx_service spent about half of List in `VolumeMeta.to_dict` ->
-  `dataclasses.asdict`, which recursively deep-copies every field of every volume. Fixed
-  in esx_service/metadata.py and options.py: to_dict builds the dict field by field
-  (attach_info still deep-copied); same output, same files on disk. The before/after is
-  measured side by side in every run (last line of the profile section). That change
-  was swept into commit f2c4b34 by a concurrent commit in the shared tree instead of
-  landing in a commit of its own; its before/after is recorded in the bench commit.
-  What remains in List is reading and parsing one JSON file per volume (the datastore is
-  the truth, shared between hosts, so there is no safe cache without an invalidation
-  signal) and the plugin's decode/re-encode.
-- **Life cycle**: the plugin spends about half its time waiting on esx_service and a
-  third in subprocesses (mkfs, blkid, mount, umount); esx_service spends about a third in
-  `losetup`, a third in fsyncs and a fifth unlinking the 100 MB extent (the floor pays
-  that unlink too). Nothing there is both small and safe to remove.
-- **Life cycle beside many volumes** (scaling's "life cycle" column, and the profile at
-  5,000): a Create or Remove costs more the more volumes exist, because the plugin
-  rewrites its whole volume cache (plugin/volume_cache.py: `put` of a new volume and
-  `forget` force a save) as indented JSON, which takes json's pure-Python encoder, plus
-  an fsync of a file of a few MB; List at 5,000 pays it too (its save is throttled to
-  one per 2 s). The same holds, smaller, for refcounts.json, which keeps an alias for
-  every name ever looked up and is rewritten on every Mount and Unmount. Not fixed here:
-  writing those files compact (`separators=(",", ":")`, the C encoder) is local but only
-  about 2.5x cheaper and still grows with the volume count; the real fix is to stop
-  rewriting everything per volume (a file per volume under the state dir, or an
-  append-only journal compacted now and then), which changes the plugin's on-disk state
-  and its restart tests.
+  because esx_service refused the connection.
+- **vSphere round trips**: create went from 13 to 10 (no MakeDirectory before the disk,
+  whose folder the `creating` write has just made; no datastore search for the new
+  volume's allocation). Every operation is now at its design minimum: the bare minimum
+  plus 2 per metadata write (PUT to a temporary file, then MoveDatastoreFile_Task and one
+  read of that task, so a crash never leaves half a file), plus 1 for deleting metadata
+  through the FileManager (a task), plus 1 on vcsim only (attach asks the disk its UUID
+  because vcsim leaves backing.uuid unset). The per-call table is printed by
+  bench/vsphere_roundtrips.py. Crash safety is kept because the order of states is
+  unchanged: `creating` before the disk, `detached` after, `removing` before the delete.
 
 ## Left
 
-- Create/Remove cost growing with the number of volumes (above): the first thing to fix,
-  in plugin/volume_cache.py and plugin/refcounts.py, with their restart tests.
-- Floor ratio: the biggest safe wins are structural, not local: (1) have esx_service
-  return the loop device's backing file with the attach answer and detach by reading
-  `/sys/block/loopN/loop/backing_file` instead of spawning `losetup --list` (needs the
-  CommandRunner seam and its fake to grow a "read backing file" call); (2) fold
-  `mark_formatted` into the attach reply path or the detach (one metadata fsync less per
-  first mount); (3) group the plugin's alias and refcount writes (same file, written
-  twice per Create+Mount). Each needs its crash-point tests re-run.
+- The four fsyncs of the local backend's attach/detach records (above).
+- Get against the raw hop: the plugin's gunicorn+flask request path and esx_service's
+  http.server are each several raw hops' worth of Python; the 4x target needs a lighter
+  request path on both sides, not another cache.
+- Attach from 16 VMs at once on vSphere: throughput stops growing past 4 VMs; the
+  attach reads the devices of every VM on the datastore (to refuse a disk another VM
+  holds), which pyVmomi deserialises in Python under the GIL.
 - pyinstrument/py-spy are installed into .venv by profile_slowest.py on demand; they are
   dev tools, and would belong in a `[project.optional-dependencies] bench` extra rather
   than in `test` if `make bench` should not reach PyPI at run time.
