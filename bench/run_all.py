@@ -160,9 +160,21 @@ def headline(results: dict) -> str:
         per = [f"{row['plugin_us_per_volume']:.0f}" for row in sc["list"]]
         sizes = "/".join(str(row["volumes"]) for row in sc["list"])
         rows.append([f"List µs per volume at {sizes}", "/".join(per), "flat", "see below"])
+        if "flatness" in sc:
+            worst = max(sc["flatness"].values())
+            rows.append([f"List µs/volume at {sc['largest']:,} over 1,000 (plugin / service)",
+                         f"{sc['flatness']['plugin']:.2f} / {sc['flatness']['esx']:.2f}",
+                         f"<= {sc['flat_limit']:g}", verdict(worst, sc["flat_limit"])])
         conc = sc["get_concurrency"]
         rows.append(["Get/s at " + "/".join(str(c["clients"]) for c in conc) + " clients",
                      "/".join(f"{c['throughput_per_s']:.0f}" for c in conc), "-", "-"])
+    if tp := get("throughput"):
+        levels = tp["levels"]
+        rows.append(["life cycles/s at " + "/".join(str(lv["clients"]) for lv in levels)
+                     + " clients (local)", "/".join(f"{lv['per_s']:.1f}" for lv in levels),
+                     "no drop, no errors",
+                     "meets" if all(lv["errors"] == 0 and lv["per_s"] >= levels[0]["per_s"]
+                                    for lv in levels) else "misses"])
     return md_table(["measure", "this run", "target", "verdict"], rows)
 
 

@@ -1,5 +1,6 @@
-"""How List grows with the number of volumes (10, 100, 1,000, 5,000: the cost per volume
-must stay flat), split into the plugin socket and esx_service's own API; and Get under
+"""How List grows with the number of volumes (10, 100, 1,000, 10,000: the cost per volume
+must stay flat, here: at 10,000 at most FLAT_LIMIT x its cost at 1,000, at the plugin and at
+the service), split into the plugin socket and esx_service's own API; and Get under
 1, 2, 4, 8, 16 concurrent clients (throughput and p99)."""
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from .harness import (
     summarize,
 )
 
-SIZES = (10, 100, 1000, 5000)
+SIZES = (10, 100, 1000, 10000)
+FLAT_LIMIT = 1.25  # µs/volume at the largest size over µs/volume at 1,000
 CONCURRENCY = (1, 2, 4, 8, 16)
 LIFECYCLES = 8
 SECONDS = float(os.environ.get("DOCKVOLS_BENCH_CONC_SECONDS", "3"))
 
 
 def _list_calls(size: int) -> int:
-    return 30 if size <= 1000 else 10
+    return 30 if size <= 1000 else 8
 
 
 def _time_calls(fn, calls: int, warmup: int = 2) -> list[float]:  # type: ignore[no-untyped-def]
@@ -135,7 +137,12 @@ def measure(env: BenchEnv) -> dict:
         conc = get_concurrency(seeded[:100])
     finally:
         env.unseed_volumes(seeded)
-    return {"list": rows, "get_concurrency": conc, "seconds_per_level": SECONDS}
+    at = {row["volumes"]: row for row in rows}
+    big, ref = at[SIZES[-1]], at[1000]
+    flat = {side: big[f"{side}_us_per_volume"] / ref[f"{side}_us_per_volume"]
+            for side in ("plugin", "esx")}
+    return {"list": rows, "get_concurrency": conc, "seconds_per_level": SECONDS,
+            "flatness": flat, "flat_limit": FLAT_LIMIT, "largest": SIZES[-1]}
 
 
 def render(r: dict) -> str:
@@ -166,6 +173,11 @@ def render(r: dict) -> str:
         md_table(["volumes", "calls", "plugin p50", "plugin p99", "plugin µs/volume",
                   "esx_service p50", "esx_service µs/volume", "µs/volume vs 10",
                   "life cycle p50", "life cycle vs 10"], list_rows),
+        "",
+        f"Flat to {r['largest']:,}: µs/volume at {r['largest']:,} over µs/volume at 1,000 is "
+        f"{r['flatness']['plugin']:.2f} at the plugin and {r['flatness']['esx']:.2f} at "
+        f"esx_service (flat means <= {r['flat_limit']:g}: "
+        f"{'meets' if max(r['flatness'].values()) <= r['flat_limit'] else 'misses'}).",
         "",
         f"**Get under concurrency.** N client threads (in the bench process, each with its "
         f"own kept-alive connection) call Get back to back for {r['seconds_per_level']:g} s "
