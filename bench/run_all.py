@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import inspect
+import json
 import os
 import pkgutil
 import platform
@@ -127,7 +128,35 @@ def run_other(name: str) -> dict:
     return out
 
 
-def headline(results: dict) -> str:
+def _vsphere_rows(others: dict) -> list[list[str]]:
+    rows = []
+    trips = others.get("vsphere_roundtrips", {}).get("stdout", "")
+    last = trips.strip().splitlines()[-1] if trips.strip() else ""
+    if last.startswith("{"):
+        ops = json.loads(last)["results"]
+        got = "/".join(str(o["round_trips"]) for o in ops.values())
+        design = "/".join(str(o.get("design_minimum", o["minimum"])) for o in ops.values())
+        bare = "/".join(str(o["minimum"]) for o in ops.values())
+        at_bare = all(o["round_trips"] <= o["minimum"] for o in ops.values())
+        at_design = all(o["round_trips"] <= o.get("design_minimum", o["minimum"])
+                        for o in ops.values())
+        rows.append([f"vSphere round trips {'/'.join(ops)}", got, f"{bare} (bare minimum)",
+                     "meets" if at_bare else
+                     f"misses; at the design minimum {design}" if at_design else "misses"])
+    model = others.get("latency_model", {}).get("result")
+    if isinstance(model, dict) and "runs" in model:
+        for delay, run in model["runs"].items():
+            c = run["creates"]
+            rows.append([f"vSphere, {float(delay):g} ms/request: {c['n']} sequential creates",
+                         f"{c['wall_s']:.0f} s (p50 {fmt_ms(c['p50_ms'])} ms)", "-", "-"])
+            rows.append([f"vSphere, {float(delay):g} ms/request: attach p50/p95 at "
+                         + "/".join(str(a["clients"]) for a in run["attach"]) + " VMs",
+                         " ; ".join(f"{fmt_ms(a['attach_p50_ms'])}/{fmt_ms(a['attach_p95_ms'])}"
+                                    for a in run["attach"]) + " ms", "-", "-"])
+    return rows
+
+
+def headline(results: dict, others: dict | None = None) -> str:
     rows = []
 
     def get(name: str) -> dict | None:
@@ -175,6 +204,7 @@ def headline(results: dict) -> str:
                      "no drop, no errors",
                      "meets" if all(lv["errors"] == 0 and lv["per_s"] >= levels[0]["per_s"]
                                     for lv in levels) else "misses"])
+    rows += _vsphere_rows(others or {})
     return md_table(["measure", "this run", "target", "verdict"], rows)
 
 
@@ -207,7 +237,7 @@ def write_results(info: dict, results: dict, others: dict, elapsed: float) -> No
         "",
         "## Headline",
         "",
-        headline(results),
+        headline(results, others),
         "",
     ]
     for name, entry in results.items():
