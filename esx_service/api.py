@@ -73,6 +73,8 @@ class Api:
                 return 200, {}
             if action == "attach" and method == "POST":
                 return 200, svc.attach(vm, name)
+            if action == "resize" and method == "POST":
+                return 200, svc.resize(vm, name, _json_body(body).get("size"))
             if action == "detach" and method == "POST":
                 formatted = _json_body(body).get("formatted") is True
                 return 200, {"volume": svc.detach(vm, name, formatted)}

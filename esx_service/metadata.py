@@ -34,6 +34,9 @@ class VolumeMeta:
     # attached writable, so its first mount can format it.
     formatted: bool = False
     generation: int = 0
+    # A grow in progress: the size (mb) recorded before the disk grows, so a crash between
+    # the two is finished by recovery, and quotas count it from the moment it is recorded.
+    resize_to: int | None = None
 
     @property
     def full_name(self) -> str:
@@ -43,6 +46,11 @@ class VolumeMeta:
     def visible(self) -> bool:
         """Half-made or half-removed volumes are never shown to callers."""
         return self.status in (DETACHED, ATTACHED)
+
+    @property
+    def reserved_mb(self) -> int:
+        """What the volume counts against quotas: its size, or a recorded grow's target."""
+        return max(self.options.size_mb, self.resize_to or 0)
 
     def evolve(self, **changes: object) -> VolumeMeta:
         return replace(self, generation=self.generation + 1, **changes)  # type: ignore[arg-type]
@@ -62,4 +70,7 @@ class VolumeMeta:
         fields["options"] = VolumeOptions.from_dict(data.get("options") or {})
         if fields.get("status") not in STATES:
             raise ValueError(f"unknown volume status {fields.get('status')!r}")
+        resize_to = fields.get("resize_to")
+        if resize_to is not None and (not isinstance(resize_to, int) or resize_to <= 0):
+            raise ValueError(f"invalid resize_to {resize_to!r}: a size in mb")
         return cls(**fields)

@@ -40,7 +40,7 @@ def build_descriptor(extent_file: str, size_bytes: int, thin: bool, disk_uuid: s
     if size_bytes % SECTOR:
         raise ValueError(f"disk size {size_bytes} is not a multiple of {SECTOR}")
     sectors = size_bytes // SECTOR
-    cylinders = max(1, min(sectors // (255 * 63), 65535))
+    cylinders = _cylinders(sectors)
     lines = [
         "# Disk DescriptorFile",
         "version=1",
@@ -65,6 +65,25 @@ def build_descriptor(extent_file: str, size_bytes: int, thin: bool, disk_uuid: s
         "",
     ]
     return "\n".join(lines)
+
+
+def _cylinders(sectors: int) -> int:
+    return max(1, min(sectors // (255 * 63), 65535))
+
+
+def resize_descriptor(text: str, size_bytes: int) -> str:
+    """The same descriptor with its extent (and geometry) at ``size_bytes``; every other
+    line (an imported disk's own UUID, adapter, tools keys) is kept as it is."""
+    if size_bytes % SECTOR:
+        raise ValueError(f"disk size {size_bytes} is not a multiple of {SECTOR}")
+    if not _EXTENT.search(text):
+        raise ValueError("not a flat VMDK descriptor: no RW/RDONLY VMFS|FLAT extent line")
+    sectors = size_bytes // SECTOR
+    text = _EXTENT.sub(lambda m: f'{m.group(1)} {sectors} {m.group(3)} "{m.group(4)}"', text,
+                       count=1)
+    return re.sub(r'^(ddb\.geometry\.cylinders\s*=\s*)"\d+"',
+                  lambda m: f'{m.group(1)}"{_cylinders(sectors)}"', text, count=1,
+                  flags=re.MULTILINE)
 
 
 def parse_descriptor(text: str) -> Descriptor:

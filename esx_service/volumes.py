@@ -14,10 +14,13 @@ from dataclasses import replace
 
 from .backends.base import Backend, DatastoreInfo, DiskLocation
 from .errors import (
+    AccessDenied,
     BackendError,
     DockvolsError,
     InsufficientSpace,
     InvalidName,
+    InvalidOption,
+    QuotaExceeded,
     UnknownDatastore,
     VolumeBusy,
     VolumeInUse,
@@ -28,7 +31,7 @@ from .locks import NamedLocks
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, match_datastore, parse_volume_name
 from .oplog import OperationGate, OpObserver
-from .options import MB, format_size_mb, parse_options
+from .options import MB, format_size_mb, parse_options, parse_size_mb
 from .policy import AccessPolicy, OpenPolicy
 
 log = logging.getLogger("dockvols.volumes")
@@ -49,8 +52,11 @@ class VolumeService:
         return self.backend.datastores()
 
     def default_datastore(self, vm: str, known: list[str] | None = None) -> str:
+        return self._default_in(self.policy.vmgroup_of(vm), vm, known)
+
+    def _default_in(self, vmgroup: str, vm: str, known: list[str] | None = None) -> str:
         known = known if known is not None else [d.name for d in self.backend.datastores()]
-        for candidate in (self.policy.default_datastore(self.policy.vmgroup_of(vm)),
+        for candidate in (self.policy.default_datastore(vmgroup),
                           self._configured_default, self.backend.default_datastore(vm)):
             if candidate and (match := match_datastore(candidate, known)):
                 return match
@@ -59,9 +65,15 @@ class VolumeService:
         return known[0]
 
     def _locate(self, vm: str, name: object) -> tuple[VolumeRef, DiskLocation]:
+        return self.locate_in(self.policy.vmgroup_of(vm), name, vm)
+
+    def locate_in(self, vmgroup: str, name: object,
+                  vm: str = "") -> tuple[VolumeRef, DiskLocation]:
+        """Where ``name`` (``vol`` or ``vol@datastore``) of ``vmgroup`` lives; without a
+        datastore, the vmgroup's default one."""
         ref = parse_volume_name(name)
         known = [d.name for d in self.backend.datastores()]
-        default = self.default_datastore(vm, known)
+        default = self._default_in(vmgroup, vm, known)
         if ref.datastore is None:
             datastore = default
         else:
@@ -71,7 +83,7 @@ class VolumeService:
                     f"unknown datastore {ref.datastore!r} in volume name {str(ref)!r}; known "
                     f"datastores: {', '.join(known)} (default {default})")
             datastore = matched
-        return ref, DiskLocation(datastore, self.policy.vmgroup_of(vm), ref.name)
+        return ref, DiskLocation(datastore, vmgroup, ref.name)
 
     def _meta(self, loc: DiskLocation) -> VolumeMeta | None:
         data = self.backend.read_metadata(loc)
@@ -183,7 +195,7 @@ class VolumeService:
         info = next(d for d in self.backend.datastores() if d.name == loc.datastore)
         self.policy.check_create(
             loc.vmgroup, loc.datastore, size_mb,
-            lambda: sum(m.options.size_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)))
+            lambda: sum(m.reserved_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)))
         if size_mb * MB > info.free_bytes:
             raise InsufficientSpace(
                 f"cannot create {loc.name}@{loc.datastore} of {format_size_mb(size_mb)}: "
@@ -245,11 +257,94 @@ class VolumeService:
             self._save(loc, meta)
             return meta
 
+    # -- resize (grow only) -------------------------------------------------------------
+    def resize(self, vm: str, name: object, size: object) -> dict:
+        """Grow a volume of the caller's vmgroup to ``size`` (``X[mb|gb|tb]``)."""
+        with self.gate.operation("resize", vm, str(name)):
+            _, loc = self._locate(vm, name)
+            return self._resize(loc, size)
+
+    def resize_at(self, vm: str, loc: DiskLocation, size: object) -> dict:
+        """Grow a volume of any vmgroup (admin)."""
+        with self.gate.operation("admin-resize", vm, f"{loc.name}@{loc.datastore}"):
+            return self._resize(loc, size)
+
+    def _resize(self, loc: DiskLocation, size: object) -> dict:
+        """Crash ordering: the target is recorded (``resize_to``, counted by quotas) under
+        the quota lock, then the disk grows, then the size becomes the target. A crash
+        leaves at worst a recorded target, which the next start, attach or resize finishes;
+        no step ever makes anything smaller. Answers the volume, its size before, and what
+        happens to its filesystem."""
+        if not isinstance(size, str):
+            raise InvalidOption(f"invalid size {size!r}: use X[mb|gb|tb] with X a positive "
+                                "integer, e.g. 20gb")
+        size_mb = parse_size_mb(size)
+        with self._locks.hold(_key(loc)):
+            meta = self._visible(loc)
+            if meta.resize_to is not None:
+                meta = self._finish_resize(loc, meta)  # an interrupted grow first
+            before = meta.options.size_mb
+            if size_mb < before:
+                raise InvalidOption(
+                    f"cannot shrink volume {meta.full_name} to {format_size_mb(size_mb)}: its "
+                    f"size is {format_size_mb(before)}, and volumes only grow")
+            if size_mb > before:
+                with self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}"):
+                    self._check_growth(loc, meta, size_mb)
+                    meta = meta.evolve(resize_to=size_mb)
+                    self._save(loc, meta)
+                fault_point("resize.recorded")
+                try:
+                    meta = self._finish_resize(loc, meta)
+                except DockvolsError as exc:
+                    # The disk is at least as big as before; forget the target so neither
+                    # quotas nor recovery keep a grow that failed (the caller may retry).
+                    try:
+                        self._save(loc, meta.evolve(resize_to=None))
+                    except DockvolsError as again:
+                        log.error("resize of %s failed (%s) and its target stays recorded "
+                                  "for recovery: %s", meta.full_name, exc, again)
+                    raise
+            return {"volume": self.view(meta, loc), "previous_capacity_mb": before,
+                    "filesystem": _filesystem_note(meta, size_mb > before)}
+
+    def _check_growth(self, loc: DiskLocation, meta: VolumeMeta, size_mb: int) -> None:
+        what = (f"cannot grow volume {meta.full_name} from {format_size_mb(meta.options.size_mb)}"
+                f" to {format_size_mb(size_mb)}")
+        try:
+            self.policy.check_create(
+                loc.vmgroup, loc.datastore, size_mb,
+                lambda: sum(m.reserved_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)
+                            if m.name != loc.name))
+        except (AccessDenied, QuotaExceeded) as exc:
+            raise type(exc)(f"{what}: {exc.message}") from exc
+        info = next(d for d in self.backend.datastores() if d.name == loc.datastore)
+        extra_mb = size_mb - meta.options.size_mb
+        if extra_mb * MB > info.free_bytes:
+            raise InsufficientSpace(
+                f"{what}: that needs {format_size_mb(extra_mb)} more and datastore "
+                f"{loc.datastore} has {format_size_mb(info.free_bytes // MB)} free")
+
+    def _finish_resize(self, loc: DiskLocation, meta: VolumeMeta) -> VolumeMeta:
+        """Grow the disk to the recorded target, then record it as the size."""
+        target = meta.resize_to
+        if target is None:
+            return meta
+        if target > meta.options.size_mb:
+            attach_info = meta.attach_info if meta.status == ATTACHED else None
+            self.backend.grow_disk(loc, target, attach_info)
+            fault_point("resize.disk_grown")
+            meta = meta.evolve(options=replace(meta.options, size_mb=target), resize_to=None)
+        else:
+            meta = meta.evolve(resize_to=None)  # never smaller: a stale target is dropped
+        self._save(loc, meta)
+        return meta
+
     def attach(self, vm: str, name: object) -> dict:
         with self.gate.operation("attach", vm, str(name)):
             _, loc = self._locate(vm, name)
             with self._locks.hold(_key(loc)):
-                meta = self._visible(loc)
+                meta = self._finish_resize(loc, self._visible(loc))
                 if meta.status == ATTACHED and meta.attached_to == vm:
                     if self.backend.is_attached(loc, vm, meta.attach_info):
                         return {"volume": self.view(meta), "attach": meta.attach_info}
@@ -302,7 +397,7 @@ class VolumeService:
 
     def recover(self) -> dict:
         """Finish what a crash interrupted and drop attachments that no longer exist."""
-        report = {"cleaned": 0, "detached": 0}
+        report = {"cleaned": 0, "detached": 0, "grown": 0}
         for ds in self.backend.datastores():
             for meta in self.volumes_in(ds.name, None):
                 loc = DiskLocation(meta.datastore, meta.vmgroup, meta.name)
@@ -321,10 +416,22 @@ class VolumeService:
                             # attached by a request whose reply never went out: nobody uses it
                             self.backend.detach_disk(loc, "", None)
                             report["detached"] += 1
+                        if meta.visible and meta.resize_to is not None:
+                            self._finish_resize(loc, self._visible(loc))
+                            report["grown"] += 1
                     except DockvolsError as exc:
                         log.error("recovery of %s failed: %s", meta.full_name, exc)
         log.info("recovery: %s", report)
         return report
+
+
+def _filesystem_note(meta: VolumeMeta, grown: bool) -> str:
+    if not grown:
+        return f"already {format_size_mb(meta.options.size_mb)}: nothing to do"
+    if meta.status == ATTACHED:
+        return (f"the dockvols plugin of VM {meta.attached_to} grows the mounted filesystem "
+                "online within seconds")
+    return "the filesystem grows at the next mount"
 
 
 def _key(loc: DiskLocation) -> str:

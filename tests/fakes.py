@@ -49,6 +49,7 @@ class FakeBackend:
         self.fail_before: dict[str, BaseException] = {}
         self.fail_after: dict[str, BaseException] = {}
         self.calls: Counter[str] = Counter()
+        self.grown: list[tuple[str, int, dict | None]] = []  # (volume, size_mb, attach_info)
         self._next_disk = 0
 
     # -- helpers for tests ------------------------------------------------------------
@@ -127,6 +128,19 @@ class FakeBackend:
         self._leave("clone_disk")
         return disk_uuid
 
+    def grow_disk(self, loc: DiskLocation, size_mb: int, attach_info: dict | None) -> None:
+        self._enter("grow_disk")
+        disk = self.disks.get(_key(loc))
+        if disk is None:
+            raise BackendError(f"disk {loc.descriptor_path} is missing")
+        extra = size_mb * MB - disk["size_bytes"]
+        if extra > 0:
+            if extra > self.free[loc.datastore]:
+                raise InsufficientSpace(f"datastore {loc.datastore} ran out of space")
+            disk["size_bytes"] = size_mb * MB
+            self.grown.append((loc.name, size_mb, attach_info))
+        self._leave("grow_disk")
+
     def delete_disk(self, loc: DiskLocation) -> None:
         self._enter("delete_disk")
         self.disks.pop(_key(loc), None)
@@ -180,11 +194,13 @@ class FakeBackend:
 
 
 class FakeLosetup:
-    """A command runner that plays ``losetup`` (find/show, list, detach) for LocalBackend."""
+    """A command runner that plays ``losetup`` (find/show, list, set-capacity, detach) for
+    LocalBackend."""
 
     def __init__(self) -> None:
         self.devices: dict[str, tuple[str, bool]] = {}  # device -> (backing file, read-only)
         self.argvs: list[list[str]] = []
+        self.capacity_refreshed: list[str] = []
         self._next = 0
 
     def __call__(self, argv: list[str], timeout: float = 60.0) -> str:
@@ -201,6 +217,11 @@ class FakeLosetup:
             return device + "\n"
         if "--list" in argv:
             return "".join(f"{dev} {path}\n" for dev, (path, _) in sorted(self.devices.items()))
+        if argv[1] == "--set-capacity":
+            if argv[2] not in self.devices:
+                raise BackendError(f"losetup: {argv[2]}: set capacity failed: No such device")
+            self.capacity_refreshed.append(argv[2])
+            return ""
         if argv[1] == "--detach":
             if self.devices.pop(argv[2], None) is None:
                 raise BackendError(f"losetup: {argv[2]}: detach failed: No such device")

@@ -61,6 +61,7 @@ class AdminApi:
             ("GET", ("config",), self._config),
             ("GET", ("volumes",), self._volumes),
             ("PUT", ("vmgroups", W, "volumes", W), self._volume_set),
+            ("POST", ("vmgroups", W, "volumes", W, "resize"), self._volume_resize),
             ("GET", ("vmgroups",), self._vmgroup_ls),
             ("POST", ("vmgroups",), self._vmgroup_create),
             ("GET", ("vmgroups", W), self._vmgroup_get),
@@ -177,6 +178,11 @@ class AdminApi:
         meta = svc.update_options(vm, loc, {f: getattr(parsed, f) for f in fields})
         note = ("the change applies at the next attach" if meta.status == ATTACHED else "")
         return 200, {"volume": svc.view(meta), "note": note}
+
+    def _volume_resize(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
+        group = self._group_name(_vmgroup_arg(args[0]))
+        _, loc = self.service.locate_in(group, args[1])
+        return 200, self.service.resize_at(vm, loc, _json_body(body).get("size"))
 
     # -- vmgroups ---------------------------------------------------------------------
     def _group_view(self, name: str, volumes: dict[str, int] | None = None) -> dict:

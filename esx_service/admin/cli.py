@@ -16,6 +16,7 @@ from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 from ..errors import DockvolsError
+from ..options import format_size_mb
 from . import tables
 from .db import AdminDb
 
@@ -130,6 +131,18 @@ def volume_set(c: AdminClient, a: argparse.Namespace) -> Result:
     settings = ", ".join(f"{k}={v}" for k, v in a.options.items())
     note = f" ({reply['note']})" if reply.get("note") else ""
     return reply, f"volume {reply['volume']['name']} of vmgroup {a.vmgroup}: {settings}{note}"
+
+
+def volume_resize(c: AdminClient, a: argparse.Namespace) -> Result:
+    reply = c.call("POST", f"vmgroups/{_seg(a.vmgroup)}/volumes/{_seg(a.volume)}/resize",
+                   {"size": a.size})
+    volume = reply["volume"]
+    before, after = reply["previous_capacity_mb"], volume["capacity_mb"]
+    head = (f"volume {volume['name']} of vmgroup {volume['vmgroup']} is already "
+            f"{format_size_mb(after)}" if before == after else
+            f"volume {volume['name']} of vmgroup {volume['vmgroup']} grown from "
+            f"{format_size_mb(before)} to {format_size_mb(after)}")
+    return reply, f"{head}; {reply['filesystem']}"
 
 
 def vmgroup_create(c: AdminClient, a: argparse.Namespace) -> Result:
@@ -312,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", required=True, type=_key_values,
                    help="access=read-write|read-only, attach-as=persistent|"
                         "independent_persistent (comma-separated)")
+
+    p = leaf(vol, "resize", volume_resize, "grow a volume (never shrinks); an attached one "
+             "grows online, its filesystem too")
+    p.add_argument("--volume", required=True, metavar="NAME[@DATASTORE]",
+                   help="without @DATASTORE: the vmgroup's default datastore")
+    p.add_argument("--vmgroup", default="_DEFAULT", help="the vmgroup owning the volume "
+                   "(default _DEFAULT)")
+    p.add_argument("--size", required=True, help="the new size, X[mb|gb|tb], at least the "
+                   "current one")
 
     grp = branch(top, "vmgroup", "vmgroups (tenants), their VMs and datastore access")
     p = leaf(grp, "create", vmgroup_create, "create a vmgroup; a default datastore also gets "

@@ -76,6 +76,12 @@ class Backend(Protocol):
     def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:
         """Copy a detached disk to a new one; returns the new disk's UUID."""
 
+    def grow_disk(self, loc: DiskLocation, size_mb: int, attach_info: dict | None) -> None:
+        """Grow the disk to ``size_mb``; never shrinks, and a disk already that big is left
+        as it is (so recovery can repeat it). With ``attach_info`` (attached), the running
+        attachment is made to show the new size as well (vSphere: the VM's virtual disk;
+        local: the loop device's capacity)."""
+
     def delete_disk(self, loc: DiskLocation) -> None:
         """Delete descriptor and extent; missing is fine."""
 

@@ -15,7 +15,7 @@ from ..errors import BackendError, InsufficientSpace, InvalidOption, UnknownData
 from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
-from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor
+from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor, resize_descriptor
 from .base import DatastoreInfo, DiskLocation
 
 log = logging.getLogger("dockvols.local")
@@ -149,6 +149,46 @@ class LocalBackend:
                     f"datastore {loc.datastore} ran out of space creating {loc.name}") from exc
             raise BackendError(f"creating disk {descriptor} failed: {exc}") from exc
         return disk_uuid
+
+    def grow_disk(self, loc: DiskLocation, size_mb: int, attach_info: dict | None) -> None:
+        # Extent first, then the descriptor, then the loop device: each step only ever makes
+        # its part bigger, and a crash between them is finished by running this again.
+        descriptor = self._path(loc, loc.descriptor_path)
+        size = size_mb * MB
+        try:
+            with open(descriptor, encoding="utf-8") as f:
+                text = f.read()
+            found = parse_descriptor(text)
+            extent = os.path.join(os.path.dirname(descriptor),
+                                  os.path.basename(found.extent_file))
+            fd = os.open(extent, os.O_WRONLY)
+            try:
+                current = os.fstat(fd).st_size
+                if current < size:
+                    if not found.thin:  # thick disks own their space, grown part included
+                        os.posix_fallocate(fd, current, size - current)
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if found.size_bytes < size:
+                atomic_write_bytes(descriptor, resize_descriptor(text, size).encode())
+        except FileNotFoundError as exc:
+            raise BackendError(f"cannot grow {loc.name}@{loc.datastore}: {exc.filename} "
+                               "is missing") from exc
+        except ValueError as exc:
+            raise BackendError(f"corrupt descriptor {descriptor}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientSpace(f"datastore {loc.datastore} ran out of space growing "
+                                        f"{loc.name} to {size_mb}mb") from exc
+            raise BackendError(f"growing disk {descriptor} failed: {exc}") from exc
+        for device in self._loop_devices_of(extent):
+            self._refresh_loop_capacity(device)
+
+    def _refresh_loop_capacity(self, device: str) -> None:
+        """Make a bound loop device take its backing file's new size (LOOP_SET_CAPACITY)."""
+        self._run(["losetup", "--set-capacity", device])
 
     def delete_disk(self, loc: DiskLocation) -> None:
         extent = self._extent_path(loc)

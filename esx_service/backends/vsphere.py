@@ -250,6 +250,63 @@ class VsphereBackend:
         except vim.fault.VimFault as exc:
             raise translate(exc, what) from exc
 
+    def grow_disk(self, loc: DiskLocation, size_mb: int, attach_info: dict | None) -> None:
+        """Attached: reconfigure the VM's VirtualDisk to the new capacity (online; the guest
+        rescans its SCSI device). Detached: ExtendVirtualDisk_Task. Never shrinks."""
+        ds = self.inventory.datastore(loc.datastore)
+        path = ds_path(ds.name, loc.descriptor_path)
+        for vm_name, devs in self.inventory.devices_of_vms_on(ds).values():
+            if devices.find_disk(devs, path) is None:
+                continue
+            target = self._require_vm(vm_name)
+            with self._vm_locks.hold(target.ref._moId):  # a fresh device list, under the lock
+                disk = devices.find_disk(self._devices(target), path)
+                spec = devices.grow_disk_spec(disk, size_mb) if disk is not None else None
+                if spec is not None:
+                    self._reconfigure(target, [spec], f"growing {path} on VM {target.name} "
+                                                      f"to {size_mb}mb")
+            if disk is not None:
+                return
+        self._extend_detached(loc, path, size_mb)
+
+    def _extend_detached(self, loc: DiskLocation, path: str, size_mb: int) -> None:
+        current_kb = self._capacity_kb(loc)
+        if current_kb is not None and current_kb >= size_mb * 1024:
+            return  # already that big (a repeated grow): never shrink
+        vdm = self.session.disk_manager
+        dc, _ = self.inventory.datacenter()
+        what = f"extending disk {path} to {size_mb}mb"
+        try:
+            self.session.wait(self.session.invoke(lambda: vdm.ExtendVirtualDisk_Task(
+                name=path, datacenter=dc, newCapacityKb=size_mb * 1024, eagerZero=False)), what)
+        except (*NOT_SUPPORTED, vmodl.fault.MethodNotFound) as exc:
+            raise BackendError(f"{what}: {self.session.endpoint} does not implement "
+                               "ExtendVirtualDisk_Task (vcsim 0.24 lacks it); attach the "
+                               "volume and resize it again to grow it online") from exc
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+
+    def _capacity_kb(self, loc: DiskLocation) -> int | None:
+        """The disk's capacity from the datastore browser (a VmDiskQuery), None when the
+        server does not say."""
+        ds = self.inventory.datastore(loc.datastore)
+        query = vim.host.DatastoreBrowser.VmDiskQuery(
+            details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))
+        spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[f"{loc.name}.vmdk"],
+                                                    query=[query])
+        what = f"sizing disk {loc.descriptor_path} on {ds.name}"
+        try:
+            result = self.session.wait(self.session.invoke(
+                lambda: ds.browser.SearchDatastore_Task(
+                    datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+        for found in (result.file or []) if result else []:
+            capacity = getattr(found, "capacityKb", None)
+            if capacity:
+                return int(capacity)
+        return None
+
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         ds = self.inventory.datastore(loc.datastore)
         spec = vim.host.DatastoreBrowser.SearchSpec(

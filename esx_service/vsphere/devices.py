@@ -100,6 +100,20 @@ def remove_disk_spec(disk: vim.vm.device.VirtualDisk) -> vim.vm.device.VirtualDe
         operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=disk)
 
 
+def grow_disk_spec(disk: vim.vm.device.VirtualDisk,
+                   size_mb: int) -> vim.vm.device.VirtualDeviceSpec | None:
+    """The edit that grows an attached ``disk`` to ``size_mb`` online, or None when it is
+    already that big: a disk is never made smaller (vSphere would refuse it anyway)."""
+    size_kb = size_mb * 1024
+    current_kb = max(disk.capacityInKB or 0, (disk.capacityInBytes or 0) // 1024)
+    if current_kb >= size_kb:
+        return None
+    disk.capacityInKB = size_kb
+    disk.capacityInBytes = size_kb * 1024  # type: ignore[assignment]  # stub says None
+    return vim.vm.device.VirtualDeviceSpec(
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=disk)
+
+
 def find_disk(devices: Iterable[Device], file_name: str) -> vim.vm.device.VirtualDisk | None:
     """The VM's disk device backed by ``file_name`` (any datastore-path form)."""
     for device in devices:

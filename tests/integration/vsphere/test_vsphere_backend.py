@@ -511,3 +511,42 @@ def test_create_in_an_existing_folder_makes_no_directory(service: VolumeService,
     assert "SearchDatastore_Task" not in [m for m, _ in soap_calls]  # no allocation asked
     service.remove(VM0, name)
     service.remove(VM0, f"{name}a")
+
+
+# -- resize ----------------------------------------------------------------------------------
+def test_an_attached_volume_grows_by_reconfiguring_the_vms_virtual_disk(
+        backend: VsphereBackend, service: VolumeService, name: str, soap_calls: list):
+    service.create(VM0, name, {"size": "100mb"})
+    service.attach(VM0, name)
+    soap_calls.clear()
+    reply = service.resize(VM0, name, "300mb")
+    assert reply["volume"]["capacity_mb"] == 300
+    # what vcsim holds now, read with plain pyVmomi: the VM's disk has the new capacity
+    disk = vm_disks(backend, VM0)[disk_of(name)]
+    assert (disk.capacityInKB, disk.capacityInBytes) == (300 * 1024, 300 * 1024 * 1024)
+    [(spec,)] = calls_named(soap_calls, "ReconfigVM_Task")
+    [change] = spec.deviceChange
+    assert change.operation == "edit" and change.device.key == disk.key
+    assert calls_named(soap_calls, "ExtendVirtualDisk_Task") == []
+    # the same size again is a success that reconfigures nothing
+    soap_calls.clear()
+    assert service.resize(VM0, name, "300mb")["volume"]["capacity_mb"] == 300
+    assert calls_named(soap_calls, "ReconfigVM_Task") == []
+    service.detach(VM0, name)
+    service.remove(VM0, name)
+
+
+def test_a_detached_volume_is_extended_with_extend_virtual_disk_which_vcsim_lacks(
+        backend: VsphereBackend, service: VolumeService, name: str, soap_calls: list):
+    """vcsim 0.24 has no ExtendVirtualDisk_Task: this proves only that the backend sends it
+    for a detached disk and that a server without it leaves the volume as it was. The call
+    itself is covered by a unit test on a fake session (tests/unit/test_vsphere_grow.py),
+    not proven against a server."""
+    service.create(VM0, name, {"size": "100mb"})
+    with pytest.raises(BackendError, match="ExtendVirtualDisk"):
+        service.resize(VM0, name, "200mb")
+    [(path, _dc, capacity_kb, eager)] = calls_named(soap_calls, "ExtendVirtualDisk_Task")
+    assert (path, capacity_kb, eager) == (disk_of(name), 200 * 1024, False)
+    view = service.get(VM0, name)
+    assert (view["capacity_mb"], view.get("resize_to")) == (100, None)
+    service.remove(VM0, name)

@@ -128,3 +128,35 @@ def test_volume_set_needs_the_datastore_and_an_existing_volume_of_that_vmgroup(
     result = run("volume", "set", "--volume", "web@ds1", "--vmgroup", "g1",
                  "--options", "access=read-only")
     assert result.code == 1 and "VolumeNotFound" in result.err
+
+
+def test_volume_resize_grows_a_volume_of_the_named_vmgroup(stack, run) -> None:
+    stack.db.create_vmgroup("g1", default_datastore="ds2")
+    stack.db.add_vms("g1", ["vm1"])
+    make(stack, "vm1", "db", "100mb")
+    result = run("volume", "resize", "--volume", "db", "--vmgroup", "g1", "--size", "1gb")
+    assert result.code == 0, result.err
+    assert result.out.strip() == ("volume db@ds2 of vmgroup g1 grown from 100mb to 1gb; "
+                                  "the filesystem grows at the next mount")
+    data = json.loads(run("volume", "resize", "--volume", "db@DS2", "--vmgroup", "g1",
+                          "--size", "1gb", "--json").out)
+    assert (data["volume"]["capacity_mb"], data["previous_capacity_mb"]) == (1024, 1024)
+    listed = json.loads(run("volume", "ls", "--json").out)["volumes"]
+    assert [v["capacity_mb"] for v in listed] == [1024]
+
+
+def test_volume_resize_refusals_name_the_value_and_change_nothing(stack, run) -> None:
+    make(stack, "host1", "web", "200mb")
+    for size, expected in (("100mb", "InvalidOption: cannot shrink volume web@ds1 to 100mb: "
+                                     "its size is 200mb"),
+                           ("lots", "InvalidOption: invalid size 'lots'"),
+                           ("60tb", "InsufficientSpace: cannot grow volume web@ds1")):
+        result = run("volume", "resize", "--volume", "web", "--size", size)
+        assert result.code == 1 and expected in result.err, result.err
+    result = run("volume", "resize", "--volume", "ghost", "--size", "1gb")
+    assert result.code == 1 and "VolumeNotFound: volume ghost@ds1 does not exist" in result.err
+    stack.db.add_access("_DEFAULT", "ds1", True, 0, 300)  # volume-totalsize 300mb
+    result = run("volume", "resize", "--volume", "web@ds1", "--size", "400mb")
+    assert result.code == 1 and "QuotaExceeded: cannot grow volume web@ds1 from 200mb to " \
+        "400mb: volume-totalsize" in result.err, result.err
+    assert stack.service.get("host1", "web")["capacity_mb"] == 200

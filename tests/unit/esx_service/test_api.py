@@ -172,3 +172,19 @@ def test_an_unexpected_exception_is_500_without_a_traceback(api, backend, caplog
     assert "see the dockvols service log" in reply["error"]["message"]
     # the traceback goes to the log instead
     assert any(r.exc_info and "vm3" in r.getMessage() for r in caplog.records)
+
+
+def test_resize_answers_the_grown_volume_and_refusals_with_their_codes(api):
+    call(api, "POST", "/v1/volumes", {"name": "db", "opts": {"size": "100mb"}})
+    status, reply = call(api, "POST", "/v1/volumes/db/resize", {"size": "200mb"})
+    assert status == 200
+    assert (reply["volume"]["capacity_mb"], reply["previous_capacity_mb"]) == (200, 100)
+    status, reply = call(api, "POST", "/v1/volumes/db/resize", {"size": "100mb"})
+    assert (status, error_code(reply)) == (400, "InvalidOption")
+    assert "its size is 200mb" in reply["error"]["message"]
+    status, reply = call(api, "POST", "/v1/volumes/db/resize", {})
+    assert (status, error_code(reply)) == (400, "InvalidOption")
+    status, reply = call(api, "POST", "/v1/volumes/ghost/resize", {"size": "1gb"})
+    assert (status, error_code(reply)) == (404, "VolumeNotFound")
+    status, reply = call(api, "POST", "/v1/volumes/db/resize", {"size": "1tb"})
+    assert (status, error_code(reply)) == (507, "InsufficientSpace")

@@ -10,6 +10,7 @@ from esx_service.vmdk import (
     disk_uuid_to_wwn,
     new_disk_uuid,
     parse_descriptor,
+    resize_descriptor,
 )
 
 MB = 1024 * 1024
@@ -78,3 +79,22 @@ def test_new_disk_uuids_are_16_spaced_hex_bytes_and_unique():
 
 def test_disk_uuid_becomes_the_guest_wwn():
     assert disk_uuid_to_wwn("60 00 C2 9a-bc") == "0x6000c29abc"
+
+
+def test_resize_descriptor_changes_only_the_extent_size_and_geometry():
+    disk_uuid = new_disk_uuid()
+    text = build_descriptor("db-flat.vmdk", 100 * MB, True, disk_uuid)
+    text += 'ddb.toolsVersion = "12345"\n'  # a line of an imported disk's own
+    grown = resize_descriptor(text, 4096 * MB)
+    desc = parse_descriptor(grown)
+    assert (desc.size_bytes, desc.uuid, desc.thin, desc.extent_file) == (
+        4096 * MB, disk_uuid, True, "db-flat.vmdk")
+    assert grown == build_descriptor("db-flat.vmdk", 4096 * MB, True, disk_uuid) + \
+        'ddb.toolsVersion = "12345"\n'
+
+
+def test_resize_descriptor_refuses_what_is_not_a_flat_descriptor():
+    with pytest.raises(ValueError, match="not a flat VMDK"):
+        resize_descriptor("version=1\n", 100 * MB)
+    with pytest.raises(ValueError, match="multiple of 512"):
+        resize_descriptor(build_descriptor("x-flat.vmdk", MB, True, "u"), MB + 1)

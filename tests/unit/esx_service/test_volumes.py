@@ -283,7 +283,7 @@ def test_recover_leaves_healthy_volumes_alone(h):
     h.service.create("vm1", "a", {})
     h.service.create("vm1", "b", {})
     h.service.attach("vm1", "b")
-    assert h.service.recover() == {"cleaned": 0, "detached": 0}
+    assert h.service.recover() == {"cleaned": 0, "detached": 0, "grown": 0}
     assert h.service.get("vm1", "b")["attached_to"] == "vm1"
 
 
