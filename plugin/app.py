@@ -103,6 +103,16 @@ def create_app(manager: VolumeManager) -> Flask:
     def get():  # type: ignore[no-untyped-def]
         return jsonify(Volume=manager.get(_name(_body())), Err="")
 
+    # Not a VolumeDriver call (dockerd has no resize verb): the guest command
+    # `dockvols volume resize` asks this on the plugin's own socket.
+    @app.post("/Dockvols.Resize")
+    def resize():  # type: ignore[no-untyped-def]
+        data = _body()
+        size = data.get("Size")
+        if not isinstance(size, str) or not size:
+            raise BadRequest(f"missing or invalid Size {size!r}: use X[mb|gb|tb], e.g. 20gb")
+        return jsonify(**manager.resize(_name(data), size), Err="")
+
     @app.post("/VolumeDriver.List")
     def list_volumes():  # type: ignore[no-untyped-def]
         return jsonify(Volumes=manager.list(), Err="")

@@ -20,6 +20,7 @@ class EsxClient(Protocol):
     def remove(self, name: str) -> None: ...
     def attach(self, name: str) -> dict: ...
     def detach(self, name: str, formatted: bool = False) -> dict: ...
+    def resize(self, name: str, size: str) -> dict: ...
     def status(self) -> dict: ...
 
 
@@ -186,6 +187,10 @@ class HttpEsxClient:
     def detach(self, name: str, formatted: bool = False) -> dict:
         body = {"formatted": True} if formatted else {}
         return self.call("POST", self._vol(name, "detach"), body)["volume"]
+
+    def resize(self, name: str, size: str) -> dict:
+        """Grow the volume: ``{"volume", "previous_capacity_mb", "filesystem"}``."""
+        return self.call("POST", self._vol(name, "resize"), {"size": size})
 
     def status(self) -> dict:
         """Service version, backend, and the VM identity this client is seen as."""

@@ -1,8 +1,9 @@
-"""mkfs, mount and umount, and reading the mount table: the only module that runs them.
+"""mkfs, mount, umount, growing a mounted filesystem, and reading the mount table: the only
+module that runs them.
 
-mkfs is a process; mount and umount are system calls (plugin/syscalls.py) and "which
-filesystem is on this disk?" reads the superblock (plugin/superblock.py), with `blkid -p`
-only for a disk that is neither fresh nor ext/XFS.
+mkfs and the filesystem growers are processes; mount and umount are system calls
+(plugin/syscalls.py) and "which filesystem is on this disk?" reads the superblock
+(plugin/superblock.py), with `blkid -p` only for a disk that is neither fresh nor ext/XFS.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Mounter(Protocol):
     def mkfs(self, device: str, fstype: str, label: str) -> None: ...
     def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None: ...
     def umount(self, target: str) -> None: ...
+    def grow(self, device: str, target: str, fstype: str) -> None: ...
+    def grow_unmounted(self, device: str, fstype: str) -> None: ...
     def mounts_under(self, root: str) -> dict[str, str]: ...
 
 
@@ -118,6 +121,32 @@ class SystemMounter:
             os.rmdir(target)
         except OSError:
             pass  # not empty or already gone: the mount point itself is harmless
+
+    def grow(self, device: str, target: str, fstype: str) -> None:
+        """Grow the mounted filesystem to fill its device, online; a no-op when it does."""
+        if fstype == "ext4":
+            done = _run(["resize2fs", device])
+            if done.returncode != 0 and "Permission denied" in done.stderr:
+                raise FilesystemError(
+                    f"growing ext4 on {device} online needs CAP_SYS_RESOURCE, which the "
+                    "plugin does not have (resize2fs: permission denied)")
+            _check(done, f"growing the ext4 filesystem on {device}")
+        elif fstype == "xfs":
+            _check(_run(["xfs_growfs", "-d", target]), f"growing the xfs filesystem on {device}")
+        else:
+            raise FilesystemError(f"cannot grow a {fstype!r} filesystem: only ext4 and xfs")
+
+    def grow_unmounted(self, device: str, fstype: str) -> None:
+        """Grow an unmounted ext4 filesystem to fill its device (resize2fs wants a freshly
+        checked filesystem: e2fsck -f -p first, which only fixes what is safe to fix)."""
+        if fstype != "ext4":
+            raise FilesystemError(f"a {fstype} filesystem grows only while mounted")
+        checked = _run(["e2fsck", "-f", "-p", device])
+        if checked.returncode not in (0, 1):  # 1: errors corrected
+            said = (checked.stdout or checked.stderr).strip()
+            raise FilesystemError(f"e2fsck -f -p {device} before growing it failed (exit "
+                                  f"{checked.returncode}): {said}")
+        _check(_run(["resize2fs", device]), f"growing the ext4 filesystem on {device}")
 
     def mounts_under(self, root: str) -> dict[str, str]:
         with open(self._mountinfo, encoding="utf-8") as f:

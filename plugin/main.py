@@ -12,9 +12,11 @@ from flask import Flask
 
 from . import __version__
 from .app import create_app
+from .blockdev import SystemBlockDevices
 from .devices import AttachedDeviceFinder
 from .esx_client import HttpEsxClient, client_tls_context
 from .filesystem import SystemMounter
+from .grow_check import start_grow_checks
 from .recovery import DockerUsers, start_recovery
 from .refcounts import RefCounts
 from .settings import PluginSettings, SettingsError, load_settings
@@ -35,6 +37,7 @@ def build_app(settings: PluginSettings) -> Flask:
         refs=RefCounts(os.path.join(settings.state_dir, "refcounts.json")),
         cache=VolumeCache(os.path.join(settings.state_dir, "volumes-cache.json")),
         mount_root=settings.mount_root,
+        blocks=SystemBlockDevices(),
         query_timeout=settings.query_timeout,
     )
     os.makedirs(settings.mount_root, exist_ok=True)
@@ -42,6 +45,8 @@ def build_app(settings: PluginSettings) -> Flask:
         start_recovery(manager, DockerUsers(settings.docker_host, settings.driver_name, manager))
     else:
         manager.recovered.set()
+    if settings.grow_check_interval > 0:
+        start_grow_checks(manager, settings.grow_check_interval)
     return create_app(manager)
 
 
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                "DOCKVOLS_ESX_ADDRESS (unix:///run/dockvols/esx.sock), DOCKVOLS_MOUNT_ROOT "
                "(/mnt/vmdk), DOCKVOLS_STATE_DIR (/var/lib/dockvols/plugin), DOCKER_HOST, "
                "DOCKVOLS_LOG_LEVEL, DOCKVOLS_ESX_TIMEOUT, DOCKVOLS_QUERY_TIMEOUT, "
-               "DOCKVOLS_DEVICE_TIMEOUT, DOCKVOLS_RECOVER (1).")
+               "DOCKVOLS_DEVICE_TIMEOUT, DOCKVOLS_RECOVER (1), DOCKVOLS_GROW_CHECK_INTERVAL "
+               "(2 s; 0 turns the check for disks grown by an admin off).")
     parser.add_argument("--version", action="version", version=f"dockvols {__version__}")
     parser.parse_args(argv)
     try:

@@ -27,6 +27,8 @@ class PluginSettings:
     # Get/List answer from the cache when esx_service is slower than this.
     query_timeout: float = 10.0
     device_timeout: float = 30.0
+    # How often mounted volumes are checked for disks grown by an admin (0: never).
+    grow_check_interval: float = 2.0
     recover_on_start: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -79,6 +81,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
         esx_timeout=_float(env, "DOCKVOLS_ESX_TIMEOUT", PluginSettings.esx_timeout),
         query_timeout=_float(env, "DOCKVOLS_QUERY_TIMEOUT", PluginSettings.query_timeout),
         device_timeout=_float(env, "DOCKVOLS_DEVICE_TIMEOUT", PluginSettings.device_timeout),
+        grow_check_interval=(0.0 if env.get("DOCKVOLS_GROW_CHECK_INTERVAL") in ("0", "0.0")
+                             else _float(env, "DOCKVOLS_GROW_CHECK_INTERVAL",
+                                         PluginSettings.grow_check_interval)),
         recover_on_start=env.get("DOCKVOLS_RECOVER", "1") not in ("0", "false", "no"),
         threads=int(_float(env, "DOCKVOLS_THREADS", PluginSettings.threads)),
         tls_cert=tls["cert"], tls_key=tls["key"], tls_ca=tls["ca"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -13,6 +14,7 @@ from esx_service.faults import fault_point
 from esx_service.locks import NamedLocks
 from esx_service.oplog import logged
 
+from .blockdev import BlockDevices
 from .devices import DeviceFinder
 from .errors import PluginError, RecoveryPending, ServiceError, ServiceUnreachable, VolumeInUse
 from .esx_client import EsxClient
@@ -21,6 +23,11 @@ from .refcounts import RECOVERED, RefCounts
 from .volume_cache import VolumeCache
 
 log = logging.getLogger("dockvols.plugin")
+MB = 1024 * 1024
+# A filesystem this much smaller than its device is grown at mount (mkfs leaves less).
+GROW_SLACK_BYTES = MB
+# How long a guest's resize request waits for its device to show the new size.
+RESCAN_WAIT = 10.0
 
 # Answers Unmount for IDs nobody counted: which containers use a volume now (from Docker).
 UsersOf = Callable[[str], set[str]]
@@ -29,11 +36,14 @@ UsersOf = Callable[[str], set[str]]
 def status_of(view: dict) -> dict:
     """The ``Status`` map ``docker volume inspect`` shows."""
     attached = view.get("attached_to")
+    capacity = {"size": f"{view.get('capacity_mb')}mb",
+                "allocated": f"{view.get('allocated_mb', '?')}mb"}
+    if view.get("resize_to"):
+        capacity["growing to"] = f"{view['resize_to']}mb"
     status = {
         "datastore": view.get("datastore"),
         "vmgroup": view.get("vmgroup"),
-        "capacity": {"size": f"{view.get('capacity_mb')}mb",
-                     "allocated": f"{view.get('allocated_mb', '?')}mb"},
+        "capacity": capacity,
         "diskformat": view.get("diskformat"),
         "fstype": view.get("fstype"),
         "access": view.get("access"),
@@ -52,11 +62,17 @@ def status_of(view: dict) -> dict:
 
 class VolumeManager:
     def __init__(self, client: EsxClient, mounter: Mounter, devices: DeviceFinder,
-                 refs: RefCounts, cache: VolumeCache, mount_root: str,
+                 refs: RefCounts, cache: VolumeCache, mount_root: str, blocks: BlockDevices,
                  query_timeout: float = 10.0) -> None:
         self.client = client
         self.mounter = mounter
         self.devices = devices
+        self.blocks = blocks
+        # Per mounted volume: the device size its filesystem was last grown (or found) at,
+        # and the filesystem type it is mounted with. In memory: after a restart, the first
+        # check grows each mounted filesystem once, which is a no-op when nothing changed.
+        self._grown: dict[str, int] = {}
+        self._fstypes: dict[str, str] = {}
         self.refs = refs
         self.cache = cache
         self.mount_root = mount_root
@@ -188,10 +204,117 @@ class VolumeManager:
                 self.mounter.mkfs(device, fstype, canonical.split("@", 1)[0])
             elif found != fstype:
                 fstype = found  # the disk's own filesystem wins over what was asked
-            self.mounter.mount(device, target, fstype, view.get("access") == "read-only")
+            read_only = view.get("access") == "read-only"
+            # A disk grown while detached: its filesystem (read before mounting, when the
+            # superblock on disk is the truth) is smaller than the device.
+            grow_after = (found is not None and not read_only
+                          and self._grow_unmounted(canonical, device, fstype))
+            self.mounter.mount(device, target, fstype, read_only)
         except BaseException:
             self._detach_quietly(name)
             raise
+        self._fstypes[canonical] = fstype
+        self._grown.pop(canonical, None)
+        if read_only:
+            return
+        try:
+            device_bytes = self.blocks.size(device)
+        except PluginError as exc:  # never fail a Mount that worked: the check retries
+            log.error("volume=%s: %s; its filesystem is not checked for growth", canonical, exc)
+            return
+        if grow_after:
+            self._grow_filesystem(canonical, device, target, fstype, device_bytes)
+        else:
+            self._grown[canonical] = device_bytes
+
+    def _grow_unmounted(self, canonical: str, device: str, fstype: str) -> bool:
+        """Before the mount: grow a filesystem smaller than its device. ext4 is grown here,
+        offline (no CAP_SYS_RESOURCE needed, nothing uses it yet); xfs grows only mounted,
+        so True asks the caller to grow it after mounting (also ext4's fallback)."""
+        fs_bytes = self.blocks.filesystem_size(device, fstype)
+        try:
+            device_bytes = self.blocks.size(device)
+        except PluginError:
+            return False
+        if fs_bytes is not None and device_bytes - fs_bytes < GROW_SLACK_BYTES:
+            return False
+        log.info("volume=%s its disk grew while detached (%s mb filesystem on a %d mb device): "
+                 "growing the filesystem", canonical,
+                 "?" if fs_bytes is None else fs_bytes // MB, device_bytes // MB)
+        if fstype != "ext4":
+            return True
+        fault_point("plugin.resize.growing")
+        try:
+            self.mounter.grow_unmounted(device, fstype)
+        except PluginError as exc:
+            log.error("volume=%s growing ext4 on %s before mounting failed: %s; trying once "
+                      "mounted", canonical, device, exc)
+            return True
+        fault_point("plugin.resize.grown")
+        return False
+
+    def _grow_filesystem(self, canonical: str, device: str, target: str, fstype: str,
+                         device_bytes: int) -> str | None:
+        """Grow the mounted filesystem to its device; None when done, else why not. A
+        failure is logged, not raised, and not retried at this size: the volume stays
+        mounted at its old size, and the next mount (or a bigger resize) tries again."""
+        fault_point("plugin.resize.growing")
+        self._grown[canonical] = device_bytes
+        try:
+            self.mounter.grow(device, target, fstype)
+        except PluginError as exc:
+            log.error("volume=%s growing its %s filesystem on %s failed: %s", canonical, fstype,
+                      device, exc)
+            return exc.message
+        fault_point("plugin.resize.grown")
+        log.info("volume=%s %s filesystem grown online to %d mb (%s)", canonical, fstype,
+                 device_bytes // MB, device)
+        return None
+
+    def grow_mounted(self, canonical: str, view: dict, wait: float = 0.0) -> str:
+        """If the volume is mounted here and its disk (``view``'s capacity) is bigger than
+        its device or filesystem last were: rescan the device, then grow the filesystem.
+        The caller holds the volume's lock. Answers what was done, for people."""
+        target = self.mountpoint(canonical)
+        device = self.mounter.mounts_under(self.mount_root).get(target)
+        if device is None:
+            return "not mounted on this host"
+        if view.get("access") == "read-only":
+            return "mounted read-only here: its filesystem grows when mounted read-write"
+        want = int(view.get("capacity_mb") or 0) * MB
+        size = self.blocks.size(device)
+        if size < want:
+            self.blocks.rescan(device)
+            fault_point("plugin.resize.rescanned")
+            deadline = time.monotonic() + wait
+            while (size := self.blocks.size(device)) < want and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if size < want:
+                log.warning("volume=%s device %s shows %d mb after a rescan, the disk is %d mb",
+                            canonical, device, size // MB, want // MB)
+        if size <= self._grown.get(canonical, 0):
+            return f"filesystem already fills its {size // MB} mb device"
+        fstype = self._fstypes.get(canonical) or view.get("fstype") or "ext4"
+        failed = self._grow_filesystem(canonical, device, target, fstype, size)
+        if failed is None:
+            return f"{fstype} filesystem grown online to fill its {size // MB} mb device"
+        return f"the disk grew but its filesystem did not: {failed}; it grows at the next mount"
+
+    def resize(self, name: str, size: str) -> dict:
+        """A guest's request: grow the volume (the service checks and grows the disk), then,
+        when it is mounted here, its filesystem at once."""
+        with self._op("resize", name):
+            reply = self.client.resize(name, size)
+            view = reply["volume"]
+            canonical = view["name"]
+            self.refs.set_alias(name, canonical)
+            self.cache.put(name, view)
+            with self.locks.hold(canonical):
+                note = self.grow_mounted(canonical, view, wait=RESCAN_WAIT)
+            if note == "not mounted on this host":
+                note = reply.get("filesystem") or note
+            return {"Name": name, "Status": status_of(view),
+                    "Previous": f"{reply.get('previous_capacity_mb')}mb", "Filesystem": note}
 
     def _detach_quietly(self, name: str) -> None:
         try:
@@ -248,6 +371,7 @@ class VolumeManager:
         target = self.mountpoint(canonical)
         if target in self.mounter.mounts_under(self.mount_root):
             self.mounter.umount(target)
+            self._grown.pop(canonical, None)
             fault_point("plugin.unmount.unmounted")
 
     def detach(self, name: str, formatted: bool = False) -> None:

@@ -98,6 +98,22 @@ inroot "$VENV_DIR/bin/python" -m compileall -q -f \
 find "$rootfs" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 \
   | xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"
 cp "$REPO/config.json" "$OUT/config.json"
+# Growing a mounted ext4 filesystem (resize2fs online) needs CAP_SYS_RESOURCE. Docker refuses
+# to start a plugin asking for a capability outside the host's bounding set, so it is added
+# only where the build host has it (EXT4_ONLINE_GROW=0 leaves it out); without it, ext4
+# volumes grow at their next mount, and xfs ones online all the same.
+caps_bound=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+if [ "${EXT4_ONLINE_GROW:-1}" != 0 ] && (( (16#$caps_bound >> 24) & 1 )); then
+  python3 - "$OUT/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+config = json.load(open(path))
+caps = config["linux"]["capabilities"]
+if "CAP_SYS_RESOURCE" not in caps:
+    caps.append("CAP_SYS_RESOURCE")
+json.dump(config, open(path, "w"), indent=2)
+PY
+fi
 say "rootfs $(du -sh "$rootfs" | cut -f1) in $OUT ($(( $(date +%s) - started ))s)"
 
 # 4. docker plugin create (and enable)

@@ -262,11 +262,42 @@ class FakeEsxClient(HttpEsxClient):
         return reply
 
 
+class FakeBlockDevices:
+    """The guest's view of its block devices, for FakeBackend's loop-style devices: a device
+    is as big as its disk, unless ``stale`` says the kernel has not seen the disk grow yet
+    (until a rescan). ``fs`` is the size each filesystem spans (mkfs and grow set it)."""
+
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend = backend
+        self.stale: dict[str, int] = {}
+        self.fs: dict[str, int] = {}
+        self.rescans: list[str] = []
+
+    def disk_bytes(self, device: str) -> int:
+        number = int(device.removeprefix("/dev/loop"))
+        for disk in self.backend.disks.values():
+            if disk["number"] == number:
+                return int(disk["size_bytes"])
+        raise DeviceError(f"no such device {device}")
+
+    def size(self, device: str) -> int:
+        return self.stale.get(device, self.disk_bytes(device))
+
+    def rescan(self, device: str) -> None:
+        self.rescans.append(device)
+        self.stale.pop(device, None)
+
+    def filesystem_size(self, device: str, fstype: str) -> int | None:
+        return self.fs.get(device)
+
+
 class FakeMounter:
     """Filesystems per device and a mount table; ``fail`` maps a method to the exception
-    its next call raises."""
+    its next call raises. With ``blocks``, mkfs and grow make a filesystem span its device."""
 
-    def __init__(self) -> None:
+    def __init__(self, blocks: FakeBlockDevices | None = None) -> None:
+        self.blocks = blocks
+        self.grow_log: list[tuple[str, str, str]] = []
         self.filesystems: dict[str, str] = {}
         self.table: dict[str, dict] = {}  # target -> {device, fstype, read_only}
         self.fail: dict[str, BaseException] = {}
@@ -287,6 +318,24 @@ class FakeMounter:
         self._enter("mkfs")
         self.mkfs_log.append((device, fstype, label))
         self.filesystems[device] = fstype
+        if self.blocks is not None:
+            self.blocks.fs[device] = self.blocks.size(device)
+
+    def grow_unmounted(self, device: str, fstype: str) -> None:
+        self._enter("grow_unmounted")
+        if fstype != "ext4" or any(m["device"] == device for m in self.table.values()):
+            raise FilesystemError(f"cannot grow {fstype} on {device} unmounted")
+        self.grow_log.append((device, "", fstype))
+        if self.blocks is not None:
+            self.blocks.fs[device] = self.blocks.size(device)
+
+    def grow(self, device: str, target: str, fstype: str) -> None:
+        self._enter("grow")
+        if self.table.get(target, {}).get("device") != device:
+            raise FilesystemError(f"growing {fstype} on {device}: not mounted at {target}")
+        self.grow_log.append((device, target, fstype))
+        if self.blocks is not None:
+            self.blocks.fs[device] = self.blocks.size(device)
 
     def mount(self, device: str, target: str, fstype: str, read_only: bool) -> None:
         self._enter("mount")

@@ -12,6 +12,7 @@ import time
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
 from ..errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
+from ..faults import fault_point
 from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
@@ -183,12 +184,9 @@ class LocalBackend:
                 raise InsufficientSpace(f"datastore {loc.datastore} ran out of space growing "
                                         f"{loc.name} to {size_mb}mb") from exc
             raise BackendError(f"growing disk {descriptor} failed: {exc}") from exc
+        fault_point("resize.extent_grown")  # grown on disk; the loop device not told yet
         for device in self._loop_devices_of(extent):
-            self._refresh_loop_capacity(device)
-
-    def _refresh_loop_capacity(self, device: str) -> None:
-        """Make a bound loop device take its backing file's new size (LOOP_SET_CAPACITY)."""
-        self._run(["losetup", "--set-capacity", device])
+            self._loops.set_capacity(device)  # LOOP_SET_CAPACITY
 
     def delete_disk(self, loc: DiskLocation) -> None:
         extent = self._extent_path(loc)

@@ -22,6 +22,7 @@ from plugin.volume_cache import VolumeCache  # noqa: E402
 from plugin.volume_manager import VolumeManager  # noqa: E402
 from tests.fakes import (  # noqa: E402
     FakeBackend,
+    FakeBlockDevices,
     FakeDeviceFinder,
     FakeEsxClient,
     FakeLosetup,
@@ -65,7 +66,8 @@ class PluginRig:
         self.backend = FakeBackend()
         self.service = VolumeService(self.backend)
         self.client = FakeEsxClient(self.service, vm="vm1")
-        self.mounter = FakeMounter()
+        self.blocks = FakeBlockDevices(self.backend)
+        self.mounter = FakeMounter(self.blocks)
         self.devices = FakeDeviceFinder()
         self.mount_root = str(tmp_path / "mnt")
         self.manager = self.restart()
@@ -78,7 +80,7 @@ class PluginRig:
             client=self.client, mounter=self.mounter, devices=self.devices,
             refs=RefCounts(str(self.tmp_path / "state" / "refcounts.json")),
             cache=VolumeCache(str(self.tmp_path / "state" / "volumes-cache.json")),
-            mount_root=self.mount_root, query_timeout=1.0)
+            mount_root=self.mount_root, blocks=self.blocks, query_timeout=1.0)
         return self.manager
 
     def target(self, canonical: str) -> str:

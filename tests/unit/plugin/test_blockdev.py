@@ -1,0 +1,60 @@
+"""Filesystem sizes from superblocks: hand-built ones, and ones real mkfs made on files."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from plugin.blockdev import SystemBlockDevices, superblock_size
+from plugin.errors import DeviceError
+from plugin.filesystem import _MKFS
+
+MB = 1024 * 1024
+
+
+def ext4_head(blocks: int, log_block: int, hi: int | None = None) -> bytes:
+    sb = bytearray(1024)
+    struct.pack_into("<I", sb, 0x4, blocks & 0xFFFFFFFF)
+    struct.pack_into("<I", sb, 0x18, log_block)
+    struct.pack_into("<H", sb, 0x38, 0xEF53)
+    if hi is not None:
+        struct.pack_into("<I", sb, 0x60, 0x80)
+        struct.pack_into("<I", sb, 0x150, hi)
+    return bytes(1024) + bytes(sb) + bytes(2048)
+
+
+def test_ext4_size_is_blocks_times_block_size_with_the_64bit_high_word():
+    assert superblock_size("ext4", ext4_head(25600, 2)) == 25600 * 4096
+    assert superblock_size("ext4", ext4_head(5, 2, hi=1)) == ((1 << 32) + 5) * 4096
+
+
+def test_xfs_size_is_data_blocks_times_block_size():
+    head = b"XFSB" + struct.pack(">IQ", 4096, 76800) + bytes(4080)
+    assert superblock_size("xfs", head) == 76800 * 4096
+
+
+def test_no_or_another_filesystem_is_unknown():
+    assert superblock_size("ext4", bytes(4096)) is None
+    assert superblock_size("xfs", bytes(4096)) is None
+    assert superblock_size("btrfs", ext4_head(1, 2)) is None
+
+
+@pytest.mark.parametrize("fstype,size_mb", [("ext4", 64), ("xfs", 300)])
+def test_real_mkfs_superblocks_span_the_whole_device(tmp_path, fstype, size_mb):
+    if shutil.which(_MKFS[fstype][0]) is None:
+        pytest.fail(f"{_MKFS[fstype][0]} is missing (scripts/install-deps.sh installs it)")
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(size_mb * MB)
+    subprocess.run(_MKFS[fstype] + [str(image)], check=True, capture_output=True)
+    assert SystemBlockDevices().filesystem_size(str(image), fstype) == size_mb * MB
+
+
+def test_the_size_of_something_that_is_not_a_block_device_is_a_device_error(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"x")
+    with pytest.raises(DeviceError, match=f"cannot read the size of {path}"):
+        SystemBlockDevices().size(str(path))
