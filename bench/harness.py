@@ -263,6 +263,7 @@ class BenchEnv:
         self.datastore = self.run_dir / "ds1"
         self.mount_root = self.run_dir / "mnt"
         self.esx_socket = str(self.run_dir / "esx.sock")
+        self.admin_socket = str(self.run_dir / "admin.sock")
         self.docker_host = f"unix://{self.run_dir / 'docker.sock'}"
         self.procs: list = []
         self.dockerd = self.esx = self.plugin = None
@@ -290,6 +291,9 @@ class BenchEnv:
             "DOCKVOLS_DATASTORES": f"datastore1={self.datastore}",
             "DOCKVOLS_DEFAULT_DATASTORE": "datastore1",
             "DOCKVOLS_VM_NAME": "bench-vm",
+            # its own admin socket and DB, never those of a `make run` on the same host
+            "DOCKVOLS_ADMIN_SOCKET": self.admin_socket,
+            "DOCKVOLS_DB": str(self.run_dir / "dockvols.db"),
             "DOCKVOLS_LOG_LEVEL": "INFO",
             "DOCKVOLS_CONFIG": "",
         }, self.run_dir / "esx_service.log", self.esx_socket)

@@ -30,7 +30,7 @@ from .harness import (
 )
 
 OURS = ("floor", "phases", "user_view", "control_path", "scaling", "throughput",
-        "profile_slowest")
+        "profile_slowest", "resize")
 NOT_BENCHMARKS = {"__init__", "__main__", "harness", "run_all"}
 TITLES = {
     "floor": "Against the floor: Create+Mount and Unmount+Remove at the VolumeDriver socket",
@@ -40,6 +40,7 @@ TITLES = {
     "scaling": "Scaling: List vs. number of volumes; Get under concurrency",
     "throughput": "Throughput: life cycles at 1, 4 and 16 clients (local backend)",
     "profile_slowest": "Profile of the slow paths",
+    "resize": "Resize: from the command to `df` in the running container",
 }
 OTHER_TIMEOUT = float(os.environ.get("DOCKVOLS_BENCH_OTHER_TIMEOUT", "300"))
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -204,6 +205,13 @@ def headline(results: dict, others: dict | None = None) -> str:
                      "no drop, no errors",
                      "meets" if all(lv["errors"] == 0 and lv["per_s"] >= levels[0]["per_s"]
                                     for lv in levels) else "misses"])
+    if rs := get("resize"):
+        for key, stats in rs["results"].items():
+            worst = stats["to_df"]["max_ms"]
+            rows.append([f"resize {key}: command to df, p50 / max",
+                         f"{fmt_ms(stats['to_df']['p50_ms'])} / {fmt_ms(worst)} ms",
+                         f"<= {rs['bound_s'] * 1000:.0f} ms",
+                         verdict(worst, rs["bound_s"] * 1000)])
     rows += _vsphere_rows(others or {})
     return md_table(["measure", "this run", "target", "verdict"], rows)
 
