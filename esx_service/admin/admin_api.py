@@ -286,7 +286,7 @@ class AdminApi:
         used: dict[str, int] = {}
         for meta in self._metas(vmgroup=self.db.vmgroup(args[0]).name):
             used[meta.datastore.lower()] = used.get(meta.datastore.lower(), 0) + \
-                meta.options.size_mb
+                meta.reserved_mb
         own = {r.datastore.lower() for r in rules}
         views = []
         for rule in rules:

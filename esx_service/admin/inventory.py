@@ -58,7 +58,7 @@ def take_snapshot(service: VolumeService, db: AdminDb, allocation: bool = True) 
     for info in datastores:
         for meta in service.volumes_in(info.name, None):
             use[(meta.vmgroup, info.name)] = use.get((meta.vmgroup, info.name), 0) + \
-                meta.options.size_mb
+                meta.reserved_mb
             if not meta.visible:
                 continue
             allocated = backend.disk_allocated_bytes(

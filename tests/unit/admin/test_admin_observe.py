@@ -160,3 +160,17 @@ def test_the_inventory_collector_reads_at_most_once_per_ttl_and_survives_a_failu
     assert collector() is second  # the failure is logged; the last families are served
     assert [f.name for f in families(Snapshot("local", False))][-1] == \
         "dockvols_backend_connected"
+
+
+def test_metrics_show_a_grown_volumes_capacity_and_quota_use(obs) -> None:
+    obs.db.create_vmgroup("team-a", "", "ds2")
+    obs.db.set_access("team-a", "ds2", True, 0, 2048)
+    obs.db.add_vms("team-a", ["vm-a"])
+    obs.service.create("vm-a", "web", {"size": "300mb"})
+    obs.service.resize("vm-a", "web", "1gb")
+    m = obs.metrics()
+    labels = (("datastore", "ds2"), ("vmgroup", "team-a"))
+    assert m[("dockvols_volume_capacity_bytes", labels)] == 1024 * MB
+    assert m[("dockvols_vmgroup_quota_used_bytes", labels)] == 1024 * MB
+    assert m[("dockvols_volume_ops_seconds_count", (("backend", "local"), ("fault", ""),
+                                                    ("op", "resize"), ("outcome", "ok")))] == 1
