@@ -7,7 +7,9 @@
 #   build/cache/wheels/                               this project and its plugin deps, built
 #                                                     on the host with .venv/bin/pip wheel
 #
-# The rootfs is Debian bookworm (debootstrap --variant=minbase from deb.debian.org) with the
+# The rootfs is Debian bookworm (debootstrap --variant=minbase from the mirror this machine's
+# apt uses: scripts/debian_mirror.py reads /etc/apt/sources.list(.d), and apt's proxy
+# setting is passed on) with the
 # tools the plugin runs (mount, blkid, mkfs.ext4, mkfs.xfs) and a venv in /opt/dockvols
 # installed with --no-index from those wheels; the versions are the ones in .venv.
 # File times are clamped to SOURCE_DATE_EPOCH (the last commit) and caches, logs and docs
@@ -15,9 +17,10 @@
 #
 # Environment: PLUGIN_NAME (vsphere, i.e. vsphere:latest, so `-d vsphere` finds it; give
 # vsphere:<version> to keep several side by side), ENABLE=1 to enable after create,
-# DOCKER_HOST, DEBIAN_MIRROR (http://deb.debian.org/debian), BUILD_DIR (build),
-# CREATE=0 to build the directory only. A plugin of the same name must not exist
-# (`docker plugin rm -f` it first, or see the README's upgrade steps).
+# DOCKER_HOST, DEBIAN_MIRROR (default: apt's own), BUILD_DIR (build), CREATE=0 to build the
+# directory only. A plugin of the same name is replaced (disable, rm, create, set, enable),
+# keeping its settings and enabled state, unless a volume of it is in use: then nothing is
+# touched and one line says what to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -25,7 +28,8 @@ PY=$REPO/.venv/bin/python
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' esx_service/__init__.py)
 PLUGIN_NAME=${PLUGIN_NAME:-vsphere}
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-$(python3 "$REPO/scripts/debian_mirror.py")} \
+  || { echo "build-plugin: set DEBIAN_MIRROR to a Debian archive" >&2; exit 1; }
 SUITE=bookworm
 PACKAGES=python3,python3-venv,util-linux,mount,e2fsprogs,xfsprogs,libblkid1
 OUT=$BUILD_DIR/plugin
@@ -36,6 +40,11 @@ say() { echo "build-plugin: $*" >&2; }
 [ "$(id -u)" = 0 ] || { say "needs root (debootstrap, chroot)"; exit 1; }
 [ -x "$PY" ] || { say "no $PY: run 'make venv' first"; exit 1; }
 command -v debootstrap >/dev/null || { say "debootstrap missing: run scripts/install-deps.sh"; exit 1; }
+# apt's proxy (Acquire::http::Proxy), so debootstrap reaches the mirror the way apt does
+if [ -z "${http_proxy:-}" ] && command -v apt-config >/dev/null; then
+  eval "$(apt-config shell APT_HTTP_PROXY Acquire::http::Proxy)"
+  if [ -n "${APT_HTTP_PROXY:-}" ]; then export http_proxy=$APT_HTTP_PROXY; fi
+fi
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 started=$(date +%s)
 mkdir -p "$CACHE"
@@ -116,9 +125,37 @@ PY
 fi
 say "rootfs $(du -sh "$rootfs" | cut -f1) in $OUT ($(( $(date +%s) - started ))s)"
 
-# 4. docker plugin create (and enable)
+# 4. docker plugin create (and enable), replacing one of the same name
 if [ "${CREATE:-1}" = 0 ]; then exit 0; fi
+restore=()
+if docker plugin inspect "$PLUGIN_NAME" >/dev/null 2>&1; then
+  was_enabled=$(docker plugin inspect -f '{{.Enabled}}' "$PLUGIN_NAME")
+  # what `docker plugin set` changed survives the replacement: settable env and mount sources
+  mapfile -t restore < <(docker plugin inspect "$PLUGIN_NAME" | python3 -c '
+import json, sys
+config = json.load(open(sys.argv[1]))
+settings = json.load(sys.stdin)[0]["Settings"]
+env = {e["name"] for e in config["env"] if "value" in e.get("settable", [])}
+mounts = {m["name"] for m in config["mounts"] if "source" in m.get("settable", [])}
+for line in settings["Env"]:
+    if line.split("=", 1)[0] in env:
+        print(line)
+for m in settings["Mounts"]:
+    if m.get("Name") in mounts:
+        print(f"{m[\"Name\"]}.source={m[\"Source\"]}")
+' "$REPO/config.json")
+  if [ "$was_enabled" = true ] && ! docker plugin disable "$PLUGIN_NAME" >/dev/null 2>"$CACHE/disable.err"; then
+    say "plugin $PLUGIN_NAME is in use ($(tr -d '\n' <"$CACHE/disable.err")): stop the containers using its volumes, or run 'docker plugin disable -f $PLUGIN_NAME', then 'make plugin' again"
+    exit 1
+  fi
+  docker plugin rm "$PLUGIN_NAME" >/dev/null
+  say "removed the previous $PLUGIN_NAME (was enabled: $was_enabled)"
+  if [ "$was_enabled" = true ]; then ENABLE=1; fi
+fi
 docker plugin create "$PLUGIN_NAME" "$OUT" >/dev/null
+if [ "${#restore[@]}" -gt 0 ]; then
+  docker plugin set "$PLUGIN_NAME" "${restore[@]}" >/dev/null
+fi
 base_name=${PLUGIN_NAME%%:*}
 base_name=${base_name##*/}
 if [ "$base_name" != vsphere ]; then  # recovery finds its volumes in containers by this name

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from ..conftest import Docker, loops_on
-from ..daemons import wait_for
+from ..daemons import REPO, wait_for
 from .conftest import ManagedPlugin, volume_mounted
 
 
@@ -75,3 +76,44 @@ def test_plugin_asks_only_for_what_it_needs(managed: ManagedPlugin) -> None:
         "/dev", "/run/dockvols", "/var/lib/dockvols/plugin", "/run/docker.sock"}
     env = dict(item.split("=", 1) for item in settings["Env"])
     assert env["DOCKVOLS_DRIVER_NAME"] == managed.name  # set by build-plugin.sh for recovery
+
+
+def build_plugin(docker: Docker, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "scripts" / "build-plugin.sh")],
+                          env={**docker.env, "PLUGIN_NAME": name}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_make_plugin_again_refuses_in_one_line_while_a_volume_is_in_use(
+        mdv: Docker, managed: ManagedPlugin) -> None:
+    mdv("volume", "create", "-d", managed.full_name, "rebuilt")
+    mdv("run", "-d", "--name", "rebuilder", "-v", "rebuilt:/data", "busybox", "sleep", "600")
+    again = build_plugin(mdv, managed.name)
+    assert again.returncode == 1
+    last = again.stderr.strip().splitlines()[-1]
+    assert f"plugin {managed.name} is in use" in last and "docker plugin disable -f" in last
+    # Nothing was touched: same plugin, still enabled, the container still writes.
+    assert mdv.out("plugin", "inspect", "-f", "{{.Id}}", managed.name) == managed.id
+    assert managed.enabled
+    mdv("exec", "rebuilder", "sh", "-c", "echo ok > /data/x && sync")
+
+
+def test_make_plugin_again_replaces_the_plugin_keeping_its_settings(mdocker: Docker) -> None:
+    name = "dvrebuild"  # a plugin of its own: the session's `managed` one stays as it is
+    mdocker("plugin", "rm", "-f", name, check=False)
+    try:
+        first = build_plugin(mdocker, name)
+        assert first.returncode == 0, first.stderr
+        first_id = mdocker.out("plugin", "inspect", "-f", "{{.Id}}", name)
+        mdocker("plugin", "set", name, "DOCKVOLS_LOG_LEVEL=DEBUG", "state.source=/tmp")
+        again = build_plugin(mdocker, name)
+        assert again.returncode == 0, again.stderr
+        assert "tar" not in again.stderr.lower()
+        assert f"removed the previous {name}" in again.stderr
+        assert mdocker.out("plugin", "inspect", "-f", "{{.Id}}", name) != first_id
+        settings = json.loads(mdocker.out("plugin", "inspect", name))[0]["Settings"]
+        assert "DOCKVOLS_LOG_LEVEL=DEBUG" in settings["Env"]
+        assert "DOCKVOLS_DRIVER_NAME=dvrebuild" in settings["Env"]
+        assert {m["Name"]: m["Source"] for m in settings["Mounts"]}["state"] == "/tmp"
+    finally:
+        mdocker("plugin", "rm", "-f", name, check=False)
