@@ -131,7 +131,7 @@ restore=()
 if docker plugin inspect "$PLUGIN_NAME" >/dev/null 2>&1; then
   was_enabled=$(docker plugin inspect -f '{{.Enabled}}' "$PLUGIN_NAME")
   # what `docker plugin set` changed survives the replacement: settable env and mount sources
-  mapfile -t restore < <(docker plugin inspect "$PLUGIN_NAME" | python3 -c '
+  settings=$(docker plugin inspect "$PLUGIN_NAME" | python3 -c '
 import json, sys
 config = json.load(open(sys.argv[1]))
 settings = json.load(sys.stdin)[0]["Settings"]
@@ -142,8 +142,9 @@ for line in settings["Env"]:
         print(line)
 for m in settings["Mounts"]:
     if m.get("Name") in mounts:
-        print(f"{m[\"Name\"]}.source={m[\"Source\"]}")
+        print(m["Name"] + ".source=" + m["Source"])
 ' "$REPO/config.json")
+  mapfile -t restore <<<"$settings"
   if [ "$was_enabled" = true ] && ! docker plugin disable "$PLUGIN_NAME" >/dev/null 2>"$CACHE/disable.err"; then
     say "plugin $PLUGIN_NAME is in use ($(tr -d '\n' <"$CACHE/disable.err")): stop the containers using its volumes, or run 'docker plugin disable -f $PLUGIN_NAME', then 'make plugin' again"
     exit 1
@@ -153,7 +154,7 @@ for m in settings["Mounts"]:
   if [ "$was_enabled" = true ]; then ENABLE=1; fi
 fi
 docker plugin create "$PLUGIN_NAME" "$OUT" >/dev/null
-if [ "${#restore[@]}" -gt 0 ]; then
+if [ -n "${restore[*]}" ]; then
   docker plugin set "$PLUGIN_NAME" "${restore[@]}" >/dev/null
 fi
 base_name=${PLUGIN_NAME%%:*}
