@@ -1,17 +1,26 @@
-"""Crash-safe file replacement: write a temp file, fsync it, rename, fsync the directory."""
+"""Crash-safe file replacement: write a temp file, fsync it, rename, fsync the directory.
+
+Temp names carry the writer's tag (host, boot/PID namespace, PID, start time, random), so two
+hosts writing one datastore never share one, and recovery can tell a dead writer's leftover
+(``esx_service.instance.temp_tag``). ``tmp_dir`` puts the temp file elsewhere on the same
+filesystem: a lease's staging folder, so that the rename fails once the lease is taken over.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 
+from .instance import temp_name
 
-def atomic_write_bytes(path: str, data: bytes, durable: bool = True) -> None:
+
+def atomic_write_bytes(path: str, data: bytes, durable: bool = True,
+                       tmp_dir: str | None = None) -> None:
     """Replace ``path`` with ``data`` all at once. ``durable=False`` skips the fsyncs, for
     caches that may lose their last update in a crash but must never be half written."""
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    tmp = os.path.join(tmp_dir or directory, temp_name(os.path.basename(path)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
             view = memoryview(data)
@@ -37,6 +46,7 @@ def atomic_write_bytes(path: str, data: bytes, durable: bool = True) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_json(path: str, obj: object, durable: bool = True) -> None:
+def atomic_write_json(path: str, obj: object, durable: bool = True,
+                      tmp_dir: str | None = None) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n",
-                       durable)
+                       durable, tmp_dir)

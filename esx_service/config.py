@@ -28,6 +28,9 @@ _SOURCES = {
     "log_file": ("service", "log_file", "DOCKVOLS_LOG_FILE"),
     "admin_socket": ("service", "admin_socket", "DOCKVOLS_ADMIN_SOCKET"),
     "db_path": ("service", "db_path", "DOCKVOLS_DB"),
+    "host_id": ("service", "host_id", "DOCKVOLS_HOST_ID"),
+    "lease_seconds": ("service", "lease_seconds", "DOCKVOLS_LEASE_SECONDS"),
+    "lease_wait": ("service", "lease_wait_seconds", "DOCKVOLS_LEASE_WAIT_SECONDS"),
     "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
     "vsock_port": ("vsock", "port", "DOCKVOLS_VSOCK_PORT"),
     "vsock_vms": ("vsock", "vms", "DOCKVOLS_VSOCK_VMS"),
@@ -81,6 +84,11 @@ class ServiceConfig:
     log_file: str | None = None
     admin_socket: str = "/run/dockvols/admin.sock"
     db_path: str | None = None  # None: <data_dir>/dockvols.db
+    # Leases on the datastore (esx_service.leases): this host's name in them, how long a
+    # silent holder keeps one, how long an operation waits for another host's.
+    host_id: str = field(default_factory=_socket.gethostname)
+    lease_seconds: float = 15.0
+    lease_wait_seconds: float = 90.0
     datastores: tuple[tuple[str, str], ...] = ()
     vsphere: VsphereSettings = field(default_factory=VsphereSettings)
     tls: TlsSettings | None = None
@@ -107,6 +115,17 @@ def _pairs(value: str, what: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"invalid {what} entry {item!r}: expected NAME=VALUE[,NAME=VALUE]")
         pairs.append((key.strip(), val.strip()))
     return tuple(pairs)
+
+
+def _seconds(value: str, what: str, low: float, high: float) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not low <= seconds <= high:  # also refuses nan
+        raise ConfigError(f"invalid {what} {value!r}: expected seconds from {low:g} to "
+                          f"{high:g}")
+    return seconds
 
 
 def _bool(value: str, what: str) -> bool:
@@ -146,9 +165,13 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
 def _build(raw: dict[str, str], source: str) -> ServiceConfig:
     kwargs: dict = {"source": source}
     for key in ("backend", "data_dir", "socket", "vm_name", "default_datastore", "log_file",
-                "admin_socket", "db_path"):
+                "admin_socket", "db_path", "host_id"):
         if raw.get(key):
             kwargs[key] = raw[key].strip()
+    for key, attr, low, high in (("lease_seconds", "lease_seconds", 1.0, 600.0),
+                                 ("lease_wait", "lease_wait_seconds", 0.0, 3600.0)):
+        if raw.get(key):
+            kwargs[attr] = _seconds(raw[key], attr, low, high)
     if kwargs.get("backend", "local") not in BACKENDS:
         raise ConfigError(f"invalid backend {kwargs['backend']!r}: allowed are "
                           f"{', '.join(BACKENDS)}")

@@ -56,6 +56,14 @@ class VolumeBusy(DockvolsError):
     http_status = 409
 
 
+class LeaseLost(DockvolsError):
+    """This host's lease on a volume or quota was taken over (it stalled past the lease):
+    the write was refused by the datastore, so nothing half-done is visible."""
+
+    code = "LeaseLost"
+    http_status = 503
+
+
 class InsufficientSpace(DockvolsError):
     code = "InsufficientSpace"
     http_status = 507
@@ -90,6 +98,14 @@ class BackendError(DockvolsError):
     http_status = 502
 
 
+class DiskExists(BackendError):
+    """The disk files a create was to make are there already (left by a host that lost its
+    lease mid-create, or put there by hand): they are not this create's to delete."""
+
+    code = "DiskExists"
+    http_status = 409
+
+
 class ConfigError(DockvolsError):
     code = "ConfigError"
     http_status = 500
@@ -99,7 +115,7 @@ ALL_ERRORS: dict[str, type[DockvolsError]] = {
     cls.code: cls
     for cls in (
         DockvolsError, BadRequest, InvalidName, InvalidOption, UnknownDatastore,
-        VolumeNotFound, VolumeInUse, VolumeBusy, InsufficientSpace, AccessDenied,
-        QuotaExceeded, NotFound, ServiceStopping, BackendError, ConfigError,
+        VolumeNotFound, VolumeInUse, VolumeBusy, LeaseLost, InsufficientSpace, AccessDenied,
+        QuotaExceeded, NotFound, ServiceStopping, BackendError, DiskExists, ConfigError,
     )
 }

@@ -46,6 +46,7 @@ _CONFIG = struct.Struct(f"=2I{_INFO64.size}s64x")
 _INFO_FLAGS = 8  # index of lo_flags in the unpacked loop_info64
 
 CONTROL = "/dev/loop-control"
+DELETED = " (deleted)"  # how sysfs shows a loop device's backing file once it is unlinked
 GET_FREE_TRIES = 16  # each EBUSY means another process bound "our" free device first
 NODE_WAIT = 2.0  # seconds for devtmpfs/udev to create /dev/loopN of a device just added
 
@@ -58,7 +59,8 @@ class LoopDevices(Protocol):
 
     def detach(self, device: str, path: str) -> None:
         """Ask the kernel to release ``device`` if it still holds ``path``; not bound (or
-        bound to another file) is fine. Release may finish later (see module doc)."""
+        bound to another file) is fine. Release may finish later (see module doc).
+        ``<path> (deleted)``, as sysfs shows it, means the deleted file of that name."""
 
     def set_capacity(self, device: str) -> None:
         """Make a bound device take its backing file's current size."""
@@ -80,9 +82,11 @@ def _open(path: str, flags: int) -> int:
 class KernelLoopDevices:
     """The real thing: ioctls on /dev/loop-control and /dev/loopN."""
 
-    def __init__(self, control: str = CONTROL, dev: str = "/dev") -> None:
+    def __init__(self, control: str = CONTROL, dev: str = "/dev",
+                 sysfs_block: str = "/sys/block") -> None:
         self._control = control
         self._dev = dev
+        self._sysfs_block = sysfs_block
 
     def attach(self, path: str, read_only: bool) -> str:
         backing = _open(path, os.O_RDONLY if read_only else os.O_RDWR)
@@ -167,7 +171,10 @@ class KernelLoopDevices:
         try:
             # Holding the device open pins its binding (a concurrent clear only sets
             # autoclear), so this check and the clear below are about the same file.
-            if not _bound_to(fd, path):
+            if path.endswith(DELETED):  # no inode to compare: what sysfs says, while pinned
+                if self._backing_file(device) != path:
+                    return
+            elif not _bound_to(fd, path):
                 return
             try:
                 fcntl.ioctl(fd, LOOP_CLR_FD)
@@ -178,6 +185,14 @@ class KernelLoopDevices:
                 raise _failed("detaching", path, device, exc) from exc
         finally:
             os.close(fd)  # the last close is what really releases it on current kernels
+
+    def _backing_file(self, device: str) -> str | None:
+        path = os.path.join(self._sysfs_block, os.path.basename(device), "loop", "backing_file")
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                return f.read().rstrip("\n")
+        except OSError:
+            return None
 
     def set_capacity(self, device: str) -> None:
         fd = _open(device, os.O_RDONLY)

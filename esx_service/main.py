@@ -16,8 +16,12 @@ from .admin.db import AdminDb
 from .admin.db_policy import DbPolicy
 from .api import Api
 from .backends.base import Backend
+from .cluster_locks import ClusterLocks
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
+from .instance import Instance, set_default_instance
+from .lease_store import LeaseStore, LocalLeaseStore
+from .leases import LeaseManager
 from .server import ApiServer, TlsApiServer, UnixApiServer, VsockApiServer, server_tls_context
 from .telemetry import Telemetry
 from .volumes import VolumeService
@@ -26,16 +30,20 @@ log = logging.getLogger("dockvols.main")
 DRAIN_SECONDS = 30.0
 
 
-def make_backend(config: ServiceConfig, telemetry: Telemetry | None = None) -> Backend:
+def make_backend(config: ServiceConfig,
+                 telemetry: Telemetry | None = None) -> tuple[Backend, LeaseStore]:
+    """The backend, and the datastore operations its leases are built from."""
     if config.backend == "vsphere":
         from .backends.vsphere import VsphereBackend  # pyVmomi only where it is used
 
-        return VsphereBackend.from_settings(
+        vsphere = VsphereBackend.from_settings(
             config.vsphere, bound_vm=config.vm_name,
             on_api_call=telemetry.api_call if telemetry else None)
+        return vsphere, vsphere.lease_store()
     from .backends.local import LocalBackend
 
-    return LocalBackend(config.local_datastores)
+    paths = config.local_datastores
+    return LocalBackend(paths), LocalLeaseStore(lambda ds: paths[ds])
 
 
 def setup_logging(config: ServiceConfig) -> None:
@@ -70,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config)
     try:
         telemetry = Telemetry(config.backend)
-        backend = make_backend(config, telemetry)
+        instance = Instance(config.host_id)
+        set_default_instance(instance)  # temp file names carry this host's id
+        backend, store = make_backend(config, telemetry)
+        leases = LeaseManager(store, instance, config.lease_seconds,
+                              config.lease_wait_seconds)
+        leases.start()
         db = AdminDb(config.admin_db_path)
         service = VolumeService(backend, config.default_datastore, DbPolicy(db),
-                                observer=telemetry)
+                                observer=telemetry, locks=ClusterLocks(leases))
         service.recover()
         api = Api(service)
         servers: list[ApiServer] = [UnixApiServer(config.socket, api, config.vm_name)]
@@ -100,15 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     for server in servers:
         server.start()
-    log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s db=%s config=%s",
-             __version__, backend.name, ",".join(d.name for d in backend.datastores()),
-             config.vm_name, ",".join(s.describe() for s in servers), config.admin_db_path,
-             config.source)
+    log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s db=%s config=%s "
+             "host=%s lease=%gs", __version__, backend.name,
+             ",".join(d.name for d in backend.datastores()), config.vm_name,
+             ",".join(s.describe() for s in servers), config.admin_db_path, config.source,
+             instance.host, config.lease_seconds)
     stop.wait()
     log.info("stopping: letting in-flight operations finish (up to %.0fs)", DRAIN_SECONDS)
     drained = service.gate.drain(DRAIN_SECONDS)
     for server in servers:
         server.stop()
+    leases.stop()
     db.close()
     close = getattr(backend, "close", None)  # the vsphere backend logs its session out
     if close is not None:

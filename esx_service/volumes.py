@@ -4,6 +4,10 @@ Crash safety comes from ordering: metadata is written (status ``creating``) befo
 and deleted (after status ``removing``) after it, so a crash leaves at worst metadata in a
 transitional state, which ``recover()`` finishes on the next start. Only ``detached`` and
 ``attached`` volumes are ever shown.
+
+Exclusion holds across hosts: ``self._locks`` (``esx_service.cluster_locks``) puts a lease on
+the datastore behind each per-volume and per-(datastore, vmgroup) lock, and every metadata
+write is fenced by the volume's lease, so a host that lost it cannot overwrite.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 from .backends.base import Backend, DatastoreInfo, DiskLocation
+from .cluster_locks import LocalVolumeLocks, VolumeLocks
 from .errors import (
     AccessDenied,
     BackendError,
+    DiskExists,
     DockvolsError,
     InsufficientSpace,
     InvalidName,
     InvalidOption,
+    LeaseLost,
     QuotaExceeded,
     UnknownDatastore,
     VolumeBusy,
@@ -27,7 +34,6 @@ from .errors import (
     VolumeNotFound,
 )
 from .faults import fault_point
-from .locks import NamedLocks
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, match_datastore, parse_volume_name
 from .oplog import OperationGate, OpObserver
@@ -40,11 +46,12 @@ log = logging.getLogger("dockvols.volumes")
 class VolumeService:
     def __init__(self, backend: Backend, default_datastore: str | None = None,
                  policy: AccessPolicy | None = None,
-                 observer: OpObserver | None = None) -> None:
+                 observer: OpObserver | None = None, locks: VolumeLocks | None = None) -> None:
         self.backend = backend
         self._configured_default = default_datastore
         self.policy = policy or OpenPolicy()
-        self._locks = NamedLocks()
+        # Without leases (one process owns the datastores): unit tests, benches.
+        self._locks: VolumeLocks = locks or LocalVolumeLocks()
         self.gate = OperationGate(observer)
 
     # -- naming -----------------------------------------------------------------------
@@ -110,7 +117,21 @@ class VolumeService:
         return meta
 
     def _save(self, loc: DiskLocation, meta: VolumeMeta) -> None:
-        self.backend.write_metadata(loc, meta.to_dict())
+        """Write metadata, fenced by this volume's lease (held by every caller)."""
+        fence = self._locks.fence(_key(loc))
+        if fence is not None:
+            fence.check()
+        self.backend.write_metadata(loc, meta.to_dict(), fence=fence)
+
+    def _still_ours(self, loc: DiskLocation) -> bool:
+        """Whether this process may still act on the volume (its lease, if any, holds)."""
+        fence = self._locks.fence(_key(loc))
+        try:
+            if fence is not None:
+                fence.check()
+        except LeaseLost:
+            return False
+        return True
 
     def view(self, meta: VolumeMeta, loc: DiskLocation | None = None) -> dict:
         """The wire form of a volume; with ``loc``, also the disk's real allocation."""
@@ -164,6 +185,9 @@ class VolumeService:
             self._save(loc, meta)
         fault_point("create.metadata_written")
         try:
+            if not self._still_ours(loc):
+                raise LeaseLost(f"the lock on {loc.name}@{loc.datastore} expired before its "
+                                "disk was made; nothing was created, retrying is safe")
             if source is None:
                 disk_uuid = self.backend.create_disk(loc, options.size_mb, options.diskformat,
                                                      options.vsan_policy_name)
@@ -175,10 +199,27 @@ class VolumeService:
             meta = meta.evolve(status=DETACHED, disk_uuid=disk_uuid,
                                formatted=source is not None and source[1].formatted)
             self._save(loc, meta)
+        except DiskExists:
+            self._undo_create(loc, disk_ours=False)
+            raise
         except BaseException:
-            self._discard(loc)
+            self._undo_create(loc, disk_ours=True)
             raise
         return meta
+
+    def _undo_create(self, loc: DiskLocation, disk_ours: bool) -> None:
+        """Take back what this create made, and only that. Under the volume's lease nobody
+        else makes this volume's disk, so a disk there after a failure is this create's
+        (made, then its answer lost) unless the backend found one there before it began
+        (DiskExists). Once the lease is lost, nothing is touched: the name is the new
+        holder's, and its recovery finishes the job."""
+        if not self._still_ours(loc):
+            log.warning("create of %s@%s failed after its lock was taken over; leaving its "
+                        "files to the new holder", loc.name, loc.datastore)
+            return
+        if disk_ours:
+            self.backend.delete_disk(loc)
+        self.backend.delete_metadata(loc, fence=self._locks.fence(_key(loc)))
 
     def _clone_source(self, vm: str, clone_from: str) -> tuple[DiskLocation, VolumeMeta]:
         _, src = self._locate(vm, clone_from)
@@ -332,6 +373,9 @@ class VolumeService:
             return meta
         if target > meta.options.size_mb:
             attach_info = meta.attach_info if meta.status == ATTACHED else None
+            if not self._still_ours(loc):
+                raise LeaseLost(f"the lock on {meta.full_name} expired before the grow; "
+                                "nothing was grown, retrying is safe")
             self.backend.grow_disk(loc, target, attach_info)
             fault_point("resize.disk_grown")
             meta = meta.evolve(options=replace(meta.options, size_mb=target), resize_to=None)
@@ -358,6 +402,9 @@ class VolumeService:
                     meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
                     self._save(loc, meta)
                 read_only = meta.options.access == "read-only" and meta.formatted
+                if not self._still_ours(loc):
+                    raise LeaseLost(f"the lock on {meta.full_name} expired before the attach; "
+                                    "nothing was attached, retrying is safe")
                 info = self.backend.attach_disk(loc, vm, read_only, meta.options.attach_as)
                 fault_point("attach.disk_attached")
                 try:
@@ -378,6 +425,9 @@ class VolumeService:
                 meta = self._visible(loc)
                 if meta.status != ATTACHED or meta.attached_to != vm:
                     return self.view(meta)  # not attached here: nothing to do
+                if not self._still_ours(loc):
+                    raise LeaseLost(f"the lock on {meta.full_name} expired before the detach; "
+                                    "nothing was detached, retrying is safe")
                 self.backend.detach_disk(loc, vm, meta.attach_info)
                 fault_point("detach.disk_detached")
                 meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None,
@@ -387,8 +437,11 @@ class VolumeService:
 
     # -- recovery ---------------------------------------------------------------------
     def _discard(self, loc: DiskLocation) -> None:
+        if not self._still_ours(loc):
+            raise LeaseLost(f"the lock on {loc.name}@{loc.datastore} expired; nothing was "
+                            "deleted, retrying is safe")
         self.backend.delete_disk(loc)
-        self.backend.delete_metadata(loc)
+        self.backend.delete_metadata(loc, fence=self._locks.fence(_key(loc)))
 
     def _finish_interrupted(self, loc: DiskLocation, meta: VolumeMeta) -> None:
         log.warning("cleaning up %s left %s by an interrupted operation",
@@ -396,33 +449,50 @@ class VolumeService:
         self._discard(loc)
 
     def recover(self) -> dict:
-        """Finish what a crash interrupted and drop attachments that no longer exist."""
-        report = {"cleaned": 0, "detached": 0, "grown": 0}
+        """Finish what a crash interrupted and drop attachments that no longer exist.
+
+        Other hosts may be working on the same datastore meanwhile: a volume whose lock is
+        held elsewhere is skipped (its holder is alive and finishes it), and each volume's
+        metadata is read again under its lock rather than trusted from the listing."""
+        report = {"cleaned": 0, "detached": 0, "grown": 0, "skipped": 0, "temp_files": 0,
+                  "orphans": 0}
         for ds in self.backend.datastores():
-            for meta in self.volumes_in(ds.name, None):
-                loc = DiskLocation(meta.datastore, meta.vmgroup, meta.name)
-                with self._locks.hold(_key(loc)):
+            for listed in self.volumes_in(ds.name, None):
+                loc = DiskLocation(listed.datastore, listed.vmgroup, listed.name)
+                with self._locks.try_hold(_key(loc)) as mine:
+                    if not mine:
+                        report["skipped"] += 1
+                        continue
                     try:
-                        if meta.status in (CREATING, REMOVING):
-                            self._finish_interrupted(loc, meta)
-                            report["cleaned"] += 1
-                        elif meta.status == ATTACHED and not self.backend.is_attached(
-                                loc, meta.attached_to or "", meta.attach_info):
-                            self._save(loc, meta.evolve(status=DETACHED, attached_to=None,
-                                                        attach_info=None))
-                            report["detached"] += 1
-                        elif meta.status == DETACHED and self.backend.is_attached(
-                                loc, "", None):
-                            # attached by a request whose reply never went out: nobody uses it
-                            self.backend.detach_disk(loc, "", None)
-                            report["detached"] += 1
-                        if meta.visible and meta.resize_to is not None:
-                            self._finish_resize(loc, self._visible(loc))
-                            report["grown"] += 1
+                        self._recover_one(loc, report)
                     except DockvolsError as exc:
-                        log.error("recovery of %s failed: %s", meta.full_name, exc)
+                        log.error("recovery of %s failed: %s", listed.full_name, exc)
+            try:
+                report["temp_files"] += self._locks.sweep(ds.name)
+                report["orphans"] += self.backend.release_orphans(ds.name)
+            except DockvolsError as exc:
+                log.error("recovery of datastore %s failed: %s", ds.name, exc)
         log.info("recovery: %s", report)
         return report
+
+    def _recover_one(self, loc: DiskLocation, report: dict) -> None:
+        meta = self._meta(loc)
+        if meta is None:
+            return  # removed by another host since the listing
+        if meta.status in (CREATING, REMOVING):
+            self._finish_interrupted(loc, meta)
+            report["cleaned"] += 1
+        elif meta.status == ATTACHED and not self.backend.is_attached(
+                loc, meta.attached_to or "", meta.attach_info):
+            self._save(loc, meta.evolve(status=DETACHED, attached_to=None, attach_info=None))
+            report["detached"] += 1
+        elif meta.status == DETACHED and self.backend.is_attached(loc, "", None):
+            # attached by a request whose reply never went out: nobody uses it
+            self.backend.detach_disk(loc, "", None)
+            report["detached"] += 1
+        if meta.visible and meta.resize_to is not None:
+            self._finish_resize(loc, self._visible(loc))
+            report["grown"] += 1
 
 
 def _filesystem_note(meta: VolumeMeta, grown: bool) -> str:

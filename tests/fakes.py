@@ -17,7 +17,7 @@ import os
 from collections import Counter
 
 from esx_service.api import Api
-from esx_service.backends.base import DatastoreInfo, DiskLocation
+from esx_service.backends.base import DatastoreInfo, DiskLocation, Fence
 from esx_service.errors import BackendError, InsufficientSpace, UnknownDatastore
 from esx_service.options import MB
 from esx_service.vmdk import new_disk_uuid
@@ -86,15 +86,19 @@ class FakeBackend:
         data = self.metadata.get(_key(loc))
         return copy.deepcopy(data) if data is not None else None
 
-    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
         self._enter("write_metadata")
         self._check_ds(loc.datastore)
+        if fence is not None:
+            fence.check()
         # through JSON, as a real metadata file would go
         self.metadata[_key(loc)] = json.loads(json.dumps(data))
         self._leave("write_metadata")
 
-    def delete_metadata(self, loc: DiskLocation) -> None:
+    def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
         self._enter("delete_metadata")
+        if fence is not None:
+            fence.check()
         self.metadata.pop(_key(loc), None)
 
     # -- disks ------------------------------------------------------------------------
@@ -186,6 +190,9 @@ class FakeBackend:
 
     def vm_powered_on(self, vm: str) -> bool:
         return vm not in self.powered_off
+
+    def release_orphans(self, datastore: str) -> int:
+        return 0
 
     # -- views for assertions ---------------------------------------------------------
     def holder_of(self, name: str, datastore: str = "ds1", vmgroup: str = "_DEFAULT") -> str | None:

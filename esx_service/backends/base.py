@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import DockvolsError
 from ..file_names import file_stem
 
 
@@ -48,6 +49,22 @@ class DiskLocation:
         return f"{self.folder}/{self.stem}.json"
 
 
+class Fence(Protocol):
+    """A lease that fences writes (``esx_service.leases.Lease``): a backend stages a fenced
+    write in ``staging`` (a folder on the same datastore) and renames it into place from
+    there, which fails once the lease was taken over; it raises ``lost_error()`` then."""
+
+    @property
+    def staging(self) -> str:
+        """The holder's staging folder, relative to the datastore."""
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the holder can still trust the lease."""
+
+    def lost_error(self) -> DockvolsError:
+        """The error to raise when the datastore refused a fenced write."""
+
+
 class Backend(Protocol):
     name: str
 
@@ -63,11 +80,12 @@ class Backend(Protocol):
     def read_metadata(self, loc: DiskLocation) -> dict | None:
         """The metadata of one volume, None when there is no metadata file."""
 
-    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
-        """Replace the metadata file atomically (creating the folder if needed)."""
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
+        """Replace the metadata file atomically (creating the folder if needed); with a
+        fence, only while the fence's lease holds (staged in its folder, then renamed)."""
 
-    def delete_metadata(self, loc: DiskLocation) -> None:
-        """Remove the metadata file; missing is fine."""
+    def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
+        """Remove the metadata file, fenced like ``write_metadata``; missing is fine."""
 
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
                     policy: str | None) -> str:
@@ -100,3 +118,7 @@ class Backend(Protocol):
 
     def vm_powered_on(self, vm: str) -> bool:
         """Whether the named VM is running (a disk left on a stopped VM may be taken)."""
+
+    def release_orphans(self, datastore: str) -> int:
+        """Detach what is attached from a disk file that no longer exists (a loop device on
+        a deleted extent); how many. Backends where that cannot happen answer 0."""

@@ -11,13 +11,13 @@ import time
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
-from ..errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
+from ..errors import BackendError, DiskExists, InsufficientSpace, InvalidOption, UnknownDatastore
 from ..faults import fault_point
-from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
+from ..loopdev import DELETED, KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
 from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor, resize_descriptor
-from .base import DatastoreInfo, DiskLocation
+from .base import DatastoreInfo, DiskLocation, Fence
 
 log = logging.getLogger("dockvols.local")
 DETACH_WAIT = 5.0  # seconds
@@ -84,13 +84,33 @@ class LocalBackend:
     def read_metadata(self, loc: DiskLocation) -> dict | None:
         return _read_json(self._path(loc, loc.metadata_path))
 
-    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
         path = self._path(loc, loc.metadata_path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_json(path, data)
+        if fence is None:
+            atomic_write_json(path, data)
+            return
+        # Staged in the lease's folder: once the lease is taken over that folder is gone
+        # under its name, so the open or the rename fails and the write never lands.
+        try:
+            atomic_write_json(path, data, tmp_dir=self._path(loc, fence.staging))
+        except FileNotFoundError as exc:
+            raise fence.lost_error() from exc
 
-    def delete_metadata(self, loc: DiskLocation) -> None:
-        _unlink(self._path(loc, loc.metadata_path))
+    def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
+        path = self._path(loc, loc.metadata_path)
+        if fence is None:
+            _unlink(path)
+            return
+        staging = self._path(loc, fence.staging)
+        gone = os.path.join(staging, ".deleted.json")
+        try:  # moved into the staging folder first: fails once the lease is taken over
+            os.rename(path, gone)
+        except FileNotFoundError as exc:
+            if not os.path.isdir(staging):
+                raise fence.lost_error() from exc
+            return  # already gone
+        _unlink(gone)
 
     # -- disks ------------------------------------------------------------------------
     def _extent_name(self, loc: DiskLocation) -> str:
@@ -127,7 +147,8 @@ class LocalBackend:
         try:
             fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError as exc:
-            raise BackendError(f"disk file {extent} already exists") from exc
+            raise DiskExists(f"disk file {extent} already exists; it was not made by this "
+                             "create, so it is left alone") from exc
         try:
             try:
                 if diskformat != "thin":
@@ -220,26 +241,52 @@ class LocalBackend:
     def _loop_devices_of(self, extent: str) -> list[str]:
         return [dev for dev, backing in self._loop_table() if _same_file(backing, extent)]
 
+    def _loops_on(self, extent: str, deleted: bool = False) -> list[tuple[str, str]]:
+        """(device, backing) on the extent; with ``deleted``, also those on a deleted file
+        that had this path (the kernel shows it as ``<path> (deleted)``)."""
+        return [(dev, backing) for dev, backing in self._loop_table()
+                if _same_file(backing, extent)
+                or (deleted and backing.endswith(DELETED)
+                    and _same_file(backing.removesuffix(DELETED), extent))]
+
     def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
         extent = self._extent_path(loc)
         if not os.path.exists(extent):
             raise BackendError(f"disk extent {extent} is missing")
+        # The volume layer attaches only a volume its metadata says is detached, under the
+        # volume's lease: a loop device already on the extent is what an attach interrupted
+        # before its metadata (a host killed mid-attach) left; nobody was told of it.
+        leftovers = self._loops_on(extent)
+        if leftovers:
+            log.warning("detaching %s left on %s@%s by an interrupted attach",
+                        ", ".join(d for d, _ in leftovers), loc.name, loc.datastore)
+            self._detach_devices(leftovers, f"{loc.name}@{loc.datastore}")
         return {"kind": "loop", "device": self._loops.attach(extent, read_only)}
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
-        extent = self._extent_path(loc)
-        devices = self._loop_devices_of(extent)
-        for device in devices:
-            self._loops.detach(device, extent)
+        # The device this attach made, when known: another VM's device on the same extent
+        # (only ever there if exclusion failed) is not ours to pull. Devices on a deleted
+        # extent of this name are released too: nothing else can ever reach them.
+        only = (attach_info or {}).get("device")
+        self._detach_devices([(dev, backing) for dev, backing in
+                              self._loops_on(self._extent_path(loc), deleted=True)
+                              if not only or dev == only], f"{loc.name}@{loc.datastore}")
+
+    def _detach_devices(self, pairs: list[tuple[str, str]], what: str) -> None:
+        """Detach (device, backing file) pairs and wait until the kernel let them go (a
+        device freed and at once bound to another file is someone else's)."""
+        for device, backing in pairs:
+            self._loops.detach(device, backing)
         # The kernel lets a loop device go only when its last opener (udev probing after an
         # umount, a mount someone forgot) closes it: detached means gone, so wait, bounded.
         deadline = time.monotonic() + DETACH_WAIT
         pause = 0.001
-        while devices and (devices := self._loop_devices_of(extent)):
+        bound = set(pairs)
+        while bound and (bound := bound & set(self._loop_table())):
             if time.monotonic() > deadline:
-                raise BackendError(f"loop device {', '.join(devices)} of {loc.name}@"
-                                   f"{loc.datastore} is still in use {DETACH_WAIT:.0f}s after "
-                                   "detach; is it mounted somewhere?")
+                raise BackendError(f"loop device {', '.join(sorted(d for d, _ in bound))} of "
+                                   f"{what} is still in use {DETACH_WAIT:.0f}s after detach; "
+                                   "is it mounted somewhere?")
             time.sleep(pause)
             pause = min(pause * 2, 0.02)  # usually released within a millisecond or two
 
@@ -252,6 +299,20 @@ class LocalBackend:
     def vm_powered_on(self, vm: str) -> bool:
         # Local "VMs" are identities on this running host: always treat them as running.
         return True
+
+    def release_orphans(self, datastore: str) -> int:
+        """Detach loop devices whose extent under this datastore was deleted (a volume
+        removed while attached, by an older version or by hand): nothing can reach them
+        through the API any more, and they pin the deleted file's space."""
+        root = os.path.realpath(self._paths[datastore]) + os.sep
+        orphans = [(dev, backing) for dev, backing in self._loop_table()
+                   if backing.endswith(DELETED)
+                   and os.path.realpath(backing.removesuffix(DELETED)).startswith(root)]
+        if orphans:
+            log.warning("detaching loop devices of deleted disk files on %s: %s", datastore,
+                        ", ".join(f"{dev} ({backing})" for dev, backing in orphans))
+            self._detach_devices(orphans, f"deleted disks on {datastore}")
+        return len(orphans)
 
 
 def _same_file(listed: str, extent: str) -> bool:

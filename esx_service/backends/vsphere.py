@@ -22,15 +22,17 @@ from pyVmomi import vim, vmodl
 
 from ..config import VsphereSettings
 from ..errors import BackendError, InvalidOption, VolumeInUse
+from ..lease_store import LeaseStore, LocalLeaseStore
 from ..locks import NamedLocks
 from ..vsphere import devices
 from ..vsphere.datastore_files import DatastoreFiles, HttpDatastoreFiles, LocalDatastoreFiles
 from ..vsphere.faults import translate
 from ..vsphere.inventory import Inventory, VmRef
+from ..vsphere.lease_store import HttpLeaseStore
 from ..vsphere.paths import ds_path
 from ..vsphere.session import RoundTrips, VsphereSession
 from ..vsphere.storage_policies import StoragePolicies
-from .base import DatastoreInfo, DiskLocation
+from .base import DatastoreInfo, DiskLocation, Fence
 
 log = logging.getLogger("dockvols.vsphere")
 T = TypeVar("T")
@@ -111,6 +113,15 @@ class VsphereBackend:
                     self.session, dc, dc_path, lambda ds: self.inventory.datastore(ds).browser)
         return self._files
 
+    def lease_store(self) -> LeaseStore:
+        """Leases through the same path as metadata: the host's mounts on ESXi, the
+        vSphere file API remotely."""
+        files = self.files
+        if isinstance(files, LocalDatastoreFiles):
+            return LocalLeaseStore(files.root)
+        dc, _ = self.inventory.datacenter()
+        return HttpLeaseStore(self.session, dc, lambda ds: self.inventory.datastore(ds).browser)
+
     def list_metadata(self, datastore: str) -> list[dict]:
         name = self.inventory.datastore(datastore).name
         found = []
@@ -127,12 +138,14 @@ class VsphereBackend:
         name = self.inventory.datastore(loc.datastore).name
         return self._parse(name, loc.metadata_path, self.files.read(name, loc.metadata_path))
 
-    def write_metadata(self, loc: DiskLocation, data: dict) -> None:
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
         body = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
-        self.files.write(self.inventory.datastore(loc.datastore).name, loc.metadata_path, body)
+        self.files.write(self.inventory.datastore(loc.datastore).name, loc.metadata_path, body,
+                         fence)
 
-    def delete_metadata(self, loc: DiskLocation) -> None:
-        self.files.delete(self.inventory.datastore(loc.datastore).name, loc.metadata_path)
+    def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
+        self.files.delete(self.inventory.datastore(loc.datastore).name, loc.metadata_path,
+                          fence)
 
     @staticmethod
     def _parse(datastore: str, path: str, raw: bytes | None) -> dict | None:
@@ -409,6 +422,9 @@ class VsphereBackend:
             return bool(devices.holders(dict(using.values()), path))
         found = self.inventory.vm(vm)
         return found is not None and devices.find_disk(self._devices(found), path) is not None
+
+    def release_orphans(self, datastore: str) -> int:
+        return 0  # a VMFS/vSAN/NFS disk in use by a VM cannot be deleted: no orphans
 
     def vm_powered_on(self, vm: str) -> bool:
         found = self.inventory.vm_properties(vm, ["runtime.powerState"])

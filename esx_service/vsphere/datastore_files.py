@@ -17,7 +17,9 @@ from urllib.parse import quote
 from pyVmomi import vim
 
 from ..atomic import atomic_write_bytes
+from ..backends.base import Fence
 from ..errors import BackendError
+from ..instance import temp_name
 from .faults import translate
 from .paths import ds_path, split_ds_path
 from .session import VsphereSession
@@ -27,11 +29,13 @@ class DatastoreFiles(Protocol):
     def read(self, datastore: str, relative: str) -> bytes | None:
         """The file's bytes; None when it does not exist."""
 
-    def write(self, datastore: str, relative: str, data: bytes) -> None:
-        """Replace the file atomically, creating its folder if needed."""
+    def write(self, datastore: str, relative: str, data: bytes,
+              fence: Fence | None = None) -> None:
+        """Replace the file atomically, creating its folder if needed; with a fence, the
+        last rename is from the lease's staging folder, refused once the lease is lost."""
 
-    def delete(self, datastore: str, relative: str) -> None:
-        """Remove the file; missing is fine."""
+    def delete(self, datastore: str, relative: str, fence: Fence | None = None) -> None:
+        """Remove the file (fenced like ``write``); missing is fine."""
 
     def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
         """Relative paths of files matching ``pattern`` in ``folder`` and its subfolders."""
@@ -62,11 +66,12 @@ class HttpDatastoreFiles:
                                f"status {status}")
         return data
 
-    def write(self, datastore: str, relative: str, data: bytes) -> None:
+    def write(self, datastore: str, relative: str, data: bytes,
+              fence: Fence | None = None) -> None:
         # The /folder PUT is not atomic on a host (a crash can leave half a file), so write
         # a temporary file beside the target and rename it over the target.
         folder, _, name = relative.rpartition("/")
-        tmp = f"{folder}/.{name}.tmp" if folder else f".{name}.tmp"
+        tmp = f"{folder}/{temp_name(name)}" if folder else temp_name(name)
         path, query = self._url(datastore, tmp)
         status, _ = self._session.http("PUT", path, query, data)
         if status in (403, 404, 409, 500) and folder:
@@ -74,16 +79,33 @@ class HttpDatastoreFiles:
             status, _ = self._session.http("PUT", path, query, data)
         if status not in (200, 201, 204):
             raise BackendError(f"writing [{datastore}] {tmp} over HTTP failed: status {status}")
-        fm = self._session.file_manager
-        what = f"renaming [{datastore}] {tmp} to {name}"
+        if fence is not None:
+            # Into the staging folder first (a PUT may create missing parents, as vcsim
+            # does, and so bring a taken-over staging folder back; a move never does), then
+            # from there into place: that last move is what a lost lease refuses.
+            staged = f"{fence.staging}/{tmp.rpartition('/')[2]}"
+            try:
+                self._move(datastore, tmp, staged, force=False)
+                self._move(datastore, staged, relative, force=True)
+            except vim.fault.FileNotFound as exc:
+                self.delete(datastore, tmp)
+                raise fence.lost_error() from exc
+            except vim.fault.VimFault as exc:
+                self.delete(datastore, tmp)
+                raise translate(exc, f"writing [{datastore}] {relative}") from exc
+            return
         try:
-            task = self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
-                sourceName=ds_path(datastore, tmp), sourceDatacenter=self._dc,
-                destinationName=ds_path(datastore, relative), destinationDatacenter=self._dc,
-                force=True))
-            self._session.wait(task, what)
+            self._move(datastore, tmp, relative, force=True)
         except vim.fault.VimFault as exc:
-            raise translate(exc, what) from exc
+            raise translate(exc, f"renaming [{datastore}] {tmp} to {name}") from exc
+
+    def _move(self, datastore: str, source: str, target: str, force: bool) -> None:
+        fm = self._session.file_manager
+        task = self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
+            sourceName=ds_path(datastore, source), sourceDatacenter=self._dc,
+            destinationName=ds_path(datastore, target), destinationDatacenter=self._dc,
+            force=force))
+        self._session.wait(task, f"moving [{datastore}] {source} to {target}")
 
     def make_folder(self, datastore: str, folder: str) -> None:
         fm = self._session.file_manager
@@ -96,7 +118,19 @@ class HttpDatastoreFiles:
         except vim.fault.VimFault as exc:
             raise translate(exc, f"creating folder [{datastore}] {folder}") from exc
 
-    def delete(self, datastore: str, relative: str) -> None:
+    def delete(self, datastore: str, relative: str, fence: Fence | None = None) -> None:
+        if fence is not None:
+            # Moved into the staging folder first: refused once the lease is lost.
+            staged = f"{fence.staging}/.deleted-{relative.rpartition('/')[2]}"
+            try:
+                self._move(datastore, relative, staged, force=True)
+            except vim.fault.FileNotFound as exc:
+                if self.read(datastore, relative) is not None:
+                    raise fence.lost_error() from exc
+                return  # already gone
+            except vim.fault.VimFault as exc:
+                raise translate(exc, f"deleting [{datastore}] {relative}") from exc
+            relative = staged
         fm = self._session.file_manager
         what = f"deleting [{datastore}] {relative}"
         try:
@@ -132,10 +166,10 @@ class LocalDatastoreFiles:
     """Datastores as local directories: ``root(datastore)`` gives the mount point."""
 
     def __init__(self, root: Callable[[str], str]) -> None:
-        self._root = root
+        self.root = root
 
     def _path(self, datastore: str, relative: str) -> str:
-        return os.path.join(self._root(datastore), relative.lstrip("/"))
+        return os.path.join(self.root(datastore), relative.lstrip("/"))
 
     def read(self, datastore: str, relative: str) -> bytes | None:
         try:
@@ -146,24 +180,42 @@ class LocalDatastoreFiles:
         except OSError as exc:
             raise BackendError(f"reading [{datastore}] {relative} failed: {exc}") from exc
 
-    def write(self, datastore: str, relative: str, data: bytes) -> None:
+    def write(self, datastore: str, relative: str, data: bytes,
+              fence: Fence | None = None) -> None:
         path = self._path(datastore, relative)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_write_bytes(path, data)
+            if fence is None:
+                atomic_write_bytes(path, data)
+                return
+            try:
+                atomic_write_bytes(path, data,
+                                   tmp_dir=self._path(datastore, fence.staging))
+            except FileNotFoundError as exc:
+                raise fence.lost_error() from exc
         except OSError as exc:
             raise BackendError(f"writing [{datastore}] {relative} failed: {exc}") from exc
 
-    def delete(self, datastore: str, relative: str) -> None:
+    def delete(self, datastore: str, relative: str, fence: Fence | None = None) -> None:
+        path = self._path(datastore, relative)
         try:
-            os.unlink(self._path(datastore, relative))
+            if fence is not None:
+                staging = self._path(datastore, fence.staging)
+                try:
+                    os.rename(path, os.path.join(staging, ".deleted"))
+                except FileNotFoundError as exc:
+                    if not os.path.isdir(staging):
+                        raise fence.lost_error() from exc
+                    return
+                path = os.path.join(staging, ".deleted")
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
 
     def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
-        root = self._root(datastore)
+        root = self.root(datastore)
         found = []
         for dirpath, _, files in os.walk(os.path.join(root, folder)):
             for name in fnmatch.filter(files, pattern):

@@ -12,6 +12,7 @@ from pyVmomi import VmomiSupport, vim, vmodl
 from ..errors import (
     AccessDenied,
     BackendError,
+    DiskExists,
     DockvolsError,
     InsufficientSpace,
     UnknownDatastore,
@@ -25,6 +26,7 @@ _RULES: tuple[tuple[tuple[type, ...], type[DockvolsError]], ...] = (
     # A disk held open by another running VM: the classic "in use elsewhere" answer of ESX.
     ((vim.fault.FileLocked,), VolumeInUse),
     ((vim.fault.InvalidDatastorePath,), BackendError),
+    ((vim.fault.FileAlreadyExists,), DiskExists),
     ((vim.fault.InvalidDatastore,), UnknownDatastore),
     ((vim.fault.NotAuthenticated,), BackendError),
     ((vim.fault.NoPermission, vmodl.fault.SecurityError), AccessDenied),

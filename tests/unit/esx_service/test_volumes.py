@@ -166,11 +166,11 @@ def test_a_failed_final_metadata_write_leaves_no_disk(h, monkeypatch):
     real = h.backend.write_metadata
     writes = []
 
-    def second_write_fails(loc, data):
+    def second_write_fails(loc, data, fence=None):
         writes.append(data["status"])
         if len(writes) == 2:
             raise BackendError("datastore went read-only")
-        real(loc, data)
+        real(loc, data, fence)
     monkeypatch.setattr(h.backend, "write_metadata", second_write_fails)
     with pytest.raises(BackendError):
         h.service.create("vm1", "db", {})
@@ -283,7 +283,8 @@ def test_recover_leaves_healthy_volumes_alone(h):
     h.service.create("vm1", "a", {})
     h.service.create("vm1", "b", {})
     h.service.attach("vm1", "b")
-    assert h.service.recover() == {"cleaned": 0, "detached": 0, "grown": 0}
+    assert h.service.recover() == {"cleaned": 0, "detached": 0, "grown": 0, "skipped": 0,
+                                   "temp_files": 0, "orphans": 0}
     assert h.service.get("vm1", "b")["attached_to"] == "vm1"
 
 

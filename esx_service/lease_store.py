@@ -1,0 +1,139 @@
+"""The few atomic datastore operations leases are built from, and their local-file form.
+
+Every datastore dockvols supports offers them: VMFS, vSAN and NFS through the host's mount
+(``/vmfs/volumes/<ds>`` on ESXi, a directory for the local backend), and the vSphere API
+remotely (FileManager.MakeDirectory / MoveDatastoreFile, the datastore browser:
+``esx_service.vsphere.lease_store``). Paths are relative to the datastore's root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .errors import BackendError
+
+
+class LeaseStore(Protocol):
+    poll_seconds: float  # how often a waiter looks again: cheap locally, a round trip remotely
+
+    def ensure_dir(self, datastore: str, relative: str) -> None:
+        """Create the folder and its parents; existing is fine."""
+
+    def create_dir(self, datastore: str, relative: str) -> bool:
+        """Create exactly this folder, atomically: False if it exists already or its parent
+        does not exist (the caller looks again)."""
+
+    def list_dir(self, datastore: str, relative: str) -> list[str]:
+        """Names in the folder, hidden ones included; [] when it does not exist."""
+
+    def stamp(self, datastore: str, relative: str) -> str | None:
+        """A value that changes on every ``touch`` of the entry; None when it is gone."""
+
+    def touch(self, datastore: str, relative: str) -> bool:
+        """Renew the entry's stamp; False when it is gone (the lease was taken over)."""
+
+    def rename(self, datastore: str, source: str, target: str) -> bool:
+        """Atomically move ``source`` to the new name ``target``; False if source is gone."""
+
+    def remove_tree(self, datastore: str, relative: str) -> None:
+        """Delete a folder (or file) and all it holds; missing is fine."""
+
+    def remove_empty_dir(self, datastore: str, relative: str) -> None:
+        """Delete the folder if it is empty; missing or not empty is fine."""
+
+    def remove_file(self, datastore: str, relative: str) -> None:
+        """Delete one file; missing is fine."""
+
+
+class LocalLeaseStore:
+    """Datastores as directories of this host (the local backend; VMFS/NFS on ESXi)."""
+
+    poll_seconds = 0.01
+
+    def __init__(self, root: Callable[[str], str]) -> None:
+        self._root = root
+
+    def path(self, datastore: str, relative: str) -> str:
+        return os.path.join(self._root(datastore), relative)
+
+    def ensure_dir(self, datastore: str, relative: str) -> None:
+        try:
+            os.makedirs(self.path(datastore, relative), exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"creating [{datastore}] {relative} failed: {exc}") from exc
+
+    def create_dir(self, datastore: str, relative: str) -> bool:
+        try:
+            os.mkdir(self.path(datastore, relative), 0o755)
+            return True
+        except (FileExistsError, FileNotFoundError):
+            return False
+        except OSError as exc:
+            raise BackendError(f"creating [{datastore}] {relative} failed: {exc}") from exc
+
+    def list_dir(self, datastore: str, relative: str) -> list[str]:
+        try:
+            return os.listdir(self.path(datastore, relative))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise BackendError(f"listing [{datastore}] {relative} failed: {exc}") from exc
+
+    def stamp(self, datastore: str, relative: str) -> str | None:
+        try:
+            return str(os.stat(self.path(datastore, relative)).st_mtime_ns)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BackendError(f"reading [{datastore}] {relative} failed: {exc}") from exc
+
+    def touch(self, datastore: str, relative: str) -> bool:
+        now = time.time_ns()
+        try:
+            os.utime(self.path(datastore, relative), ns=(now, now))
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise BackendError(f"renewing [{datastore}] {relative} failed: {exc}") from exc
+
+    def rename(self, datastore: str, source: str, target: str) -> bool:
+        try:
+            os.rename(self.path(datastore, source), self.path(datastore, target))
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise BackendError(f"renaming [{datastore}] {source} failed: {exc}") from exc
+
+    def remove_tree(self, datastore: str, relative: str) -> None:
+        path = self.path(datastore, relative)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+
+    def remove_empty_dir(self, datastore: str, relative: str) -> None:
+        try:
+            os.rmdir(self.path(datastore, relative))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+
+    def remove_file(self, datastore: str, relative: str) -> None:
+        try:
+            os.unlink(self.path(datastore, relative))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
