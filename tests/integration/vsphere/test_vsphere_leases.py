@@ -1,0 +1,107 @@
+"""Leases through the vSphere file API against vcsim: what a service that reaches datastores
+remotely (vCenter, or ESX over the network) uses. MakeDirectory, MoveDatastoreFile, the
+datastore browser's modification times and the /folder PUT, with two backends (two
+sessions) as two hosts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from esx_service.backends.base import DiskLocation
+from esx_service.backends.vsphere import VsphereBackend
+from esx_service.cluster_locks import ClusterLocks
+from esx_service.errors import LeaseLost
+from esx_service.instance import Instance
+from esx_service.lease_store import LeaseStore
+from esx_service.leases import LeaseManager
+from esx_service.volumes import VolumeService
+from esx_service.vsphere.lease_store import HttpLeaseStore
+
+from .conftest import Vcsim
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def two_hosts(vcsim: Vcsim) -> Iterator[tuple[VsphereBackend, VsphereBackend]]:
+    with vcsim.backend(metadata_access="http") as a, \
+            vcsim.backend(metadata_access="http") as b:
+        yield a, b
+
+
+def _manager(store: LeaseStore, host: str, clock: Clock | None = None) -> LeaseManager:
+    extra = {"clock": clock, "sleep": lambda s: None} if clock else {}
+    return LeaseManager(store, Instance(host), lease_seconds=2.0, wait_seconds=0.5, **extra)
+
+
+def test_a_remote_lease_excludes_expires_is_taken_over_and_fences_late_writes(
+        two_hosts: tuple[VsphereBackend, VsphereBackend], name: str) -> None:
+    a_backend, b_backend = two_hosts
+    assert isinstance(a_backend.lease_store(), HttpLeaseStore)
+    clock = Clock()
+    a = _manager(a_backend.lease_store(), "a", clock)
+    b = _manager(b_backend.lease_store(), "b", clock)
+    ds = a_backend.datastores()[0].name
+    path = f"dockvols/_DEFAULT/.lease-{name}"
+    loc = DiskLocation(ds, "_DEFAULT", name)
+    lease_a = a.acquire(ds, path, f"volume {name}")
+    assert lease_a is not None
+    assert b.acquire(ds, path, f"volume {name}", wait=False) is None
+    a_backend.write_metadata(loc, {"by": "a"}, fence=lease_a)
+    assert b_backend.read_metadata(loc) == {"by": "a"}
+    stamp = b.store.stamp(ds, lease_a.staging)
+    a.renew_all()  # a renewal over the API changes what a waiter sees
+    assert b.store.stamp(ds, lease_a.staging) != stamp
+    assert b.acquire(ds, path, f"volume {name}", wait=False) is None  # first look
+    clock.now += 2.1  # a is silent for longer than the lease
+    lease_b = b.acquire(ds, path, f"volume {name}", wait=False)
+    assert lease_b is not None
+    b_backend.write_metadata(loc, {"by": "b"}, fence=lease_b)
+    lease_a.renewed_at = clock.now  # a wakes up believing it still holds the lease
+    with pytest.raises(LeaseLost):
+        a_backend.write_metadata(loc, {"by": "a, late"}, fence=lease_a)
+    with pytest.raises(LeaseLost):
+        a_backend.delete_metadata(loc, fence=lease_a)
+    assert b_backend.read_metadata(loc) == {"by": "b"}
+    a.renew_all()
+    assert lease_a.lost
+    b_backend.delete_metadata(loc, fence=lease_b)
+    assert a_backend.read_metadata(loc) is None
+    b.release(lease_b)
+    assert b.store.list_dir(ds, path) == []  # released: no entry left
+
+
+def test_two_remote_services_racing_creates_make_one_disk(
+        two_hosts: tuple[VsphereBackend, VsphereBackend], name: str) -> None:
+    services = [VolumeService(backend, locks=ClusterLocks(_manager(backend.lease_store(),
+                                                                   f"h{i}")))
+                for i, backend in enumerate(two_hosts)]
+    for svc in services:
+        svc._locks.leases.wait_seconds = 30  # type: ignore[attr-defined]
+    vm = "DC0_H0_VM0"
+    answers: list[object] = []
+
+    def create(svc: VolumeService) -> None:
+        try:
+            answers.append(svc.create(vm, name, {"size": "10mb"})["disk_uuid"])
+        except Exception as exc:  # reported by the assertion below
+            answers.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 2 and answers[0] == answers[1], answers
+    assert [v["name"] for v in services[0].list(vm) if v["volume"] == name] == \
+        [v["name"] for v in services[1].list(vm) if v["volume"] == name]
+    services[1].remove(vm, name)
