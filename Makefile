@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint deps venv plugin bench clean help
+.PHONY: run test unit integration lint deps venv plugin bench soak clean help
 
 help:
 	@echo "make run    install what is needed, start dockerd (if none), esx_service and the plugin"
@@ -14,6 +14,7 @@ help:
 	@echo "make unit   the fast rootless tests only"
 	@echo "make plugin build the managed plugin (debootstrap rootfs) and docker plugin create"
 	@echo "make bench  run the benchmarks and write bench/RESULTS.md"
+	@echo "make soak   long runs that print their figures (multi-host: SOAK_ROUNDS, SOAK_KILLS)"
 
 deps:
 	@scripts/install-deps.sh
@@ -44,6 +45,15 @@ plugin: deps venv
 
 bench: deps venv
 	$(PY) -m bench.run_all
+
+# Multi-host soak: three esx_service processes on one datastore, SOAK_ROUNDS rounds of every
+# race with two and with three hosts, SOAK_KILLS kill -9 of a lease holder per fault point.
+SOAK_ROUNDS ?= 300
+SOAK_KILLS ?= 10
+soak: deps venv
+	DOCKVOLS_MULTIHOST_ROUNDS=$(SOAK_ROUNDS) DOCKVOLS_MULTIHOST_KILLS=$(SOAK_KILLS) \
+	  DOCKVOLS_TEST_DRIVER=$${DOCKVOLS_TEST_DRIVER:-soak} \
+	  $(PY) -m pytest tests/integration/test_multi_host.py -q -s -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
