@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 
 from .errors import BadRequest, PluginError
+from .metrics import PluginMetrics
 from .volume_manager import VolumeManager
 
 log = logging.getLogger("dockvols.plugin.app")
@@ -45,12 +46,15 @@ def _mount_id(data: dict) -> str:
     return mount_id
 
 
-def create_app(manager: VolumeManager) -> Flask:
+def create_app(manager: VolumeManager, metrics: PluginMetrics | None = None) -> Flask:
     app = Flask("dockvols")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    if metrics is not None:
+        metrics.instrument(app)
 
     @app.errorhandler(PluginError)
     def plugin_error(exc: PluginError):  # type: ignore[no-untyped-def]
+        g.dockvols_error = exc.code  # the outcome label of the call's metric
         return jsonify(Err=exc.message), 500
 
     @app.errorhandler(Exception)
@@ -59,6 +63,7 @@ def create_app(manager: VolumeManager) -> Flask:
         if isinstance(code, int) and 400 <= code < 500:  # werkzeug: 404, 405, 413
             return jsonify(Err=f"{exc}"), code
         log.exception("internal error on %s", request.path)
+        g.dockvols_error = "crash"
         return jsonify(Err=f"dockvols plugin internal error on {request.path}: "
                            f"{type(exc).__name__}; see the plugin log"), 500
 

@@ -9,6 +9,7 @@ import os
 import sys
 
 from flask import Flask
+from prometheus_client import start_http_server
 
 from . import __version__
 from .app import create_app
@@ -17,6 +18,7 @@ from .devices import AttachedDeviceFinder
 from .esx_client import HttpEsxClient, client_tls_context
 from .filesystem import SystemMounter
 from .grow_check import start_grow_checks
+from .metrics import PluginMetrics
 from .recovery import DockerUsers, start_recovery
 from .refcounts import RefCounts
 from .settings import PluginSettings, SettingsError, load_settings
@@ -41,13 +43,18 @@ def build_app(settings: PluginSettings) -> Flask:
         query_timeout=settings.query_timeout,
     )
     os.makedirs(settings.mount_root, exist_ok=True)
+    metrics = PluginMetrics(lambda: manager.mounter.mounts_under(settings.mount_root))
+    if settings.metrics_address:
+        host, port = settings.metrics_address
+        start_http_server(port, host, registry=metrics.registry)
     if settings.recover_on_start:
-        start_recovery(manager, DockerUsers(settings.docker_host, settings.driver_name, manager))
+        start_recovery(manager, DockerUsers(settings.docker_host, settings.driver_name, manager),
+                       on_report=metrics.record_reconcile)
     else:
         manager.recovered.set()
     if settings.grow_check_interval > 0:
         start_grow_checks(manager, settings.grow_check_interval)
-    return create_app(manager)
+    return create_app(manager, metrics)
 
 
 def serve(settings: PluginSettings) -> None:
@@ -90,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                "(/mnt/vmdk), DOCKVOLS_STATE_DIR (/var/lib/dockvols/plugin), DOCKER_HOST, "
                "DOCKVOLS_LOG_LEVEL, DOCKVOLS_ESX_TIMEOUT, DOCKVOLS_QUERY_TIMEOUT, "
                "DOCKVOLS_DEVICE_TIMEOUT, DOCKVOLS_RECOVER (1), DOCKVOLS_GROW_CHECK_INTERVAL "
-               "(2 s; 0 turns the check for disks grown by an admin off).")
+               "(2 s; 0 turns the check for disks grown by an admin off), "
+               "DOCKVOLS_METRICS_ADDRESS (off; a loopback HOST:PORT for /metrics besides "
+               "the plugin socket).")
     parser.add_argument("--version", action="version", version=f"dockvols {__version__}")
     parser.parse_args(argv)
     try:

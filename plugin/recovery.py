@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import PluginError
@@ -99,7 +100,9 @@ def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
 
 
 def start_recovery(manager: VolumeManager, docker_users: DockerUsers,
-                   deadline: float = 300.0) -> threading.Thread:
+                   deadline: float = 300.0,
+                   on_report: Callable[[str, dict[str, int]], None] | None = None
+                   ) -> threading.Thread:
     """Recover in the background (the socket must answer dockerd at once), retrying while
     Docker or esx_service are not up yet."""
 
@@ -112,6 +115,8 @@ def start_recovery(manager: VolumeManager, docker_users: DockerUsers,
                 report = recover(manager, docker_users)
                 log.info("recovery done in %.0f ms: %s", (time.monotonic() - started) * 1000,
                          report)
+                if on_report is not None:  # the plugin's reconcile-actions metric
+                    on_report("recovery", report)
                 break
             except Exception as exc:  # Docker not up yet, socket missing...: retry
                 if time.monotonic() > stop_at:

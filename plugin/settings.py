@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class PluginSettings:
     tls_key: str | None = None
     tls_ca: str | None = None
     threads: int = 32
+    # also serve /metrics on this loopback HOST:PORT (it is always on the plugin's socket)
+    metrics_address: tuple[str, int] | None = None
 
 
 def _float(env: Mapping[str, str], var: str, default: float) -> float:
@@ -47,6 +50,22 @@ def _float(env: Mapping[str, str], var: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"invalid {var} {raw!r}: must be positive")
     return value
+
+
+def _metrics_address(raw: str) -> tuple[str, int] | None:
+    if not raw:
+        return None
+    host, _, port = raw.rpartition(":")
+    host = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not port.isdigit() or not 0 < int(port) < 65536 or not loopback:
+        raise SettingsError(f"invalid DOCKVOLS_METRICS_ADDRESS {raw!r}: a loopback HOST:PORT "
+                            "such as 127.0.0.1:9441 (the plugin's metrics are not for the "
+                            "network; a scraper on this host reads them)")
+    return host, int(port)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
@@ -71,6 +90,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
         raise SettingsError("an https DOCKVOLS_ESX_ADDRESS needs DOCKVOLS_ESX_TLS_CERT, "
                             "DOCKVOLS_ESX_TLS_KEY and DOCKVOLS_ESX_TLS_CA (mutual TLS)")
     return PluginSettings(
+        metrics_address=_metrics_address(env.get("DOCKVOLS_METRICS_ADDRESS") or ""),
         driver_name=name,
         socket_path=env.get("DOCKVOLS_PLUGIN_SOCKET", f"/run/docker/plugins/{name}.sock"),
         esx_address=address,
