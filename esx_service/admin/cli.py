@@ -19,6 +19,7 @@ from ..errors import DockvolsError
 from ..options import format_size_mb
 from . import tables
 from .db import AdminDb
+from .progress import run_with_progress
 
 DEFAULT_SOCKET = "/run/dockvols/admin.sock"
 DEFAULT_DB = "/var/lib/dockvols/dockvols.db"
@@ -411,8 +412,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
+    client = AdminClient(args.socket)
     try:
-        data, text = args.run(AdminClient(args.socket), args)
+        if args.json or not sys.stderr.isatty():  # progress only for a person watching
+            data, text = args.run(client, args)
+        else:
+            data, text = run_with_progress(
+                lambda: args.run(client, args),
+                lambda: client.call("GET", "operations", query={"limit": "1"})["running"],
+                sys.stderr)
     except CliError as exc:
         print(f"dockvols-admin: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
