@@ -119,8 +119,11 @@ def test_the_page_shows_volumes_per_datastore_and_filters_them(
         assert ds2["web-cache"]["capacity"] == "300mb"
         assert "web-logs" not in ds1 and "web-db" not in ds2
         assert "connected" in browser.find_element(By.ID, "backend-health").text
-        bars = browser.find_elements(By.CSS_SELECTOR, "#datastores .card .bar span")
-        assert len(bars) == 2
+        for name in ("datastore1", "datastore2"):  # each datastore's capacity and free bar
+            card = browser.find_element(By.CSS_SELECTOR,
+                                        f'#datastores .card[data-datastore="{name}"]')
+            assert card.find_element(By.CSS_SELECTOR, ".bar span").get_attribute("style")
+            assert "free" in card.find_element(By.CSS_SELECTOR, ".ds-free").text
         ops = browser.find_element(By.ID, "operations").text
         assert "web-bad" in ops and "InvalidOption" in ops and "invalid size 'lots'" in ops
         screenshot(browser, run_dir / "admin-web.png")
