@@ -23,7 +23,7 @@ from esx_service.metrics import CONTENT_TYPE, OP_BUCKETS
 ENDPOINTS = frozenset({
     "Plugin.Activate", "VolumeDriver.Capabilities", "VolumeDriver.Create",
     "VolumeDriver.Remove", "VolumeDriver.Mount", "VolumeDriver.Unmount", "VolumeDriver.Path",
-    "VolumeDriver.Get", "VolumeDriver.List"})
+    "VolumeDriver.Get", "VolumeDriver.List", "Dockvols.Resize"})
 # (metric suffix, help, value of a statvfs result)
 _STATS: list[tuple[str, str, Callable[[os.statvfs_result], int]]] = [
     ("capacity_bytes", "Capacity of the volume's filesystem in bytes",
