@@ -301,12 +301,16 @@ NOTES = """
 - **Why the floor ratio still misses** (when it does): on this disk an fsync costs
   milliseconds, and the six metadata replacements esx_service makes per life cycle are
   what crash safety is made of (each orders a state change against the disk or the
-  attachment). The next step that keeps write-fsync-rename: the local backend's
-  `attached`/`detached` records describe a loop device, which a host crash destroys, so
-  they need atomicity but not durability (recovery already turns a lost `detached` back
-  into truth); that would save four fsyncs per life cycle, but it changes the backend
-  contract that the lease/fencing work (issue 11) was changing at the same time, so it was
-  left for after that lands.
+  attachment). Considered and not taken: the local backend's `attached`/`detached`
+  records describe a loop device, which a host crash destroys, so they need atomicity
+  more than durability (recovery turns a lost `detached` back into truth). But dropping the
+  temp file's fsync is only atomic where the filesystem flushes a file's data before a
+  rename that replaces another (ext4's auto_da_alloc); elsewhere (XFS) a crash can leave
+  the new name on an empty file, and an unreadable metadata file hides its volume. Keeping
+  the file fsync and dropping only the directory fsync is safe for these records (either
+  the old or the new complete file survives) but saves about 0.5 ms of the 2 ms a
+  replacement costs here: not worth a second write mode in atomic.py while the
+  lease/fencing work (issue 11) reshapes it.
 - **Raw HTTP hop**: a minimal `http.server` on a unix socket answering `{"Err":""}` to
   the same client code over a kept-alive connection. A Get is two hops (dockerd ->
   plugin under gunicorn+flask, plugin -> esx_service under http.server) plus reading one
@@ -332,7 +336,8 @@ NOTES = """
 
 ## Left
 
-- The four fsyncs of the local backend's attach/detach records (above).
+- The fsyncs of the local backend's attach/detach records (above): safe to drop only
+  with a filesystem-aware write mode.
 - Get against the raw hop: the plugin's gunicorn+flask request path and esx_service's
   http.server are each several raw hops' worth of Python; the 4x target needs a lighter
   request path on both sides, not another cache.
