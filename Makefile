@@ -13,7 +13,7 @@ help:
 	@echo "make test   lint, type-check and run the whole suite (PYTEST_ARGS='-k name' to select)"
 	@echo "make unit   the fast rootless tests only"
 	@echo "make plugin build the managed plugin (debootstrap rootfs) and docker plugin create"
-	@echo "make bench  run the benchmarks and write bench/RESULTS.md"
+	@echo "make bench  run the benchmarks and write bench/RESULTS.md (QUICK=1: fewer runs)"
 	@echo "make soak   long runs that print their figures (multi-host: SOAK_ROUNDS, SOAK_KILLS)"
 
 deps:
@@ -44,7 +44,7 @@ plugin: deps venv
 	@scripts/build-plugin.sh
 
 bench: deps venv
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(if $(QUICK),--quick)
 
 # Multi-host soak: three esx_service processes on one datastore, SOAK_ROUNDS rounds of every
 # race with two and with three hosts, SOAK_KILLS kill -9 of a lease holder per fault point.

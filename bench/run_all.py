@@ -280,11 +280,11 @@ NOTES = """
   floor 40 interleaved life cycles per side after 3 warm-ups; phases 20 per side; user
   view 12 per driver after 1 warm-up; Get and Path 1,000 calls each after 20 warm-ups, the
   raw hop 1,000 before and 1,000 after them; List of 1,000 40 calls; List scaling 30 calls
-  per size (10 at 5,000); concurrency 3 s per level; throughput 4 s per level; profile 8 s
-  per workload; latency model 500 creates at 20 ms (100 at 2 ms, 100 at both with
-  `DOCKVOLS_BENCH_QUICK=1`). Override with `DOCKVOLS_BENCH_FLOOR_RUNS`, `_PHASE_RUNS`,
-  `_USER_RUNS`, `_CALLS`, `_LIST_CALLS`, `_CONC_SECONDS`, `_THROUGHPUT_SECONDS`,
-  `_PROFILE_SECONDS`.
+  per size (8 at 10,000); concurrency 3 s per level; throughput 4 s per level; profile 8 s
+  per workload; latency model 500 creates at 20 ms and 100 at 2 ms. `make bench QUICK=1`
+  runs about half of each (100 creates at 20 ms). Override one with
+  `DOCKVOLS_BENCH_FLOOR_RUNS`, `_PHASE_RUNS`, `_USER_RUNS`, `_CALLS`, `_LIST_CALLS`,
+  `_CONC_SECONDS`, `_THROUGHPUT_SECONDS`, `_PROFILE_SECONDS`.
 - **Floor** is the lower bound for the same work with no service, no plugin, no state:
   a sparse file, `losetup`, `mkfs.ext4` with the plugin's flags, `mount` (and back), each a
   process. dockvols now does the loop set-up and release with ioctls
@@ -350,8 +350,19 @@ NOTES = """
 """
 
 
+# `make bench QUICK=1` (or --quick): fewer repetitions everywhere, same measures and targets.
+QUICK_SETTINGS = {"DOCKVOLS_BENCH_QUICK": "1", "DOCKVOLS_BENCH_FLOOR_RUNS": "20",
+                  "DOCKVOLS_BENCH_PHASE_RUNS": "10", "DOCKVOLS_BENCH_CALLS": "500",
+                  "DOCKVOLS_BENCH_LIST_CALLS": "20", "DOCKVOLS_BENCH_CONC_SECONDS": "2",
+                  "DOCKVOLS_BENCH_THROUGHPUT_SECONDS": "3",
+                  "DOCKVOLS_BENCH_PROFILE_SECONDS": "4"}
+
+
 def main() -> int:
     install_signal_handlers()
+    if "--quick" in sys.argv[1:] or os.environ.get("DOCKVOLS_BENCH_QUICK") == "1":
+        for key, value in QUICK_SETTINGS.items():
+            os.environ.setdefault(key, value)  # an explicit setting still wins
     started = time.monotonic()
     info = machine()
     names = discover()
