@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from .harness import (
+    DRIVER,
     REPO,
     BenchEnv,
     fmt_ms,
@@ -239,7 +240,7 @@ def write_results(info: dict, results: dict, others: dict, elapsed: float) -> No
         "",
         "Set-up: esx_service (local backend, datastore under /tmp on the root filesystem) "
         "and the plugin (gunicorn, one worker, 32 threads, log level INFO) run as in "
-        "production, the plugin under the driver name `dvbench`; dockerd is a private "
+        f"production, the plugin under the driver name `{DRIVER}`; dockerd is a private "
         "instance (`--bridge=none --iptables=false`, own data and exec roots). All volumes "
         "are 100mb thin ext4.",
         "",
