@@ -58,3 +58,18 @@ def test_the_size_of_something_that_is_not_a_block_device_is_a_device_error(tmp_
     path.write_bytes(b"x")
     with pytest.raises(DeviceError, match=f"cannot read the size of {path}"):
         SystemBlockDevices().size(str(path))
+
+
+def test_a_scsi_disk_is_rescanned_through_its_sysfs_rescan_file(tmp_path):
+    """vsphere: after the VM's disk is reconfigured bigger, the guest asks the disk for its
+    capacity again. (A unit test on a fake sysfs: no SCSI disk is hot-grown on this host.)"""
+    rescan = tmp_path / "sdq" / "device" / "rescan"
+    rescan.parent.mkdir(parents=True)
+    rescan.write_text("")
+    SystemBlockDevices(sys_block=str(tmp_path)).rescan("/dev/sdq")
+    assert rescan.read_text() == "1"
+
+
+def test_a_rescan_that_cannot_be_done_is_a_device_error_naming_the_device(tmp_path):
+    with pytest.raises(DeviceError, match="cannot rescan /dev/sdz for its new size"):
+        SystemBlockDevices(sys_block=str(tmp_path)).rescan("/dev/sdz")
