@@ -49,6 +49,13 @@ class VolumeInUse(DockvolsError):
     http_status = 409
 
 
+class VolumeExists(DockvolsError):
+    """A name is taken where a new volume cannot simply answer "already there" (import)."""
+
+    code = "VolumeExists"
+    http_status = 409
+
+
 class VolumeBusy(DockvolsError):
     """The volume is in a transitional state (being created or removed)."""
 
@@ -115,7 +122,8 @@ ALL_ERRORS: dict[str, type[DockvolsError]] = {
     cls.code: cls
     for cls in (
         DockvolsError, BadRequest, InvalidName, InvalidOption, UnknownDatastore,
-        VolumeNotFound, VolumeInUse, VolumeBusy, LeaseLost, InsufficientSpace, AccessDenied,
-        QuotaExceeded, NotFound, ServiceStopping, BackendError, DiskExists, ConfigError,
+        VolumeNotFound, VolumeInUse, VolumeExists, VolumeBusy, LeaseLost, InsufficientSpace,
+        AccessDenied, QuotaExceeded, NotFound, ServiceStopping, BackendError, DiskExists,
+        ConfigError,
     )
 }

@@ -99,3 +99,72 @@ def parse_descriptor(text: str) -> Descriptor:
         uuid=ddb.get("uuid", ""),
         create_type=create_type.group(1) if create_type else "",
     )
+
+
+# -- descriptors of disks made elsewhere (import) -----------------------------------------
+_ANY_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"([^"]+)"', re.MULTILINE)
+_PARENT_CID = re.compile(r'^parentCID\s*=\s*(\w+)', re.MULTILINE)
+# vDVS's side-car line: a key holding "sidecars", the value "<key>,<file>.vmfd"
+_SIDECARS = re.compile(r'^[\w.]*sidecars[\w.]*\s*=\s*"([^"]*)"', re.MULTILINE)
+SPARSE_EXTENTS = ("VMFSSPARSE", "SESPARSE", "VSANSPARSE", "SPARSE")
+FLAT_EXTENTS = ("VMFS", "FLAT")
+DESCRIPTOR_LIMIT = 64 * 1024  # a descriptor is a few hundred bytes; a bigger file is data
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """What a VMDK's descriptor says about a disk dockvols did not make."""
+
+    capacity_bytes: int
+    create_type: str
+    extents: tuple[tuple[str, str], ...]  # (extent type, file), in order
+    thin: bool
+    uuid: str
+    sidecars: tuple[str, ...] = ()
+
+    @property
+    def diskformat(self) -> str:
+        # A descriptor tells thin from thick, not lazily from eagerly zeroed thick.
+        return "thin" if self.thin else "zeroedthick"
+
+
+def describe_vmdk(head: bytes) -> DiskFacts:
+    """Facts from the first bytes of a ``.vmdk`` file; ValueError says why it is not a disk
+    dockvols can adopt (and what to do about it)."""
+    if head[:4] in (b"KDMV", b"COWD"):
+        raise ValueError("it is a sparse VMDK with an embedded descriptor (hosted/monolithic "
+                         "sparse, as qemu-img and Workstation make by default); convert it to a "
+                         "flat disk first: qemu-img convert -O vmdk -o subformat=monolithicFlat "
+                         "or vmkfstools -i SRC DST")
+    text = head[:DESCRIPTOR_LIMIT].split(b"\x00", 1)[0].decode("utf-8", "replace")
+    extents = _ANY_EXTENT.findall(text)
+    if "# Disk DescriptorFile" not in text and not _CREATE_TYPE.search(text) or not extents:
+        raise ValueError("it is not a VMDK descriptor (no '# Disk DescriptorFile' header or no "
+                         "extent line); name the .vmdk descriptor, not its -flat extent")
+    parent = _PARENT_CID.search(text)
+    if parent and parent.group(1).lower() != "ffffffff":
+        raise ValueError(f"it is a delta disk (parentCID={parent.group(1)}): a snapshot's "
+                         "child; consolidate the snapshots first")
+    ddb = dict(_DDB.findall(text))
+    create_type = _CREATE_TYPE.search(text)
+    sidecars = _SIDECARS.search(text)
+    return DiskFacts(
+        capacity_bytes=sum(int(e[1]) for e in extents) * SECTOR,
+        create_type=create_type.group(1) if create_type else "",
+        extents=tuple((e[2].upper(), e[3]) for e in extents),
+        thin=ddb.get("thinProvisioned") == "1" or any(
+            e[2].upper() in SPARSE_EXTENTS for e in extents),
+        uuid=ddb.get("uuid", ""),
+        sidecars=tuple(s.strip() for s in sidecars.group(1).split(",")
+                       if s.strip().endswith(".vmfd")) if sidecars else (),
+    )
+
+
+def with_extent_and_uuid(text: str, extent_file: str, disk_uuid: str) -> str:
+    """The descriptor of a moved flat disk: its one extent renamed, a UUID if it had none."""
+    text = text.split("\x00", 1)[0]
+    text = _ANY_EXTENT.sub(lambda m: m.group(0).replace(f'"{m.group(4)}"',
+                                                        f'"{extent_file}"'), text, count=1)
+    if not re.search(r'^ddb\.uuid\s*=', text, re.MULTILINE):
+        text = text.rstrip() + f'\nddb.uuid = "{disk_uuid}"\n'
+    return text

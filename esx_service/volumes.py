@@ -30,6 +30,7 @@ from .errors import (
     QuotaExceeded,
     UnknownDatastore,
     VolumeBusy,
+    VolumeExists,
     VolumeInUse,
     VolumeNotFound,
 )
@@ -37,7 +38,7 @@ from .faults import fault_point
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, match_datastore, parse_volume_name
 from .oplog import OperationGate, OpObserver
-from .options import MB, format_size_mb, parse_options, parse_size_mb
+from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
 from .policy import AccessPolicy, OpenPolicy
 
 log = logging.getLogger("dockvols.volumes")
@@ -220,6 +221,49 @@ class VolumeService:
         if disk_ours:
             self.backend.delete_disk(loc)
         self.backend.delete_metadata(loc, fence=self._locks.fence(_key(loc)))
+
+    def adopt(self, vm: str, loc: DiskLocation, source: str, options: VolumeOptions,
+              origin: str) -> dict:
+        """Make the detached disk at ``source`` (a path on ``loc``'s datastore) the volume
+        ``loc``: quota checked, disk moved into place, metadata written, all under the
+        volume's and the (datastore, vmgroup) create locks.
+
+        Ordering differs from create on purpose: the disk is moved first and the metadata
+        (already ``detached``) written last, so a crash in between leaves an unlisted disk in
+        dockvols' folder, never ``creating`` metadata whose clean-up would delete the
+        user's disk. ``formatted`` stays False: the guest probes before any mkfs."""
+        with self.gate.operation("admin-import", vm, f"{loc.name}@{loc.datastore}"), \
+                self._locks.hold(_key(loc)):
+            existing = self._meta(loc)
+            if existing is not None:
+                state = "" if existing.visible else f" (it is {existing.status})"
+                raise VolumeExists(f"cannot import {origin} as {loc.name}@{loc.datastore}: "
+                                   f"vmgroup {loc.vmgroup} has a volume of that name"
+                                   f"{state}; choose another --name")
+            # docker volume ls shows docker_name: the short name only where it finds the disk
+            default = self.policy.default_datastore(loc.vmgroup) or self._configured_default
+            short = default is not None and default.casefold() == loc.datastore.casefold()
+            meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
+                              options=options, created_by=f"import of {origin}",
+                              docker_name=loc.name if short else meta_full(loc),
+                              status=DETACHED)
+            with self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}"):
+                self.policy.check_create(
+                    loc.vmgroup, loc.datastore, options.size_mb,
+                    lambda: sum(m.options.size_mb
+                                for m in self.volumes_in(loc.datastore, loc.vmgroup)))
+                disk_uuid = self.backend.move_disk(loc.datastore, source, loc.descriptor_path)
+                fault_point("import.disk_moved")
+                try:
+                    meta = meta.evolve(disk_uuid=disk_uuid)
+                    self._save(loc, meta)
+                except BaseException:
+                    if source != loc.descriptor_path:
+                        self.backend.move_disk(loc.datastore, loc.descriptor_path, source)
+                    raise
+            log.info("imported %s as %s (vmgroup %s, %s)", origin, meta.full_name,
+                     loc.vmgroup, format_size_mb(options.size_mb))
+            return self.view(meta, loc)
 
     def _clone_source(self, vm: str, clone_from: str) -> tuple[DiskLocation, VolumeMeta]:
         _, src = self._locate(vm, clone_from)
@@ -502,6 +546,10 @@ def _filesystem_note(meta: VolumeMeta, grown: bool) -> str:
         return (f"the dockvols plugin of VM {meta.attached_to} grows the mounted filesystem "
                 "online within seconds")
     return "the filesystem grows at the next mount"
+
+
+def meta_full(loc: DiskLocation) -> str:
+    return f"{loc.name}@{loc.datastore}"
 
 
 def _key(loc: DiskLocation) -> str:

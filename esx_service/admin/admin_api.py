@@ -33,6 +33,7 @@ from ..policy import DEFAULT_VMGROUP
 from ..telemetry import Telemetry
 from ..volumes import VolumeService
 from .db import ALL_DATASTORES, AdminDb, check_vmgroup_name
+from .importer import Importer
 from .observe import ObserveRoutes
 
 log = logging.getLogger("dockvols.admin")
@@ -79,6 +80,7 @@ class AdminApi:
             ("PUT", ("policies", W), self._policy_update),
             ("DELETE", ("policies", W), self._policy_rm),
         ]
+        self._routes += Importer(service, db).routes()  # volume import (--path, --from-vdvs)
         if telemetry is not None:  # metrics, operations, inventory
             self._routes += ObserveRoutes(service, db, telemetry).routes()
 

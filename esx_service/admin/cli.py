@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import DockvolsError
 from ..options import format_size_mb
-from . import tables
+from . import import_cli, tables
 from .db import AdminDb
 from .progress import run_with_progress
 
@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", required=True, help="the new size, X[mb|gb|tb], at least the "
                    "current one")
 
+    import_cli.add_parser(leaf(vol, "import", import_cli.volume_import,
+                               "adopt an existing VMDK, or every volume vDVS left"))
+
     grp = branch(top, "vmgroup", "vmgroups (tenants), their VMs and datastore access")
     p = leaf(grp, "create", vmgroup_create, "create a vmgroup; a default datastore also gets "
              "an allow-create access rule without limits unless it has a rule")
@@ -424,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"dockvols-admin: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
+    except argparse.ArgumentTypeError as exc:  # options that only make sense together
+        print(f"dockvols-admin: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
     return 0
 

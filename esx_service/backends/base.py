@@ -122,3 +122,18 @@ class Backend(Protocol):
     def release_orphans(self, datastore: str) -> int:
         """Detach what is attached from a disk file that no longer exists (a loop device on
         a deleted extent); how many. Backends where that cannot happen answer 0."""
+
+    # -- adopting disks made elsewhere (import); paths are relative to the datastore ----
+    def read_file(self, datastore: str, path: str, limit: int | None = None) -> bytes | None:
+        """The first ``limit`` bytes (all with None) of a file; None when it does not exist."""
+
+    def find_files(self, datastore: str, folder: str, pattern: str) -> list[str]:
+        """Paths of files matching ``pattern`` under ``folder`` (subfolders too, never
+        through symbolic links)."""
+
+    def disk_users(self, datastore: str, path: str) -> list[str]:
+        """Who has the disk at ``path`` attached now (VM names, with their power state)."""
+
+    def move_disk(self, datastore: str, src: str, dst: str) -> str:
+        """Move a detached disk (descriptor and extents) within a datastore, creating the
+        destination folder; returns its UUID. The destination must not exist."""

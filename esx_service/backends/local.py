@@ -4,6 +4,7 @@ device on the extent. It lets one Linux host with Docker run the whole system.""
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import logging
 import os
@@ -11,12 +12,27 @@ import time
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..commands import CommandRunner, run_command
-from ..errors import BackendError, DiskExists, InsufficientSpace, InvalidOption, UnknownDatastore
+from ..errors import (
+    BackendError,
+    BadRequest,
+    DiskExists,
+    InsufficientSpace,
+    InvalidOption,
+    UnknownDatastore,
+)
 from ..faults import fault_point
 from ..loopdev import DELETED, KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
-from ..vmdk import build_descriptor, new_disk_uuid, parse_descriptor, resize_descriptor
+from ..vmdk import (
+    FLAT_EXTENTS,
+    build_descriptor,
+    describe_vmdk,
+    new_disk_uuid,
+    parse_descriptor,
+    resize_descriptor,
+    with_extent_and_uuid,
+)
 from .base import DatastoreInfo, DiskLocation, Fence
 
 log = logging.getLogger("dockvols.local")
@@ -70,6 +86,10 @@ class LocalBackend:
         found = []
         for group in _listdir(root):
             folder = os.path.join(root, group)
+            # vDVS's _DEFAULT links to its UUID folder (list those files once), and its
+            # config DB may sit beside the folders
+            if os.path.islink(folder) or not os.path.isdir(folder):
+                continue
             for entry in _listdir(folder):
                 if entry.endswith(".json") and not entry.startswith("."):
                     try:
@@ -219,6 +239,80 @@ class LocalBackend:
             return os.stat(self._extent_path(loc)).st_blocks * 512
         except FileNotFoundError:
             return 0
+
+    # -- adopting disks made elsewhere ------------------------------------------------
+    def _ds_file(self, datastore: str, path: str) -> str:
+        root = self._paths.get(datastore)
+        if root is None:
+            raise UnknownDatastore(f"unknown datastore {datastore!r}")
+        full = os.path.normpath(os.path.join(root, path.lstrip("/")))
+        if not full.startswith(os.path.normpath(root) + os.sep):
+            raise BadRequest(f"path {path!r} leaves datastore {datastore}")
+        return full
+
+    def read_file(self, datastore: str, path: str, limit: int | None = None) -> bytes | None:
+        try:
+            with open(self._ds_file(datastore, path), "rb") as f:
+                return f.read() if limit is None else f.read(limit)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise BackendError(f"reading [{datastore}] {path} failed: {exc}") from exc
+
+    def find_files(self, datastore: str, folder: str, pattern: str) -> list[str]:
+        root = self._paths.get(datastore)
+        if root is None:
+            raise UnknownDatastore(f"unknown datastore {datastore!r}")
+        found = []
+        for dirpath, _, files in os.walk(os.path.join(root, folder)):
+            for name in fnmatch.filter(files, pattern):
+                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+        return sorted(found)
+
+    def _flat_extent(self, datastore: str, path: str) -> tuple[str, str]:
+        """(descriptor text, extent path) of a flat disk: what a loop device can attach."""
+        head = self.read_file(datastore, path, 64 * 1024)
+        if head is None:
+            raise BackendError(f"disk [{datastore}] {path} does not exist")
+        facts = describe_vmdk(head)
+        if len(facts.extents) != 1 or facts.extents[0][0] not in FLAT_EXTENTS:
+            raise BackendError(f"disk [{datastore}] {path} has extents {facts.extents}; the "
+                               "local backend attaches one flat extent (VMFS or FLAT)")
+        folder = os.path.dirname(self._ds_file(datastore, path))
+        return head.decode("utf-8", "replace"), os.path.join(folder, facts.extents[0][1])
+
+    def disk_users(self, datastore: str, path: str) -> list[str]:
+        _, extent = self._flat_extent(datastore, path)
+        return [f"this host (loop device {dev}, running)"
+                for dev in self._loop_devices_of(extent)]
+
+    def move_disk(self, datastore: str, src: str, dst: str) -> str:
+        text, extent = self._flat_extent(datastore, src)
+        facts = describe_vmdk(text.encode())
+        source, target = self._ds_file(datastore, src), self._ds_file(datastore, dst)
+        new_extent = target[:-len(".vmdk")] + "-flat.vmdk"
+        disk_uuid = facts.uuid or new_disk_uuid()
+        if os.path.realpath(source) != os.path.realpath(target):  # not already in place
+            for path in (target, new_extent):
+                if os.path.lexists(path):
+                    raise BackendError(f"cannot move [{datastore}] {src} to {dst}: "
+                                       f"{os.path.basename(path)} already exists there")
+        moved = False
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.realpath(extent) != os.path.realpath(new_extent):
+                os.rename(extent, new_extent)  # one datastore: a rename, nothing copied
+                moved = True
+            atomic_write_bytes(target, with_extent_and_uuid(
+                text, os.path.basename(new_extent), disk_uuid).encode())
+            if os.path.realpath(source) != os.path.realpath(target):
+                os.unlink(source)
+        except OSError as exc:
+            if moved and not os.path.exists(target):
+                os.rename(new_extent, extent)  # the source descriptor still names it
+            raise BackendError(f"moving disk [{datastore}] {src} to {dst} failed: "
+                               f"{exc}") from exc
+        return disk_uuid
 
     # -- attach -----------------------------------------------------------------------
     def _loop_table(self) -> list[tuple[str, str]]:

@@ -168,9 +168,11 @@ class VsphereBackend:
             raise translate(exc, what) from exc
 
     def _make_folder(self, loc: DiskLocation) -> None:
+        self._make_ds_folder(ds_path(self.inventory.datastore(loc.datastore).name, loc.folder))
+
+    def _make_ds_folder(self, folder: str) -> None:
         fm = self.session.file_manager
         dc, _ = self.inventory.datacenter()
-        folder = ds_path(self.inventory.datastore(loc.datastore).name, loc.folder)
         try:
             self.session.invoke(lambda: fm.MakeDirectory(
                 name=folder, datacenter=dc, createParentDirectories=True))
@@ -335,6 +337,33 @@ class VsphereBackend:
         except vim.fault.VimFault as exc:
             raise translate(exc, what) from exc
         return sum(f.fileSize or 0 for f in (result.file or [])) if result else 0
+
+    # -- adopting disks made elsewhere ------------------------------------------------
+    def read_file(self, datastore: str, path: str, limit: int | None = None) -> bytes | None:
+        data = self.files.read(self.inventory.datastore(datastore).name, path)
+        return data if data is None or limit is None else data[:limit]
+
+    def find_files(self, datastore: str, folder: str, pattern: str) -> list[str]:
+        return self.files.find(self.inventory.datastore(datastore).name, folder, pattern)
+
+    def disk_users(self, datastore: str, path: str) -> list[str]:
+        ds = self.inventory.datastore(datastore)
+        using = self.inventory.devices_of_vms_on(ds)
+        names = devices.holders(dict(using.values()), ds_path(ds.name, path))
+        return [f"{name} ({'running' if self.vm_powered_on(name) else 'powered off'})"
+                for name in names]
+
+    def move_disk(self, datastore: str, src: str, dst: str) -> str:
+        ds_name = self.inventory.datastore(datastore).name
+        source, target = ds_path(ds_name, src), ds_path(ds_name, dst)
+        vdm = self.session.disk_manager
+        dc, _ = self.inventory.datacenter()
+        self._make_ds_folder(ds_path(ds_name, dst.rpartition("/")[0]))
+        # The host moves descriptor, extents and side-cars together (a rename on one datastore)
+        self._run_task(lambda: vdm.MoveVirtualDisk_Task(
+            sourceName=source, sourceDatacenter=dc, destName=target, destDatacenter=dc,
+            force=False), f"moving disk {source} to {target}")
+        return self._query_uuid(target)
 
     # -- storage policies (esx_service.vsphere.storage_policies) ------------------------
     def policy_id(self, name: str) -> str:
