@@ -4,13 +4,16 @@ import re
 
 import pytest
 
+from esx_service.admin.importer import parse_vdvs_sidecar
 from esx_service.vmdk import (
     SECTOR,
     build_descriptor,
+    describe_vmdk,
     disk_uuid_to_wwn,
     new_disk_uuid,
     parse_descriptor,
     resize_descriptor,
+    with_extent_and_uuid,
 )
 
 MB = 1024 * 1024
@@ -98,3 +101,49 @@ def test_resize_descriptor_refuses_what_is_not_a_flat_descriptor():
         resize_descriptor("version=1\n", 100 * MB)
     with pytest.raises(ValueError, match="multiple of 512"):
         resize_descriptor(build_descriptor("x-flat.vmdk", MB, True, "u"), MB + 1)
+# -- descriptors of disks made elsewhere (import) --------------------------------------------
+QEMU = (b'# Disk DescriptorFile\nversion=1\nCID=d3b7247a\nparentCID=ffffffff\n'
+        b'createType="monolithicFlat"\n\n# Extent description\n'
+        b'RW 131072 FLAT "disk-flat.vmdk" 0\n\n#DDB\nddb.adapterType = "ide"\n').ljust(512, b"\0")
+
+
+def test_a_qemu_img_descriptor_gives_capacity_extent_and_thick_format():
+    facts = describe_vmdk(QEMU)
+    assert facts.capacity_bytes == 64 * 1024 * 1024
+    assert facts.extents == (("FLAT", "disk-flat.vmdk"),)
+    assert facts.create_type == "monolithicFlat" and facts.diskformat == "zeroedthick"
+    assert facts.uuid == "" and facts.sidecars == ()
+
+
+def test_an_esx_descriptor_with_a_vdvs_side_car_is_thin_and_names_it():
+    text = build_descriptor("db-flat.vmdk", 2 * 1024 ** 3, True, "60 00 c2 9a")
+    text += 'ddb.sidecars = "docker-volume-vsphere,db-1a2b.vmfd"\n'
+    facts = describe_vmdk(text.encode())
+    assert (facts.diskformat, facts.uuid, facts.sidecars) == ("thin", "60 00 c2 9a",
+                                                             ("db-1a2b.vmfd",))
+
+
+@pytest.mark.parametrize(("head", "why"), [
+    (b"KDMV" + bytes(100), "sparse VMDK"), (b"COWD" + bytes(100), "sparse VMDK"),
+    (b"hello", "not a VMDK descriptor"), (bytes(512), "not a VMDK descriptor"),
+    (QEMU.replace(b"parentCID=ffffffff", b"parentCID=0badf00d"), "delta disk"),
+])
+def test_what_cannot_be_adopted_says_why(head, why):
+    with pytest.raises(ValueError, match=why):
+        describe_vmdk(head)
+
+
+def test_a_moved_descriptor_names_its_new_extent_and_gains_a_uuid_once():
+    moved = with_extent_and_uuid(QEMU.decode(), "my~20data-flat.vmdk", "60 00 c2 11")
+    facts = describe_vmdk(moved.encode())
+    assert facts.extents == (("FLAT", "my~20data-flat.vmdk"),) and facts.uuid == "60 00 c2 11"
+    again = with_extent_and_uuid(moved, "x-flat.vmdk", "60 00 c2 22")
+    assert describe_vmdk(again.encode()).uuid == "60 00 c2 11"
+
+
+def test_vdvs_side_car_options_are_kept_only_where_dockvols_has_them():
+    raw = (b'{"volOpts": {"access": "read-only", "fstype": "xfs", "size": "1gb", '
+           b'"attach-as": "independent_persistent", "vsan-policy-name": "gold"}}').ljust(4095)
+    assert parse_vdvs_sidecar(raw + b"\n") == {"access": "read-only", "fstype": "xfs",
+                                               "attach-as": "independent_persistent"}
+    assert parse_vdvs_sidecar(b'{"volOpts": {"fstype": "ntfs"}}') == {}
