@@ -101,6 +101,8 @@ def test_resize_descriptor_refuses_what_is_not_a_flat_descriptor():
         resize_descriptor("version=1\n", 100 * MB)
     with pytest.raises(ValueError, match="multiple of 512"):
         resize_descriptor(build_descriptor("x-flat.vmdk", MB, True, "u"), MB + 1)
+
+
 # -- descriptors of disks made elsewhere (import) --------------------------------------------
 QEMU = (b'# Disk DescriptorFile\nversion=1\nCID=d3b7247a\nparentCID=ffffffff\n'
         b'createType="monolithicFlat"\n\n# Extent description\n'
