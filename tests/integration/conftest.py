@@ -232,7 +232,8 @@ def dv(docker: Docker, busybox: str, plugin: Daemon, esx: Daemon, mount_root: Pa
     containers = docker.out("ps", "-aq").split()
     if containers:
         docker("rm", "-f", *containers)
-    for name in docker.out("volume", "ls", "-q", "--filter", f"driver={DRIVER}").split():
+    # one name a line: vDVS-style names may hold spaces
+    for name in docker.out("volume", "ls", "-q", "--filter", f"driver={DRIVER}").splitlines():
         docker("volume", "rm", "-f", name, check=False)
     leaked_mounts = mounts_under(mount_root)
     leaked_loops = loops_on(run_dir)

@@ -44,6 +44,7 @@ def test_an_at_inside_the_name_and_a_datastore_with_spaces_and_other_case(
     assert info["Status"]["datastore"] == "My Data Store"
     assert (run_dir / "ds3" / "dockvols" / "_DEFAULT" / f"{file_stem('team@db')}.vmdk").exists()
     assert name in dv.out("volume", "ls", "-q").splitlines()
+    dv("volume", "rm", name)
 
 
 @pytest.mark.parametrize(("bad", "why"), [("a\\b", "path separator"),
