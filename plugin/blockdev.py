@@ -10,11 +10,10 @@ import struct
 from typing import Protocol
 
 from .errors import DeviceError
+from .superblock import filesystem_bytes
 
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t): the device's size in bytes
 LOOP_SET_CAPACITY = 0x4C07  # a loop device re-reads its backing file's size
-_EXT4_MAGIC = 0xEF53
-_EXT4_INCOMPAT_64BIT = 0x80
 _HEAD = 4096  # both superblocks are within the first 4 KiB
 
 
@@ -27,22 +26,6 @@ class BlockDevices(Protocol):
 
     def filesystem_size(self, device: str, fstype: str) -> int | None:
         """Bytes the filesystem on ``device`` spans (its superblock), None if unknown."""
-
-
-def superblock_size(fstype: str, head: bytes) -> int | None:
-    """The size a filesystem's superblock records, from the device's first 4 KiB."""
-    if fstype == "ext4" and len(head) >= 1024 + 0x154:
-        sb = head[1024:]
-        if struct.unpack_from("<H", sb, 0x38)[0] != _EXT4_MAGIC:
-            return None
-        blocks = struct.unpack_from("<I", sb, 0x4)[0]
-        if struct.unpack_from("<I", sb, 0x60)[0] & _EXT4_INCOMPAT_64BIT:
-            blocks |= struct.unpack_from("<I", sb, 0x150)[0] << 32
-        return blocks * (1024 << struct.unpack_from("<I", sb, 0x18)[0])
-    if fstype == "xfs" and len(head) >= 16 and head[:4] == b"XFSB":
-        block_size, data_blocks = struct.unpack_from(">IQ", head, 4)
-        return block_size * data_blocks
-    return None
 
 
 class SystemBlockDevices:
@@ -81,6 +64,6 @@ class SystemBlockDevices:
     def filesystem_size(self, device: str, fstype: str) -> int | None:
         try:
             with open(device, "rb") as f:
-                return superblock_size(fstype, f.read(_HEAD))
+                return filesystem_bytes(fstype, f.read(_HEAD))
         except OSError:
             return None  # unknown: the caller grows to be sure (a no-op when not needed)

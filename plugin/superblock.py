@@ -9,6 +9,7 @@ and the caller asks blkid. So a disk with data of any kind is never taken for em
 from __future__ import annotations
 
 import os
+import struct
 
 UNKNOWN = "?"
 # Signatures live within the first 256 KiB (ZFS labels 0/1, btrfs at 64 KiB, ISO 9660 at
@@ -18,6 +19,8 @@ SPAN = 256 * 1024
 _EXT_MAGIC_AT = 1024 + 0x38  # s_magic in the ext superblock, little endian
 _EXT_MAGIC = b"\x53\xef"
 _XFS_MAGIC = b"XFSB"  # sb_magicnum at offset 0, big endian
+_EXT4_MAGIC_LE = 0xEF53
+_EXT4_INCOMPAT_64BIT = 0x80  # s_blocks_count_hi is used
 
 
 def probe(device: str) -> str | None:
@@ -37,6 +40,23 @@ def probe(device: str) -> str | None:
     if _zero(head) and _zero(tail):
         return None
     return UNKNOWN
+
+
+def filesystem_bytes(fstype: str, head: bytes) -> int | None:
+    """The size an ext4 or XFS superblock records (from the device's first 4 KiB), None
+    when ``head`` holds no such superblock: what a grown disk's filesystem is compared with."""
+    if fstype == "ext4" and len(head) >= 1024 + 0x154:
+        sb = head[1024:]
+        if struct.unpack_from("<H", sb, 0x38)[0] != _EXT4_MAGIC_LE:
+            return None
+        blocks = struct.unpack_from("<I", sb, 0x4)[0]
+        if struct.unpack_from("<I", sb, 0x60)[0] & _EXT4_INCOMPAT_64BIT:
+            blocks |= struct.unpack_from("<I", sb, 0x150)[0] << 32
+        return blocks * (1024 << struct.unpack_from("<I", sb, 0x18)[0])
+    if fstype == "xfs" and len(head) >= 16 and head[:4] == _XFS_MAGIC:
+        block_size, data_blocks = struct.unpack_from(">IQ", head, 4)
+        return block_size * data_blocks
+    return None
 
 
 def _zero(data: bytes) -> bool:

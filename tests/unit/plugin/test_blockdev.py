@@ -1,4 +1,4 @@
-"""Filesystem sizes from superblocks: hand-built ones, and ones real mkfs made on files."""
+"""Filesystem sizes from superblocks (plugin/superblock.py): hand-built ones, and ones real mkfs made on files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import subprocess
 
 import pytest
 
-from plugin.blockdev import SystemBlockDevices, superblock_size
+from plugin.blockdev import SystemBlockDevices
 from plugin.errors import DeviceError
 from plugin.filesystem import _MKFS
+from plugin.superblock import filesystem_bytes
 
 MB = 1024 * 1024
 
@@ -27,19 +28,19 @@ def ext4_head(blocks: int, log_block: int, hi: int | None = None) -> bytes:
 
 
 def test_ext4_size_is_blocks_times_block_size_with_the_64bit_high_word():
-    assert superblock_size("ext4", ext4_head(25600, 2)) == 25600 * 4096
-    assert superblock_size("ext4", ext4_head(5, 2, hi=1)) == ((1 << 32) + 5) * 4096
+    assert filesystem_bytes("ext4", ext4_head(25600, 2)) == 25600 * 4096
+    assert filesystem_bytes("ext4", ext4_head(5, 2, hi=1)) == ((1 << 32) + 5) * 4096
 
 
 def test_xfs_size_is_data_blocks_times_block_size():
     head = b"XFSB" + struct.pack(">IQ", 4096, 76800) + bytes(4080)
-    assert superblock_size("xfs", head) == 76800 * 4096
+    assert filesystem_bytes("xfs", head) == 76800 * 4096
 
 
 def test_no_or_another_filesystem_is_unknown():
-    assert superblock_size("ext4", bytes(4096)) is None
-    assert superblock_size("xfs", bytes(4096)) is None
-    assert superblock_size("btrfs", ext4_head(1, 2)) is None
+    assert filesystem_bytes("ext4", bytes(4096)) is None
+    assert filesystem_bytes("xfs", bytes(4096)) is None
+    assert filesystem_bytes("btrfs", ext4_head(1, 2)) is None
 
 
 @pytest.mark.parametrize("fstype,size_mb", [("ext4", 64), ("xfs", 300)])
