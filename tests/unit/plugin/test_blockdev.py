@@ -1,4 +1,5 @@
-"""Filesystem sizes from superblocks (plugin/superblock.py): hand-built ones, and ones real mkfs made on files."""
+"""Filesystem sizes from superblocks (plugin/superblock.py): hand-built ones, and ones real
+mkfs made on files; the device size and rescan of plugin/blockdev.py."""
 
 from __future__ import annotations
 
