@@ -450,7 +450,14 @@ class VsphereBackend:
             using = self.inventory.devices_of_vms_on(ds)
             return bool(devices.holders(dict(using.values()), path))
         found = self.inventory.vm(vm)
-        return found is not None and devices.find_disk(self._devices(found), path) is not None
+        if found is None:
+            # A VM this endpoint does not know: with one service per ESXi host, another
+            # host's VM, whose service alone can tell. Saying "not attached" would let this
+            # host's recovery mark a disk in use elsewhere detached; an attach elsewhere
+            # still takes over from a VM that is not running (vm_powered_on).
+            log.info("VM %s holding %s is not known here; leaving it attached", vm, path)
+            return True
+        return devices.find_disk(self._devices(found), path) is not None
 
     def release_orphans(self, datastore: str) -> int:
         return 0  # a VMFS/vSAN/NFS disk in use by a VM cannot be deleted: no orphans

@@ -105,3 +105,23 @@ def test_two_remote_services_racing_creates_make_one_disk(
     assert [v["name"] for v in services[0].list(vm) if v["volume"] == name] == \
         [v["name"] for v in services[1].list(vm) if v["volume"] == name]
     services[1].remove(vm, name)
+
+
+def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
+        two_hosts: tuple[VsphereBackend, VsphereBackend], name: str) -> None:
+    """One service per ESXi host: a VM of another host is unknown here, so this host's
+    recovery must not mark that VM's disk detached."""
+    backend = two_hosts[0]
+    service = VolumeService(backend, locks=ClusterLocks(_manager(backend.lease_store(), "r")))
+    vm = "DC0_H0_VM0"
+    service.create(vm, name, {"size": "10mb"})
+    ds = backend.datastores()[0].name
+    loc = DiskLocation(ds, "_DEFAULT", name)
+    meta = backend.read_metadata(loc)
+    assert meta is not None
+    backend.write_metadata(loc, {**meta, "status": "attached", "attached_to": "vm-on-esx-7",
+                                 "attach_info": {"kind": "scsi", "unit": 1}})
+    service.recover()
+    assert service.get(vm, name)["attached_to"] == "vm-on-esx-7"
+    backend.write_metadata(loc, meta)
+    service.remove(vm, name)
