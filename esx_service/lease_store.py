@@ -64,6 +64,10 @@ class LocalLeaseStore:
     def ensure_dir(self, datastore: str, relative: str) -> None:
         try:
             os.makedirs(self.path(datastore, relative), exist_ok=True)
+        except FileExistsError:
+            # makedirs saw it exist, then found it gone (a holder released it meanwhile):
+            # the caller's next step notices and comes back
+            return
         except OSError as exc:
             raise BackendError(f"creating [{datastore}] {relative} failed: {exc}") from exc
 
