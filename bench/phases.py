@@ -49,6 +49,7 @@ COUNTS = {
     "VolumeDriver hop (dockerd -> plugin)": (2, 2),
     "esx_service hop (plugin -> esx_service)": (2, 2),
     "named lock, uncontended": (4, 4),
+    "datastore lease, taken and released (multi-host exclusion)": (3, 2),
     "crash-safe file write (2 fsyncs)": (4, 2),  # esx_service's metadata and descriptor
     "atomic file write, no fsync (plugin's counts)": (1, 1),
     "fsync of the new extent": (1, 0),
@@ -162,6 +163,8 @@ def measure(env: BenchEnv) -> dict:
                 pass
 
         old["named lock, uncontended"] = new["named lock, uncontended"] = _hops(hold, 2000)
+        old["datastore lease, taken and released (multi-host exclusion)"] = \
+            new["datastore lease, taken and released (multi-host exclusion)"] = _leases(root)
     with RawHopServer(os.path.join(str(env.run_dir), "rawhop.sock")) as raw:
         raw_hop = _hops(raw.call)
     client = DriverClient(PLUGIN_SOCKET)
@@ -182,6 +185,27 @@ def _totals(p50: dict) -> dict[str, list[float]]:
     return {side: [sum(up * p50[side].get(k, 0.0) for k, (up, _) in COUNTS.items()),
                    sum(down * p50[side].get(k, 0.0) for k, (_, down) in COUNTS.items())]
             for side in ("old", "new")}
+
+
+def _leases(root: str) -> list[float]:
+    """What esx_service's ClusterLocks cost per hold on a local datastore (issue 11)."""
+    from esx_service.cluster_locks import ClusterLocks
+    from esx_service.instance import Instance
+    from esx_service.lease_store import LocalLeaseStore
+    from esx_service.leases import LeaseManager
+
+    manager = LeaseManager(LocalLeaseStore(lambda ds: root), Instance("bench"))
+    manager.start()
+    try:
+        locks = ClusterLocks(manager)
+
+        def hold() -> None:
+            with locks.hold("datastore1/_DEFAULT/vol"):
+                pass
+
+        return _hops(hold, 200)
+    finally:
+        manager.stop()
 
 
 def _esx_status(socket_path: str) -> None:

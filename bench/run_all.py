@@ -298,7 +298,8 @@ NOTES = """
   (esx_service/loopdev.py), mount and umount with mount(2)/umount2(2)
   (plugin/syscalls.py) and the "already formatted?" check by reading the superblock
   (plugin/superblock.py); mkfs stays a process. What it adds per life cycle is in the
-  phases table: four VolumeDriver hops, four esx_service hops, and six crash-safe file
+  phases table: four VolumeDriver hops, four esx_service hops, five datastore leases
+  (issue 11: directories made, listed and removed, no fsync), and six crash-safe file
   replacements (write, fsync, rename, fsync the directory) in esx_service: metadata
   `creating`, the descriptor, `detached`, `attached`, then `detached` and `removing`, plus
   the extent's fsync: 13 fsyncs, where there were 17 before issue 15 (the plugin's
