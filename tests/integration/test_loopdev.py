@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from esx_service.backends.base import DiskLocation
+from esx_service.backends.local import LocalBackend
 from esx_service.loopdev import KernelLoopDevices
 
 SIZE = 16 * 1024 * 1024
@@ -122,3 +124,37 @@ def test_set_capacity_makes_the_device_take_the_new_file_size(images):
     loops.set_capacity(device)
     assert int(size.read_text()) * 512 == 2 * SIZE
     loops.detach(device, path)
+
+
+def test_a_device_on_a_deleted_extent_is_released_by_detach_and_by_recovery(tmp_path):
+    """A volume's extent deleted while its loop device stays bound (a remove that raced an
+    attach before leases, or a hand-made mess): the API's detach and recovery's orphan sweep
+    both release it; a device on a live file of the same name is left alone."""
+    root = tmp_path / "ds1"
+    folder = root / "dockvols" / "_DEFAULT"
+    backend = LocalBackend({"ds1": str(root)})
+    loops = KernelLoopDevices()
+    devices = []
+    try:
+        for name in ("db", "gone"):
+            backend.create_disk(DiskLocation("ds1", "_DEFAULT", name), 8, "thin", None)
+            devices.append(loops.attach(str(folder / f"{name}-flat.vmdk"), read_only=False))
+        os.unlink(folder / "db-flat.vmdk")
+        os.unlink(folder / "gone-flat.vmdk")
+        assert _backing(devices[0]) == f"{folder / 'db-flat.vmdk'} (deleted)"
+        backend.create_disk(DiskLocation("ds1", "_DEFAULT", "db"), 8, "thin", None)  # anew
+        live = loops.attach(str(folder / "db-flat.vmdk"), read_only=False)
+        devices.append(live)
+        backend.detach_disk(DiskLocation("ds1", "_DEFAULT", "db"), "vm1", {"device": live})
+        assert _wait_released(live)
+        assert _backing(devices[0]) is not None  # not the attach the API was asked about
+        backend.detach_disk(DiskLocation("ds1", "_DEFAULT", "db"), "vm1", None)
+        assert _wait_released(devices[0])
+        assert _backing(devices[1]) is not None
+        assert backend.release_orphans("ds1") == 1
+        assert _wait_released(devices[1])
+    finally:
+        for device in devices:
+            backing = _backing(device)
+            if backing and backing.removesuffix(" (deleted)").startswith(str(root)):
+                loops.detach(device, backing)
