@@ -14,6 +14,7 @@ from .names import check_datastore_name
 
 DEFAULT_CONFIG_FILE = "/etc/dockvols/dockvols.conf"
 BACKENDS = ("local", "vsphere")
+LEASE_MODES = ("datastore", "process")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # setting -> (INI section, INI key, environment variable)
@@ -30,6 +31,7 @@ _SOURCES = {
     "db_path": ("service", "db_path", "DOCKVOLS_DB"),
     "host_id": ("service", "host_id", "DOCKVOLS_HOST_ID"),
     "lease_seconds": ("service", "lease_seconds", "DOCKVOLS_LEASE_SECONDS"),
+    "leases": ("service", "leases", "DOCKVOLS_LEASES"),
     "lease_wait": ("service", "lease_wait_seconds", "DOCKVOLS_LEASE_WAIT_SECONDS"),
     "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
     "vsock_port": ("vsock", "port", "DOCKVOLS_VSOCK_PORT"),
@@ -89,6 +91,10 @@ class ServiceConfig:
     host_id: str = field(default_factory=_socket.gethostname)
     lease_seconds: float = 15.0
     lease_wait_seconds: float = 90.0
+    # "datastore": locks hold across hosts (the default, and a must whenever two services
+    # share a datastore); "process": this process's locks only, for the one service that
+    # alone owns its datastores (vCenter mode), where remote leases cost round trips.
+    leases: str = "datastore"
     datastores: tuple[tuple[str, str], ...] = ()
     vsphere: VsphereSettings = field(default_factory=VsphereSettings)
     tls: TlsSettings | None = None
@@ -172,6 +178,12 @@ def _build(raw: dict[str, str], source: str) -> ServiceConfig:
                                  ("lease_wait", "lease_wait_seconds", 0.0, 3600.0)):
         if raw.get(key):
             kwargs[attr] = _seconds(raw[key], attr, low, high)
+    if raw.get("leases"):
+        kwargs["leases"] = raw["leases"].strip().lower()
+        if kwargs["leases"] not in LEASE_MODES:
+            raise ConfigError(f"invalid leases {raw['leases']!r}: allowed are "
+                              f"{', '.join(LEASE_MODES)} (datastore unless this is the only "
+                              "service using its datastores)")
     if kwargs.get("backend", "local") not in BACKENDS:
         raise ConfigError(f"invalid backend {kwargs['backend']!r}: allowed are "
                           f"{', '.join(BACKENDS)}")

@@ -16,7 +16,7 @@ from .admin.db import AdminDb
 from .admin.db_policy import DbPolicy
 from .api import Api
 from .backends.base import Backend
-from .cluster_locks import ClusterLocks
+from .cluster_locks import ClusterLocks, LocalVolumeLocks, VolumeLocks
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
 from .instance import Instance, set_default_instance
@@ -83,10 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         backend, store = make_backend(config, telemetry)
         leases = LeaseManager(store, instance, config.lease_seconds,
                               config.lease_wait_seconds)
-        leases.start()
+        locks: VolumeLocks = LocalVolumeLocks()
+        if config.leases == "datastore":
+            leases.start()
+            locks = ClusterLocks(leases)
+        else:
+            log.warning("leases = process: locks hold in this process only; never let another "
+                        "service use these datastores")
         db = AdminDb(config.admin_db_path)
         service = VolumeService(backend, config.default_datastore, DbPolicy(db),
-                                observer=telemetry, locks=ClusterLocks(leases))
+                                observer=telemetry, locks=locks)
         service.recover()
         api = Api(service)
         servers: list[ApiServer] = [UnixApiServer(config.socket, api, config.vm_name)]
@@ -114,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         server.start()
     log.info("dockvols %s serving backend=%s datastores=%s vm=%s sockets=%s db=%s config=%s "
-             "host=%s lease=%gs", __version__, backend.name,
+             "host=%s leases=%s/%gs", __version__, backend.name,
              ",".join(d.name for d in backend.datastores()), config.vm_name,
              ",".join(s.describe() for s in servers), config.admin_db_path, config.source,
-             instance.host, config.lease_seconds)
+             instance.host, config.leases, config.lease_seconds)
     stop.wait()
     log.info("stopping: letting in-flight operations finish (up to %.0fs)", DRAIN_SECONDS)
     drained = service.gate.drain(DRAIN_SECONDS)

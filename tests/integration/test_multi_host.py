@@ -276,7 +276,8 @@ def vcenter_mode(run_dir: Path) -> Iterator[list[HttpEsxClient]]:
         "DOCKVOLS_VM_NAME": "mhv-local", "DOCKVOLS_ADMIN_SOCKET": str(run_dir / "mhv-a.sock"),
         "DOCKVOLS_TLS_LISTEN": f"127.0.0.1:{port}", "DOCKVOLS_TLS_CERT": server[0],
         "DOCKVOLS_TLS_KEY": server[1], "DOCKVOLS_TLS_CLIENT_CA": str(ca[0]),
-        "DOCKVOLS_CONFIG": "",
+        # the one service owns its datastore: its own locks suffice (README: deployments)
+        "DOCKVOLS_LEASES": "process", "DOCKVOLS_CONFIG": "",
     }, run_dir / "esx-vcenter.log", sock)
     daemon.start()
 
@@ -295,7 +296,7 @@ def vcenter_mode(run_dir: Path) -> Iterator[list[HttpEsxClient]]:
 
 
 def test_one_service_for_many_hosts_gives_a_disk_to_exactly_one_vm(
-        vcenter_mode: list[HttpEsxClient], figures: Figures) -> None:
+        vcenter_mode: list[HttpEsxClient], figures: Figures, run_dir: Path) -> None:
     clients = vcenter_mode
     for r in range(ROUNDS):
         name = f"v{r}"
@@ -313,3 +314,5 @@ def test_one_service_for_many_hosts_gives_a_disk_to_exactly_one_vm(
         assert lists[0] == lists[1] == lists[2]
         winners[0].detach(name)
         clients[r % 3].remove(name)
+    # the deployment's setting took: this process's locks only, no datastore leases
+    assert "leases=process/" in (run_dir / "esx-vcenter.log").read_text()

@@ -136,3 +136,19 @@ def test_local_datastore_names_may_hold_spaces_and_mixed_case(tmp_path):
 def test_a_local_datastore_name_with_an_at_is_refused_naming_it(tmp_path):
     with pytest.raises(ConfigError, match="invalid local datastore name 'a@b'.*'@'"):
         load_config(str(_write(tmp_path, "")), env={"DOCKVOLS_DATASTORES": "a@b=/a"})
+
+
+def test_lease_settings_are_read_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr("esx_service.config.DEFAULT_CONFIG_FILE", str(tmp_path / "absent"))
+    default = load_config(env={})
+    assert (default.leases, default.lease_seconds, default.lease_wait_seconds) == \
+        ("datastore", 15.0, 90.0)
+    config = load_config(env={"DOCKVOLS_LEASES": "Process", "DOCKVOLS_LEASE_SECONDS": "4",
+                              "DOCKVOLS_LEASE_WAIT_SECONDS": "30", "DOCKVOLS_HOST_ID": "esx-7"})
+    assert (config.leases, config.lease_seconds, config.lease_wait_seconds, config.host_id) == \
+        ("process", 4.0, 30.0, "esx-7")
+    with pytest.raises(ConfigError, match="invalid leases 'etcd': allowed are datastore, "):
+        load_config(env={"DOCKVOLS_LEASES": "etcd"})
+    for bad in ("0.5", "nan", "ten"):
+        with pytest.raises(ConfigError, match="lease_seconds .* expected seconds from 1 to"):
+            load_config(env={"DOCKVOLS_LEASE_SECONDS": bad})
