@@ -1,4 +1,5 @@
-"""Importing a disk made outside dockvols on vcsim: VirtualDiskManager makes it, dockvols
+"""What vDVS users bring, on vcsim: names with spaces and symbols (through the datastore HTTP
+interface), and a disk made outside dockvols, imported: VirtualDiskManager makes it, dockvols
 reads its descriptor over the datastore HTTP interface, moves it with MoveVirtualDisk and
 attaches it. vcsim writes empty disk files, so the test writes the descriptor ESX would have
 written (VCSIM-NOTES)."""
@@ -83,3 +84,22 @@ def test_a_disk_attached_to_a_running_vm_is_not_imported(
     finally:
         service.detach(VM1, name)
         service.remove(VM1, name)
+
+
+def test_a_vdvs_style_name_lives_through_the_datastore_http_interface(
+        vcsim: Vcsim, backend: VsphereBackend, service: VolumeService, name: str) -> None:
+    # metadata goes through /folder PUT/GET and MoveDatastoreFile, the disk through
+    # VirtualDiskManager: the encoded stem must survive both, the name as typed shown back
+    volume = f"my vol #{name} é?"
+    created = service.create(VM0, f"{volume}@{DS.lower()}", {})
+    assert (created["volume"], created["datastore"]) == (volume, DS)
+    stem = file_stem(volume)
+    assert "~" in stem
+    assert volume_file(vcsim, backend, f"dockvols/_DEFAULT/{stem}.json").exists()
+    assert volume in [v["volume"] for v in service.list(VM0)]
+    assert service.get(VM0, volume)["name"] == f"{volume}@{DS}"
+    service.attach(VM0, volume)
+    assert f"[{DS}] dockvols/_DEFAULT/{stem}.vmdk" in vm_disks(backend, VM0)
+    service.detach(VM0, volume)
+    service.remove(VM0, volume)
+    assert not volume_file(vcsim, backend, f"dockvols/_DEFAULT/{stem}.json").exists()
