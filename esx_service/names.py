@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .errors import InvalidName
 
 MAX_NAME_LENGTH = 100
+MAX_MOUNT_NAME_BYTES = 255
 # VMFS names snapshot deltas <disk>-000001.vmdk: a volume called that would clash.
 # Its extents and change-tracking files are <disk>-flat.vmdk, <disk>-ctk.vmdk and so on.
 _SNAPSHOT_SUFFIX = re.compile(r"-(\d{6}|flat|delta|ctk|sesparse)$", re.IGNORECASE)
@@ -100,6 +101,18 @@ def parse_volume_name(full: object) -> VolumeRef:
     if sep:
         _check_part(datastore, full, "datastore name")
     return VolumeRef(name, datastore or None)
+
+
+def check_mountable(name: str, datastore: str) -> None:
+    """The guest mounts a volume at ``<mount root>/<name>@<datastore>``: one file name, at
+    most 255 bytes (100 characters of a non-Latin script can take 400)."""
+    size = len(f"{name}@{datastore}".encode())
+    if size > MAX_MOUNT_NAME_BYTES:
+        raise InvalidName(
+            f"invalid volume name {_shown(name)}: as {name[:20]!r}...@{datastore} it takes "
+            f"{size} bytes in UTF-8, and the guest mounts a volume at "
+            f"/mnt/vmdk/<name>@<datastore>, a file name of at most {MAX_MOUNT_NAME_BYTES} "
+            "bytes; use a shorter name")
 
 
 def check_datastore_name(name: str, what: str = "datastore name") -> str:

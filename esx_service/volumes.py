@@ -36,7 +36,7 @@ from .errors import (
 )
 from .faults import fault_point
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
-from .names import VolumeRef, match_datastore, parse_volume_name
+from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
 from .oplog import OperationGate, OpObserver
 from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
 from .policy import AccessPolicy, OpenPolicy
@@ -91,6 +91,7 @@ class VolumeService:
                     f"unknown datastore {ref.datastore!r} in volume name {str(ref)!r}; known "
                     f"datastores: {', '.join(known)} (default {default})")
             datastore = matched
+        check_mountable(ref.name, datastore)
         return ref, DiskLocation(datastore, vmgroup, ref.name)
 
     def _meta(self, loc: DiskLocation) -> VolumeMeta | None:

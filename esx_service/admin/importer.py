@@ -27,7 +27,7 @@ from typing import Any
 
 from ..backends.base import DiskLocation
 from ..errors import BadRequest, DockvolsError, InvalidName, NotFound, VolumeInUse
-from ..names import parse_volume_name
+from ..names import check_mountable, parse_volume_name
 from ..options import ACCESS_MODES, ATTACH_AS, FSTYPES, MB, VolumeOptions
 from ..policy import DEFAULT_VMGROUP
 from ..vmdk import DESCRIPTOR_LIMIT, DiskFacts, describe_vmdk
@@ -131,6 +131,7 @@ class Importer:
             raise BadRequest(f"cannot import {path} as {name}: a disk is imported on its own "
                              f"datastore ({datastore}); name it {ref.name} or "
                              f"{ref.name}@{datastore}")
+        check_mountable(ref.name, datastore)
         group = self._vmgroup(vmgroup or DEFAULT_VMGROUP)
         facts = self.inspect(datastore, source)
         adoption = Adoption(datastore, source, DiskLocation(datastore, group, ref.name),
@@ -209,6 +210,7 @@ class Importer:
                 raise _Skip(f"file name {stem!r} holds '@': import it with --path and a "
                             "--name of your choice") from exc
             raise
+        check_mountable(name, ds)
         facts = self.inspect(ds, source)
         options, notes = self._vdvs_options(ds, source, name, facts)
         return Adoption(ds, source, DiskLocation(ds, group, name), options, notes)

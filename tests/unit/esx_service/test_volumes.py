@@ -570,3 +570,10 @@ def test_a_name_differing_only_in_case_on_a_case_blind_datastore_is_refused(h, m
     with pytest.raises(InvalidName, match="differs only in case from existing volume 'Db'"):
         h.service.create("vm1", "db", {})
     assert [v["volume"] for v in h.service.list("vm1")] == ["Db"]
+
+
+def test_a_name_too_long_for_the_guests_mount_point_is_refused_naming_the_limit(h):
+    with pytest.raises(InvalidName, match="255 bytes"):
+        h.service.create("vm1", "卷" * 90 + "@ds1", {})  # 270 bytes in UTF-8
+    assert h.service.create("vm1", "卷" * 80 + "@ds1", {})["volume"] == "卷" * 80
+    assert h.service.list("vm1")[0]["volume"] == "卷" * 80
