@@ -1,18 +1,30 @@
 """Fault injection for crash tests: ``DOCKVOLS_FAULT_POINTS=create.disk_written,...`` makes
 the process group kill itself with SIGKILL when it reaches a named point (the group, so a
-gunicorn master dies with its worker, as in a real kill -9 of the plugin). Off unless set."""
+gunicorn master dies with its worker, as in a real kill -9 of the plugin). ``point=SECONDS``
+instead stalls there that long (a slow host, so a crash elsewhere lands mid-operation).
+Off unless set."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import time
 
 log = logging.getLogger("dockvols.faults")
 
 
 def fault_point(name: str) -> None:
     points = os.environ.get("DOCKVOLS_FAULT_POINTS")
-    if points and name in points.split(","):
+    if not points:
+        return
+    for point in points.split(","):
+        point_name, _, delay = point.partition("=")
+        if point_name != name:
+            continue
+        if delay:
+            log.warning("fault point %s reached: stalling %s s", name, delay)
+            time.sleep(float(delay))
+            return
         log.warning("fault point %s reached: killing this process group (SIGKILL)", name)
         os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -447,6 +447,7 @@ class VolumeService:
                     meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
                     self._save(loc, meta)
                 read_only = meta.options.access == "read-only" and meta.formatted
+                fault_point("attach.before_disk")
                 if not self._still_ours(loc):
                     raise LeaseLost(f"the lock on {meta.full_name} expired before the attach; "
                                     "nothing was attached, retrying is safe")

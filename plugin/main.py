@@ -49,7 +49,9 @@ def build_app(settings: PluginSettings) -> Flask:
         start_http_server(port, host, registry=metrics.registry)
     if settings.recover_on_start:
         start_recovery(manager, DockerUsers(settings.docker_host, settings.driver_name, manager),
-                       on_report=metrics.record_reconcile)
+                       on_report=metrics.record_reconcile,
+                       reconcile_period=settings.reconcile_period,
+                       reconcile_grace=settings.reconcile_grace)
     else:
         manager.recovered.set()
     if settings.grow_check_interval > 0:
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                "DOCKVOLS_DEVICE_TIMEOUT, DOCKVOLS_RECOVER (1), DOCKVOLS_GROW_CHECK_INTERVAL "
                "(2 s; 0 turns the check for disks grown by an admin off), "
                "DOCKVOLS_METRICS_ADDRESS (off; a loopback HOST:PORT for /metrics besides "
-               "the plugin socket).")
+               "the plugin socket), DOCKVOLS_RECONCILE_PERIOD (30), "
+               "DOCKVOLS_RECONCILE_GRACE (120).")
     parser.add_argument("--version", action="version", version=f"dockvols {__version__}")
     parser.parse_args(argv)
     try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import PluginError
+from .reconcile import Reconciler
 from .volume_manager import VolumeManager
 
 log = logging.getLogger("dockvols.recovery")
@@ -101,10 +102,11 @@ def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
 
 def start_recovery(manager: VolumeManager, docker_users: DockerUsers,
                    deadline: float = 300.0,
-                   on_report: Callable[[str, dict[str, int]], None] | None = None
-                   ) -> threading.Thread:
+                   on_report: Callable[[str, dict[str, int]], None] | None = None,
+                   reconcile_period: float | None = None, reconcile_grace: float = 120.0,
+                   stop: threading.Event | None = None) -> threading.Thread:
     """Recover in the background (the socket must answer dockerd at once), retrying while
-    Docker or esx_service are not up yet."""
+    Docker or esx_service are not up yet; then, with a period, reconcile for ever."""
 
     def run() -> None:
         stop_at = time.monotonic() + deadline
@@ -128,6 +130,9 @@ def start_recovery(manager: VolumeManager, docker_users: DockerUsers,
                 delay = min(delay * 2, 5.0)
         manager.users_of = docker_users.users_of
         manager.recovered.set()
+        if reconcile_period:
+            Reconciler(manager, docker_users, reconcile_grace).run_forever(
+                reconcile_period, stop or threading.Event())
 
     thread = threading.Thread(target=run, name="recovery", daemon=True)
     thread.start()

@@ -3,6 +3,13 @@
 A counter per (volume, mount ID), not a set: dockerd may Mount the same ID twice and then
 Unmount it twice. ``recovered:<container>`` IDs stand for users found in the Docker engine
 after a restart, whose real mount IDs are unknown.
+
+An Unmount of an ID nobody counted, while recovered users remain, is one of those users
+leaving; which one Docker cannot tell yet (a stopping container is still "running" in
+Docker's view until all its Unmounts returned). So it is counted as one ``departed`` user:
+a volume counts its real IDs plus ``recovered - departed``. Never adding users from Docker
+at Unmount time is what keeps one container from being counted twice. When the reconcile
+later sees a recovered container gone, it drops that entry and one departure with it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 from esx_service.atomic import atomic_write_json
 
@@ -22,6 +30,9 @@ class RefCounts:
         self._lock = threading.Lock()
         self._refs: dict[str, dict[str, int]] = {}
         self._aliases: dict[str, str] = {}
+        self._departed: dict[str, int] = {}
+        # when each volume last gained a reference (in memory: a restart recounts anyway)
+        self._touched: dict[str, float] = {}
         self._load()
 
     def _load(self) -> None:
@@ -31,13 +42,27 @@ class RefCounts:
             refs = {str(v): {str(i): int(n) for i, n in ids.items() if int(n) > 0}
                     for v, ids in data.get("refs", {}).items()}
             aliases = {str(k): str(v) for k, v in data.get("aliases", {}).items()}
+            departed = {str(v): int(n) for v, n in data.get("departed", {}).items()
+                        if int(n) > 0}
         except FileNotFoundError:
             return
         except (ValueError, TypeError, AttributeError):
             os.replace(self._path, self._path + ".corrupt")  # keep it for a post-mortem
+            self.lost = True
             return
         self._refs = {v: ids for v, ids in refs.items() if ids}
         self._aliases = aliases
+        self._departed = {v: n for v, n in departed.items() if v in self._refs}
+        now = time.monotonic()
+        self._touched = {v: now for v in self._refs}
+
+    lost = False  # True when the state file was unreadable and counting started empty
+
+    def _total(self, volume: str) -> int:
+        ids = self._refs.get(volume, {})
+        real = sum(n for i, n in ids.items() if not i.startswith(RECOVERED))
+        recovered = sum(1 for i in ids if i.startswith(RECOVERED))
+        return real + max(0, recovered - self._departed.get(volume, 0))
 
     def _save(self) -> None:
         os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
@@ -48,12 +73,15 @@ class RefCounts:
         # restart, which the page cache does; a host crash takes every mount and loop device
         # with it, and recovery recounts from Docker then. Two fsyncs fewer per Mount and
         # per Unmount (issue 15, bench/phases.py).
-        atomic_write_json(self._path, {"refs": self._refs, "aliases": aliases},
-                          durable=False)
+        state: dict = {"refs": self._refs, "aliases": aliases}
+        if self._departed:
+            state["departed"] = self._departed
+        atomic_write_json(self._path, state, durable=False)
 
     def total(self, volume: str) -> int:
+        """How many users the volume has: real mount IDs plus recovered users not departed."""
         with self._lock:
-            return sum(self._refs.get(volume, {}).values())
+            return self._total(volume)
 
     def ids(self, volume: str) -> dict[str, int]:
         with self._lock:
@@ -67,30 +95,76 @@ class RefCounts:
         with self._lock:
             ids = self._refs.setdefault(volume, {})
             ids[mount_id] = ids.get(mount_id, 0) + 1
+            self._touched[volume] = time.monotonic()
             self._save()
-            return sum(ids.values())
+            return self._total(volume)
 
     def release(self, volume: str, mount_id: str) -> bool:
-        """Drop one reference; False if that ID held none."""
+        """Drop one reference. An ID nobody counted is one recovered user departing while
+        any are left; False if there is none (the Unmount matched nothing)."""
         with self._lock:
             ids = self._refs.get(volume, {})
             if ids.get(mount_id, 0) <= 0:
-                return False
-            ids[mount_id] -= 1
-            if ids[mount_id] == 0:
-                del ids[mount_id]
-            if not ids:
-                self._refs.pop(volume, None)
+                recovered = sum(1 for i in ids if i.startswith(RECOVERED))
+                departed = self._departed.get(volume, 0)
+                if mount_id.startswith(RECOVERED) or departed >= recovered:
+                    return False
+                self._departed[volume] = departed + 1
+            else:
+                ids[mount_id] -= 1
+                if ids[mount_id] == 0:
+                    del ids[mount_id]
+            self._drop_if_unused(volume)
             self._save()
             return True
 
+    def _drop_if_unused(self, volume: str) -> None:
+        if self._total(volume) == 0:
+            self._refs.pop(volume, None)
+            self._departed.pop(volume, None)
+
     def replace(self, volume: str, ids: dict[str, int]) -> None:
+        """Set a volume's counts outright (recovery): departures start again from zero."""
         with self._lock:
+            self._departed.pop(volume, None)
             if ids:
                 self._refs[volume] = dict(ids)
+                self._touched[volume] = time.monotonic()
             else:
                 self._refs.pop(volume, None)
             self._save()
+
+    def recovered_users(self, volume: str) -> set[str]:
+        """Container IDs of the volume's recovered users (departed ones included)."""
+        with self._lock:
+            return {i[len(RECOVERED):] for i in self._refs.get(volume, {})
+                    if i.startswith(RECOVERED)}
+
+    def forget_recovered(self, volume: str, containers: set[str]) -> int:
+        """Drop recovered users that are gone; each takes one departure with it (its
+        Unmount, if it reached us, was counted as one). Returns how many were dropped."""
+        with self._lock:
+            ids = self._refs.get(volume, {})
+            gone = [f"{RECOVERED}{c}" for c in containers if f"{RECOVERED}{c}" in ids]
+            if not gone:
+                return 0
+            for key in gone:
+                del ids[key]
+            left = self._departed.get(volume, 0) - len(gone)
+            recovered = sum(1 for i in ids if i.startswith(RECOVERED))
+            if min(left, recovered) > 0:
+                self._departed[volume] = min(left, recovered)
+            else:
+                self._departed.pop(volume, None)
+            self._drop_if_unused(volume)
+            self._save()
+            return len(gone)
+
+    def idle_for(self, volume: str) -> float:
+        """Seconds since the volume last gained a reference (or was recounted)."""
+        with self._lock:
+            touched = self._touched.get(volume)
+            return float("inf") if touched is None else time.monotonic() - touched
 
     def alias(self, name: str) -> str | None:
         with self._lock:

@@ -31,6 +31,10 @@ class PluginSettings:
     # How often mounted volumes are checked for disks grown by an admin (0: never).
     grow_check_interval: float = 2.0
     recover_on_start: bool = True
+    # how often the reconcile releases what no live container uses, and how long a fresh
+    # mount ID without a live container is trusted (docker create/cp mount for non-running)
+    reconcile_period: float = 30.0
+    reconcile_grace: float = 120.0
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -104,6 +108,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
         grow_check_interval=(0.0 if env.get("DOCKVOLS_GROW_CHECK_INTERVAL") in ("0", "0.0")
                              else _float(env, "DOCKVOLS_GROW_CHECK_INTERVAL",
                                          PluginSettings.grow_check_interval)),
+        reconcile_period=_float(env, "DOCKVOLS_RECONCILE_PERIOD",
+                                PluginSettings.reconcile_period),
+        reconcile_grace=_float(env, "DOCKVOLS_RECONCILE_GRACE", PluginSettings.reconcile_grace),
         recover_on_start=env.get("DOCKVOLS_RECOVER", "1") not in ("0", "false", "no"),
         threads=int(_float(env, "DOCKVOLS_THREADS", PluginSettings.threads)),
         tls_cert=tls["cert"], tls_key=tls["key"], tls_ca=tls["ca"],

@@ -19,7 +19,7 @@ from .devices import DeviceFinder
 from .errors import PluginError, RecoveryPending, ServiceError, ServiceUnreachable, VolumeInUse
 from .esx_client import EsxClient
 from .filesystem import Mounter
-from .refcounts import RECOVERED, RefCounts
+from .refcounts import RefCounts
 from .volume_cache import VolumeCache
 
 log = logging.getLogger("dockvols.plugin")
@@ -327,9 +327,10 @@ class VolumeManager:
             canonical = self.canonical(name)
             with self.locks.hold(canonical):
                 self.touched.add(canonical)
+                # An ID nobody counted is a recovered user leaving (refcounts.py), else
+                # ignored unless the volume is mounted for nobody Docker knows of.
                 if not self.refs.release(canonical, mount_id):
-                    if not (self._reconcile_recovered(canonical)
-                            or self._mounted_for_nobody(canonical)):
+                    if not self._mounted_for_nobody(canonical):
                         log.warning("volume=%s unmount of unknown id %s ignored", name,
                                     mount_id[:12])
                         return
@@ -343,17 +344,6 @@ class VolumeManager:
                 # Unmounted now; a failed detach leaves the disk attached to this VM only,
                 # which the next Mount (attach is idempotent) or Remove takes care of.
                 self.detach(name, formatted=True)
-
-    def _reconcile_recovered(self, canonical: str) -> bool:
-        """An unknown ID after a restart: recount the volume's users from Docker."""
-        ids = self.refs.ids(canonical)
-        if not any(i.startswith(RECOVERED) for i in ids) or self.users_of is None:
-            return False
-        users = self.users_of(canonical)
-        kept = {i: n for i, n in ids.items() if not i.startswith(RECOVERED)}
-        kept.update({f"{RECOVERED}{c}": 1 for c in users})
-        self.refs.replace(canonical, kept)
-        return True
 
     def _mounted_for_nobody(self, canonical: str) -> bool:
         """Counts lost (a state file set aside) but the volume is mounted: release it when

@@ -19,6 +19,7 @@ from .daemons import REPO, Daemon, answers_activate, python_daemon, remove_dead_
 # Another name lets two suites (or `make run`) share a host: legacy sockets are host-wide.
 DRIVER = os.environ.get("DOCKVOLS_TEST_DRIVER", "vsphere")
 PLUGIN_SOCKET = f"/run/docker/plugins/{DRIVER}.sock"
+RECONCILE_PERIOD = 2.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -165,6 +166,8 @@ def plugin_daemon(run_dir: Path, docker: Docker, driver: str, esx_socket: Path,
         # bounded waits, so a stuck esx_service shows up as an error within the test
         "DOCKVOLS_ESX_TIMEOUT": "15",
         "DOCKVOLS_QUERY_TIMEOUT": "3",
+        # a short reconcile, so a leak must be gone within seconds of a test's end
+        "DOCKVOLS_RECONCILE_PERIOD": str(RECONCILE_PERIOD),
     }, run_dir / f"plugin-{driver}.log", socket_path)
 
 

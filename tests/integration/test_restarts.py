@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
 from pathlib import Path
+
+from plugin.esx_client import UnixHTTPConnection
 
 from .conftest import (
     DRIVER,
+    PLUGIN_SOCKET,
+    RECONCILE_PERIOD,
     Docker,
     loops_on,
     make_volume,
@@ -130,3 +136,59 @@ def test_service_killed_after_detach_records_the_volume_detached(
     assert dv.out("run", "--rm", "-v", "halfdetached:/data", "busybox", "cat",
                   "/data/f") == "x"
 
+
+
+def test_plugin_restart_while_containers_come_and_go_counts_no_container_twice(
+        dv: Docker, plugin: Daemon, mount_root: Path, run_dir: Path) -> None:
+    """Issue 10's sequence: A and C use v; the plugin is killed; C stops while it is down;
+    the plugin restarts; B mounts v; A stops; B stops: v is unmounted, detached, removable."""
+    make_volume(dv, "comego")
+    for name in ("ctr-a", "ctr-c"):
+        dv("run", "-d", "--name", name, "-v", "comego:/data", "busybox", "sleep", "300")
+    plugin.kill9()
+    dv("rm", "-f", "ctr-c")  # its Unmount cannot reach the dead plugin
+    restart_plugin_and_wait_for_recovery(plugin)
+    dv("run", "-d", "--name", "ctr-b", "-v", "comego:/data", "busybox", "sleep", "300")
+    dv("rm", "-f", "ctr-a")
+    assert mounts_under(mount_root) == [str(mount_root / "comego@datastore1")]
+    assert dv.out("exec", "ctr-b", "sh", "-c", "echo b > /data/f; cat /data/f") == "b"
+    dv("rm", "-f", "ctr-b")
+    assert mounts_under(mount_root) == []
+    assert loops_on(run_dir) == []
+    dv("volume", "rm", "comego")  # not "in use by 1 mount(s)"
+
+
+def test_a_disk_the_service_attaches_after_the_plugins_recovery_is_detached(
+        dv: Docker, plugin: Daemon, esx: Daemon, mount_root: Path, run_dir: Path) -> None:
+    """The plugin dies mid-Mount while the service is still attaching; the new plugin's
+    recovery finds nothing attached; the attach lands later: the reconcile detaches it."""
+    make_volume(dv, "lateattach")
+    esx.restart({"DOCKVOLS_FAULT_POINTS": "attach.before_disk=8"})
+    # dockerd would retry a Mount whose connection broke; call the plugin directly
+    mount = threading.Thread(target=_post, args=(PLUGIN_SOCKET, "/VolumeDriver.Mount",
+                                                 {"Name": "lateattach", "ID": "m1"}))
+    mount.start()
+    wait_for(lambda: "attach.before_disk reached" in esx.log_tail(20), 30,
+             "the service to stall inside attach")
+    plugin.kill9()
+    restart_plugin_and_wait_for_recovery(plugin)
+    assert loops_on(run_dir) == []  # recovery ran before the attach landed
+    wait_for(lambda: bool(loops_on(run_dir)), 20, "the stalled attach to land")
+    wait_for(lambda: not loops_on(run_dir), RECONCILE_PERIOD * 3 + 10,
+             "the reconcile to detach the late attach")
+    mount.join(5)
+    assert mounts_under(mount_root) == []
+    assert "'detached': 1" in plugin.log_tail(200)
+    esx.restart()
+    assert dv.inspect_volume("lateattach")["Status"]["attached to VM"] == "detached"
+
+
+def _post(socket_path: str, path: str, body: dict) -> None:
+    conn = UnixHTTPConnection(socket_path, 60)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode())
+        conn.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        pass  # the plugin is killed under it
+    finally:
+        conn.close()

@@ -71,7 +71,7 @@ def test_counts_that_agree_with_docker_are_kept(rig):
     assert _mounted(rig) == set()
 
 
-def test_an_unknown_unmount_id_after_recovery_recounts_from_docker(rig):
+def test_an_unknown_unmount_id_after_recovery_is_one_recovered_user_leaving(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m-before-restart")
     manager = rig.restart()
@@ -80,16 +80,37 @@ def test_an_unknown_unmount_id_after_recovery_recounts_from_docker(rig):
     manager.users_of = docker.users_of
     manager.recovered.set()
 
-    docker.users[DB] = {"c2"}  # c1 stopped; its Unmount carries an ID we never saw
+    # c1 stops; Docker still shows it running while its Unmount (an ID we never saw) runs
     manager.unmount("db", "id-of-c1")
-    assert manager.refs.ids(DB) == {"recovered:c2": 1}
+    assert manager.refs.total(DB) == 1
     assert _mounted(rig) == {rig.target(DB)}
 
-    docker.users[DB] = set()
     manager.unmount("db", "id-of-c2")
     assert manager.refs.total(DB) == 0
     assert _mounted(rig) == set()
     assert rig.backend.holder_of("db") is None
+
+
+def test_the_restart_sequence_of_issue_10_counts_no_container_twice(rig):
+    """A and C use v; the plugin dies; C stops meanwhile; the plugin restarts; B mounts v;
+    A stops; B stops: v must be unmounted and detached."""
+    rig.manager.create("v", {})
+    rig.manager.mount("v", "idA")
+    rig.manager.mount("v", "idC")
+    manager = rig.restart()  # C's Unmount never reached the dead plugin
+    docker = FakeDockerUsers({"v@ds1": {"A"}})
+    recover(manager, docker)
+    manager.users_of = docker.users_of
+    manager.recovered.set()
+    manager.mount("v", "idB")
+    docker.users["v@ds1"] = {"A", "B"}
+    manager.unmount("v", "idA")  # A still "running" in Docker's view during its Unmount
+    assert manager.refs.total("v@ds1") == 1
+    docker.users["v@ds1"] = {"B"}
+    manager.unmount("v", "idB")
+    assert _mounted(rig) == set()
+    assert rig.backend.holder_of("v") is None
+    assert manager.refs.total("v@ds1") == 0
 
 
 def test_one_failing_volume_does_not_stop_the_others(rig):

@@ -116,3 +116,48 @@ def test_a_wrong_shaped_file_is_moved_aside_too(path, content):
     refs = RefCounts(path)
     assert refs.volumes() == []
     assert os.path.exists(path + ".corrupt")
+
+
+def test_an_unknown_id_is_one_recovered_user_departing(path):
+    refs = RefCounts(path)
+    refs.replace("v", {"recovered:A": 1, "recovered:B": 1})
+    refs.add("v", "idC")
+    assert refs.total("v") == 3
+    assert refs.release("v", "idA")  # A or B left; Docker cannot tell which yet
+    assert refs.total("v") == 2
+    assert RefCounts(path).total("v") == 2  # the departure is persisted
+    assert refs.release("v", "idB")
+    assert not refs.release("v", "idX")  # no recovered user left to depart
+    assert refs.total("v") == 1
+    assert refs.release("v", "idC")
+    assert refs.total("v") == 0 and refs.volumes() == []
+
+
+def test_forgetting_a_gone_recovered_user_takes_its_departure_with_it(path):
+    refs = RefCounts(path)
+    refs.replace("v", {"recovered:A": 1, "recovered:B": 1})
+    refs.release("v", "idA")
+    assert refs.forget_recovered("v", {"A"}) == 1
+    assert refs.total("v") == 1  # B
+    assert refs.recovered_users("v") == {"B"}
+    assert refs.forget_recovered("v", {"nobody"}) == 0
+    assert refs.forget_recovered("v", {"B"}) == 1
+    assert refs.volumes() == []
+
+
+def test_a_recovered_container_that_restarted_is_not_counted_twice(path):
+    refs = RefCounts(path)
+    refs.replace("v", {"recovered:A": 1, "recovered:B": 1})
+    refs.release("v", "idA")  # A restarts: Unmount of its old ID...
+    refs.add("v", "idA")  # ...then Mount of the same ID
+    assert refs.total("v") == 2
+    assert refs.release("v", "idA")  # A stops for good
+    refs.forget_recovered("v", {"A"})
+    assert refs.total("v") == 1  # B only
+
+
+def test_idle_for_measures_time_since_the_last_new_reference(path):
+    refs = RefCounts(path)
+    refs.add("v", "m1")
+    assert refs.idle_for("v") < 5
+    assert refs.idle_for("never-seen") > 1000

@@ -1,0 +1,141 @@
+"""The periodic reconcile: compare what this VM has mounted and attached with what Docker
+says is live, and release what nobody uses.
+
+Recovery (recovery.py) rebuilds the counts once at start; this runs every ``period`` seconds
+after it, for the leaks a running plugin can still get: a recovered container that went
+away, counts lost with the state file, an Unmount that failed half-way, and a disk the
+service attached late, after a Mount whose plugin died (the new plugin's recovery ran before
+the attach finished).
+
+Decisions are taken under the volume's lock from the local truth (mount table, counts);
+Docker's and the service's snapshots, taken before, only ever *permit* a release when the
+local truth also says unused, so a Mount running meanwhile is never undone. One method per
+kind of action, each a small rule, so another (e.g. noticing a grown disk) fits beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import PluginError
+from .volume_manager import VolumeManager
+
+log = logging.getLogger("dockvols.reconcile")
+
+
+class LiveUsers(Protocol):
+    def by_volume(self) -> dict[str, set[str]]: ...
+
+
+@dataclass
+class Snapshot:
+    """What one pass knows before taking any volume lock."""
+
+    users: dict[str, set[str]]  # canonical volume -> live container IDs (Docker)
+    mounted: set[str]  # canonical volumes mounted under the mount root
+    attached: set[str]  # canonical volumes the service says are attached to this VM
+    report: dict[str, int] = field(default_factory=dict)
+
+    def count(self, action: str) -> None:
+        self.report[action] = self.report.get(action, 0) + 1
+
+
+class Reconciler:
+    def __init__(self, manager: VolumeManager, docker: LiveUsers, grace: float = 120.0) -> None:
+        self.manager = manager
+        self.docker = docker
+        # A mount ID counted less than this long ago is kept even when Docker shows no live
+        # user: `docker create`/`docker cp` mount for containers that are not running, and a
+        # starting container is "created" until its Mounts returned.
+        self.grace = grace
+
+    # -- one pass -------------------------------------------------------------------------
+    def run_once(self) -> dict[str, int]:
+        snap = self._snapshot()
+        m = self.manager
+        for canonical in sorted(snap.mounted | snap.attached | set(m.refs.volumes())):
+            with m.locks.hold(canonical):
+                try:
+                    self._settle(canonical, snap)
+                except PluginError as exc:
+                    log.error("reconcile of volume %s failed: %s", canonical, exc)
+                    snap.count("failed")
+        if any(snap.report.values()):
+            log.info("reconcile: %s", snap.report)
+        return snap.report
+
+    def _snapshot(self) -> Snapshot:
+        m = self.manager
+        users = self.docker.by_volume()  # raises when Docker is down: skip the pass
+        mounted = {os.path.basename(p) for p in m.mounter.mounts_under(m.mount_root)}
+        try:
+            me = m.client.status()["vm"]
+            attached = {v["name"] for v in m.client.list() if v.get("attached_to") == me}
+        except PluginError as exc:
+            log.warning("reconcile: service unreachable, only mounts are checked: %s", exc)
+            attached = set()
+        return Snapshot(users, mounted, attached)
+
+    def _settle(self, canonical: str, snap: Snapshot) -> None:
+        live = snap.users.get(canonical, set())
+        self._forget_gone_recovered(canonical, live, snap)
+        self._recount_lost(canonical, live, snap)
+        self._drop_stale_ids(canonical, live, snap)
+        self._release_unused(canonical, live, snap)
+        self._detach_orphan(canonical, live, snap)
+
+    # -- the rules ------------------------------------------------------------------------
+    def _is_mounted(self, canonical: str) -> bool:
+        m = self.manager
+        return m.mountpoint(canonical) in m.mounter.mounts_under(m.mount_root)
+
+    def _forget_gone_recovered(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """Recovered users Docker no longer shows live have stopped."""
+        gone = self.manager.refs.recovered_users(canonical) - live
+        if gone and self.manager.refs.forget_recovered(canonical, gone):
+            snap.count("forgotten")
+
+    def _recount_lost(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """Mounted with no count but live users: counts were lost; count Docker's users."""
+        refs = self.manager.refs
+        if live and refs.total(canonical) == 0 and self._is_mounted(canonical):
+            refs.replace(canonical, {f"recovered:{c}": 1 for c in live})
+            snap.count("recounted")
+
+    def _drop_stale_ids(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """Counts no live container backs, older than the grace: an Unmount that never
+        reached us or failed half-way. Docker will not send another."""
+        refs = self.manager.refs
+        if not live and refs.total(canonical) and refs.idle_for(canonical) > self.grace:
+            log.warning("volume=%s counts %s have no live container for over %.0fs: dropped",
+                        canonical, refs.ids(canonical), self.grace)
+            refs.replace(canonical, {})
+            snap.count("dropped")
+
+    def _release_unused(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """Mounted for nobody: unmount and detach."""
+        if not live and self.manager.refs.total(canonical) == 0 and self._is_mounted(canonical):
+            self.manager.unmount_and_detach(canonical, canonical)
+            snap.attached.discard(canonical)
+            snap.count("unmounted")
+
+    def _detach_orphan(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """Attached to this VM, not mounted, nobody counted: a Mount died after asking for
+        the attach (perhaps finished by the service after our recovery), or an Unmount died
+        before its detach."""
+        if (canonical in snap.attached and not live and self.manager.refs.total(canonical) == 0
+                and not self._is_mounted(canonical)):
+            self.manager.detach(canonical, formatted=False)
+            snap.count("detached")
+
+    # -- the loop -------------------------------------------------------------------------
+    def run_forever(self, period: float, stop: threading.Event) -> None:
+        while not stop.wait(period):
+            try:
+                self.run_once()
+            except Exception as exc:  # Docker or the service down: try again next period
+                log.warning("reconcile pass skipped: %s", exc)
