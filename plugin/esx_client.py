@@ -21,7 +21,7 @@ class EsxClient(Protocol):
     def attach(self, name: str) -> dict: ...
     def detach(self, name: str, formatted: bool = False) -> dict: ...
     def resize(self, name: str, size: str) -> dict: ...
-    def status(self) -> dict: ...
+    def status(self, timeout: float | None = None) -> dict: ...
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -192,6 +192,6 @@ class HttpEsxClient:
         """Grow the volume: ``{"volume", "previous_capacity_mb", "filesystem"}``."""
         return self.call("POST", self._vol(name, "resize"), {"size": size})
 
-    def status(self) -> dict:
+    def status(self, timeout: float | None = None) -> dict:
         """Service version, backend, and the VM identity this client is seen as."""
-        return self.call("GET", "/v1/status")
+        return self.call("GET", "/v1/status", timeout=timeout)

@@ -73,8 +73,10 @@ class Reconciler:
         users = self.docker.by_volume()  # raises when Docker is down: skip the pass
         mounted = {os.path.basename(p) for p in m.mounter.mounts_under(m.mount_root)}
         try:
-            me = m.client.status()["vm"]
-            attached = {v["name"] for v in m.client.list() if v.get("attached_to") == me}
+            # the query timeout: a stuck service must not make each pass hold a connection
+            me = m.client.status(timeout=m.query_timeout)["vm"]
+            attached = {v["name"] for v in m.client.list(timeout=m.query_timeout)
+                        if v.get("attached_to") == me}
         except PluginError as exc:
             log.warning("reconcile: service unreachable, only mounts are checked: %s", exc)
             attached = set()

@@ -178,7 +178,7 @@ def test_a_disk_the_service_attaches_after_the_plugins_recovery_is_detached(
              "the reconcile to detach the late attach")
     mount.join(5)
     assert mounts_under(mount_root) == []
-    assert "'detached': 1" in plugin.log_tail(200)
+    assert "reconcile: {'detached': 1}" in plugin.log_path.read_text(errors="replace")
     esx.restart()
     assert dv.inspect_volume("lateattach")["Status"]["attached to VM"] == "detached"
 
