@@ -499,11 +499,20 @@ class VolumeService:
 
         Other hosts may be working on the same datastore meanwhile: a volume whose lock is
         held elsewhere is skipped (its holder is alive and finishes it), and each volume's
-        metadata is read again under its lock rather than trusted from the listing."""
-        report = {"cleaned": 0, "detached": 0, "grown": 0, "skipped": 0, "temp_files": 0,
-                  "orphans": 0}
+        metadata is read again under its lock rather than trusted from the listing. A volume
+        (or datastore) this host cannot settle, e.g. the kernel answering ENODEV for its loop
+        device, is named in ``unsettled``: one bad disk must not keep the service from
+        starting for all the others."""
+        report: dict = {"cleaned": 0, "detached": 0, "grown": 0, "skipped": 0,
+                        "temp_files": 0, "orphans": 0, "unsettled": []}
         for ds in self.backend.datastores():
-            for listed in self.volumes_in(ds.name, None):
+            try:
+                listing = self.volumes_in(ds.name, None)
+            except (DockvolsError, OSError) as exc:
+                log.error("recovery could not list datastore %s: %s", ds.name, exc)
+                report["unsettled"].append(f"datastore {ds.name}")
+                continue
+            for listed in listing:
                 loc = DiskLocation(listed.datastore, listed.vmgroup, listed.name)
                 with self._locks.try_hold(_key(loc)) as mine:
                     if not mine:
@@ -511,12 +520,14 @@ class VolumeService:
                         continue
                     try:
                         self._recover_one(loc, report)
-                    except DockvolsError as exc:
-                        log.error("recovery of %s failed: %s", listed.full_name, exc)
+                    except (DockvolsError, OSError) as exc:  # ENODEV, EIO... from the kernel
+                        log.error("recovery of %s failed, left as it is: %s",
+                                  listed.full_name, exc)
+                        report["unsettled"].append(listed.full_name)
             try:
                 report["temp_files"] += self._locks.sweep(ds.name)
                 report["orphans"] += self.backend.release_orphans(ds.name)
-            except DockvolsError as exc:
+            except (DockvolsError, OSError) as exc:
                 log.error("recovery of datastore %s failed: %s", ds.name, exc)
         log.info("recovery: %s", report)
         return report

@@ -37,6 +37,9 @@ from .base import DatastoreInfo, DiskLocation, Fence
 
 log = logging.getLogger("dockvols.local")
 DETACH_WAIT = 5.0  # seconds
+# What the kernel answers for a loop device being set up or torn down under us: its sysfs
+# entry vanishes (ENOENT, ENOTDIR) or answers ENODEV/ENXIO while it goes.
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO)
 _CHUNK = 4 * MB
 _ZEROS = bytes(_CHUNK)
 
@@ -328,8 +331,10 @@ class LocalBackend:
                 try:
                     with open(path, encoding="utf-8", errors="surrogateescape") as f:
                         table.append((f"/dev/{entry}", f.read().rstrip("\n")))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # not bound
+                except OSError as exc:
+                    if exc.errno in _GONE:
+                        continue  # not bound, or being torn down right now
+                    raise BackendError(f"cannot read {path}: {exc}") from exc
         return table
 
     def _loop_devices_of(self, extent: str) -> list[str]:

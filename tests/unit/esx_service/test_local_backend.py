@@ -232,3 +232,51 @@ def test_metadata_files_are_json_beside_the_disk(local_backend, tmp_path):
     folder = tmp_path / "ds1" / "dockvols" / "_DEFAULT"
     assert sorted(os.listdir(folder)) == ["db-flat.vmdk", "db.json", "db.vmdk"]
     assert json.loads((folder / "db.json").read_text())["status"] == "detached"
+
+
+def _sysfs_backend(tmp_path, run) -> tuple[LocalBackend, str]:
+    sysfs = tmp_path / "sys-block"
+    backend = LocalBackend({"ds1": str(tmp_path / "ds1")}, run=run)
+    backend._sysfs_block = str(sysfs)  # the real sysfs reader over a fake /sys/block
+    backend.create_disk(LOC, 8, "thin", None)
+    return backend, str(sysfs)
+
+
+def _bind(sysfs: str, device: str, backing: str) -> None:
+    os.makedirs(os.path.join(sysfs, device, "loop"), exist_ok=True)
+    with open(os.path.join(sysfs, device, "loop", "backing_file"), "w") as f:
+        f.write(backing + "\n")
+
+
+@pytest.mark.parametrize("code", [errno.ENODEV, errno.ENXIO, errno.ENOENT])
+def test_a_loop_device_torn_down_while_sysfs_is_read_is_not_an_error(
+        tmp_path, losetup, monkeypatch, code):
+    backend, sysfs = _sysfs_backend(tmp_path, losetup)
+    _, extent = _files(backend)
+    _bind(sysfs, "loop0", extent)
+    _bind(sysfs, "loop1", "/elsewhere")
+    real_open = open
+
+    def tearing_down(path, *args, **kwargs):
+        if "loop1" in str(path):
+            raise OSError(code, os.strerror(code))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", tearing_down)
+    assert backend.is_attached(LOC, "vm1", None)
+    assert backend._loop_table() == [("/dev/loop0", extent)]
+
+
+def test_an_unexpected_sysfs_error_names_the_file(tmp_path, losetup, monkeypatch):
+    backend, sysfs = _sysfs_backend(tmp_path, losetup)
+    _bind(sysfs, "loop0", "/x")
+    real_open = open
+
+    def eio(path, *args, **kwargs):
+        if "loop0" in str(path):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", eio)
+    with pytest.raises(BackendError, match="loop0.*Input/output error"):
+        backend.is_attached(LOC, "vm1", None)

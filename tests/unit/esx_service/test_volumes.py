@@ -3,6 +3,7 @@ LocalBackend (files in tmp_path, losetup played by FakeLosetup): the same contra
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 
@@ -284,8 +285,25 @@ def test_recover_leaves_healthy_volumes_alone(h):
     h.service.create("vm1", "b", {})
     h.service.attach("vm1", "b")
     assert h.service.recover() == {"cleaned": 0, "detached": 0, "grown": 0, "skipped": 0,
-                                   "temp_files": 0, "orphans": 0}
+                                   "temp_files": 0, "orphans": 0, "unsettled": []}
     assert h.service.get("vm1", "b")["attached_to"] == "vm1"
+
+
+def test_recover_skips_and_reports_a_volume_the_kernel_will_not_settle(h, monkeypatch):
+    h.service.create("vm1", "a", {})
+    h.service.create("vm1", "b", {})
+    h.service.attach("vm1", "b")
+    real = h.backend.is_attached
+
+    def enodev(loc, vm, info):
+        if loc.name == "b":  # its loop device's sysfs entry answers ENODEV mid-teardown
+            raise OSError(errno.ENODEV, "No such device")
+        return real(loc, vm, info)
+
+    monkeypatch.setattr(h.backend, "is_attached", enodev)
+    report = h.service.recover()
+    assert report["unsettled"] == ["b@ds1"]
+    assert h.service.get("vm1", "a")["status"] == DETACHED
 
 
 # -- remove ---------------------------------------------------------------------------
