@@ -76,6 +76,19 @@ class InsufficientSpace(DockvolsError):
     http_status = 507
 
 
+class CapacityLimit(DockvolsError):
+    """A fixed limit of the platform is reached (e.g. a VM's SCSI slots): the message names
+    the limit. Not the backend failing, so not 502."""
+
+    code = "CapacityLimit"
+    http_status = 507
+
+
+class MethodNotAllowed(DockvolsError):
+    code = "MethodNotAllowed"
+    http_status = 405
+
+
 class AccessDenied(DockvolsError):
     code = "AccessDenied"
     http_status = 403
@@ -123,7 +136,7 @@ ALL_ERRORS: dict[str, type[DockvolsError]] = {
     for cls in (
         DockvolsError, BadRequest, InvalidName, InvalidOption, UnknownDatastore,
         VolumeNotFound, VolumeInUse, VolumeExists, VolumeBusy, LeaseLost, InsufficientSpace,
-        AccessDenied, QuotaExceeded, NotFound, ServiceStopping, BackendError, DiskExists,
-        ConfigError,
+        CapacityLimit, MethodNotAllowed, AccessDenied, QuotaExceeded, NotFound,
+        ServiceStopping, BackendError, DiskExists, ConfigError,
     )
 }

@@ -63,16 +63,25 @@ def format_size_mb(size_mb: float) -> str:
     return f"{size_mb:.1f}".rstrip("0").rstrip(".") + "mb"
 
 
+def _shown(value: str, limit: int = 40) -> str:
+    """A value as an error message names it: whole when short, else its start and length."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def parse_size_mb(value: str) -> int:
     match = _SIZE.fullmatch(value.strip())
-    if not match or int(match.group(1)) <= 0:
+    # Thousands of digits: int() refuses past 4,300 of them, and no disk needs 20.
+    digits = match.group(1).lstrip("0") if match else ""
+    if match is None or not digits:
         raise InvalidOption(
-            f"invalid size {value!r}: use X[mb|gb|tb] with X a positive integer, e.g. 200mb or 10gb"
-        )
-    size = int(match.group(1)) * _UNITS_MB[match.group(2).lower()]
-    if size > MAX_SIZE_MB:
-        raise InvalidOption(f"invalid size {value!r}: the largest disk is 62tb")
-    return size
+            f"invalid size {_shown(value)}: use X[mb|gb|tb] with X a positive integer, "
+            "e.g. 200mb or 10gb")
+    unit = _UNITS_MB[match.group(2).lower()]
+    if len(digits) > 20 or int(digits) * unit > MAX_SIZE_MB:
+        raise InvalidOption(f"invalid size {_shown(value)}: the largest disk is 62tb")
+    return int(digits) * unit
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:

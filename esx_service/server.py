@@ -22,9 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
 from .api import MAX_BODY, Text
+from .errors import BadRequest, DockvolsError, MethodNotAllowed
 
 log = logging.getLogger("dockvols.server")
 HANDSHAKE_TIMEOUT = 10.0
+ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")
 IDLE_TIMEOUT = 120.0
 
 
@@ -65,6 +67,35 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_DELETE = do_PUT = _serve
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method, a malformed request line, headers
+        too long) in the API's JSON error shape instead of its HTML page."""
+        error: DockvolsError
+        if code == 501:  # no do_<METHOD>: the caller's mistake, not an unimplemented server
+            error = MethodNotAllowed(f"HTTP method {self.command!r} is not supported; "
+                                     f"use {', '.join(ALLOWED_METHODS)}")
+        else:  # 400, 414, 431, and 505 for an HTTP version we do not speak: all the caller's
+            error = BadRequest(f"{message or 'bad request'}" + (f": {explain}" if explain
+                                                                else ""))
+        code = error.http_status if code == 501 or not 400 <= code < 500 else code
+        data = json.dumps(error.to_wire()).encode()
+        self.close_connection = True  # after a refusal the stream may be out of step
+        # a request line too broken to name its version still gets a status line and headers
+        self.request_version = self.protocol_version
+        try:
+            self.send_response(code)
+            if code == 405:
+                self.send_header("Allow", ", ".join(ALLOWED_METHODS))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(data)
+        except OSError:
+            pass  # the client went away
 
     def address_string(self) -> str:
         return self.server.describe()

@@ -3,6 +3,7 @@ boundary turns every failure into ``{"Err": "..."}``."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, g, jsonify, request
@@ -29,7 +30,20 @@ def _body() -> dict:
         return {}
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    _refuse_lone_surrogates(data)
     return data
+
+
+def _refuse_lone_surrogates(data: dict) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); no name, ID or option can hold one
+    (it cannot be encoded to send on, to log or to put in a path)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end].encode("unicode_escape").decode("ascii")
+        raise BadRequest(f"request body holds the lone surrogate {bad!r}, which is not a "
+                         "Unicode character: names, IDs and options must be valid "
+                         "UTF-8 text") from exc
 
 
 def _name(data: dict) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyVmomi import vim
 
-from ..errors import BackendError
+from ..errors import BackendError, CapacityLimit
 from .paths import same_ds_path
 
 MAX_SCSI_BUSES = 4            # a VM has SCSI buses 0-3, whatever the controller type
@@ -42,7 +42,7 @@ def pvscsi_controllers(devices: Iterable[Device]) -> list[vim.vm.device.ParaVirt
 
 def find_free_slot(devices: list[Device], vm: str = "the VM") -> Slot:
     """The first free unit (0-15, never 7) on a PVSCSI controller, by bus then unit; else a
-    new PVSCSI controller on the lowest free SCSI bus; else BackendError."""
+    new PVSCSI controller on the lowest free SCSI bus; else CapacityLimit (4 buses)."""
     used = {(d.controllerKey, d.unitNumber) for d in devices
             if d.controllerKey is not None and d.unitNumber is not None}
     for controller in pvscsi_controllers(devices):
@@ -54,9 +54,10 @@ def find_free_slot(devices: list[Device], vm: str = "the VM") -> Slot:
     free = [bus for bus in range(MAX_SCSI_BUSES) if bus not in taken]
     if not free:
         pv = len(pvscsi_controllers(devices))
-        raise BackendError(
-            f"no free SCSI slot on {vm}: all {MAX_SCSI_BUSES} SCSI buses have a controller "
-            f"({pv} PVSCSI, each with every unit 0-15 but 7 taken); detach a volume first")
+        raise CapacityLimit(
+            f"no free SCSI slot on {vm}: vSphere's limit of {MAX_SCSI_BUSES} SCSI controllers "
+            f"per VM is reached ({pv} PVSCSI, each with every unit 0-15 but 7 taken, "
+            f"{UNITS_PER_CONTROLLER - 1} disks each); detach a volume first")
     return Slot(NEW_CONTROLLER_KEY, free[0], 0, new_controller_spec(free[0]))
 
 

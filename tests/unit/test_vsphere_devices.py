@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyVmomi import vim
 
-from esx_service.errors import BackendError
+from esx_service.errors import BackendError, CapacityLimit
 from esx_service.vsphere import devices
 from esx_service.vsphere.paths import normalise_ds_path, same_ds_path, split_ds_path
 
@@ -73,7 +73,7 @@ def test_four_full_buses_raise_a_clear_error_naming_the_vm():
     devs = []
     for bus in range(4):
         devs += [pvscsi(1000 + bus, bus)] + full(1000 + bus, 2000 + 100 * bus)
-    with pytest.raises(BackendError, match=r"no free SCSI slot on VM web-1.*4 SCSI buses"):
+    with pytest.raises(CapacityLimit, match=r"no free SCSI slot on VM web-1.*limit of 4 SCSI "):
         devices.find_free_slot(devs, vm="VM web-1")
 
 

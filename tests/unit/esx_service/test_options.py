@@ -152,3 +152,15 @@ def test_sizes_are_shown_in_the_units_users_type(size_mb: float, shown: str) -> 
     from esx_service.options import format_size_mb
 
     assert format_size_mb(size_mb) == shown
+
+
+@pytest.mark.parametrize("digits", [60, 4300, 5000, 100_000])
+def test_a_size_of_thousands_of_digits_is_refused_naming_the_limit(digits):
+    with pytest.raises(InvalidOption, match=r"largest disk is 62tb") as err:
+        parse_size_mb("9" * digits + "gb")
+    assert len(str(err.value)) < 200  # names the value without echoing all of it
+    assert f"({digits + 2} characters)" in str(err.value)
+
+
+def test_leading_zeros_do_not_count_as_digits():
+    assert parse_size_mb("0" * 5000 + "200mb") == 200

@@ -169,3 +169,36 @@ def test_a_bad_content_length_is_refused_without_waiting_for_a_body(servers, len
     assert answer.startswith("HTTP/1.1 413 ")
     body = json.loads(answer.split("\r\n\r\n", 1)[1])
     assert body["error"]["code"] == "BadRequest" and repr(length) in body["error"]["message"]
+
+
+@pytest.mark.parametrize("method", ["PATCH", "OPTIONS", "FOO", "TRACE"])
+def test_an_unknown_http_method_gets_a_json_405_naming_the_allowed_ones(servers, method):
+    answer = raw_exchange(sock(servers, "vm1"), f"{method} /v1/volumes HTTP/1.1\r\nHost: x\r\n"
+                                                "Content-Length: 0\r\n\r\n")
+    head, body = answer.split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 405 ")
+    assert "Content-Type: application/json" in head and "Allow: GET, POST, PUT, DELETE" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == "MethodNotAllowed"
+    assert method in error["message"] and "GET, POST, PUT, DELETE" in error["message"]
+
+
+def test_head_gets_a_405_without_a_body(servers):
+    answer = raw_exchange(sock(servers, "vm1"), "HEAD /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = answer.split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 405 ") and body == ""
+
+
+@pytest.mark.parametrize("head", [
+    "GARBAGE\r\n\r\n",
+    "GET /v1/status HTTP/9.9\r\n\r\n",
+    "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + "a" * 70000 + "\r\n\r\n",
+    "GET /" + "a" * 70000 + " HTTP/1.1\r\n\r\n",
+])
+def test_malformed_requests_get_a_json_error_not_an_html_page(servers, head):
+    answer = raw_exchange(sock(servers, "vm1"), head)
+    status_line, body = answer.split("\r\n\r\n", 1)
+    status = int(status_line.split()[1])
+    assert 400 <= status < 500
+    error = json.loads(body)["error"]
+    assert error["code"] == "BadRequest" and error["message"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,13 +18,17 @@ from esx_service.api import Api
 from esx_service.backends.local import LocalBackend
 from esx_service.errors import ALL_ERRORS
 from esx_service.file_names import file_stem
+from esx_service.server import UnixApiServer
 from esx_service.volumes import VolumeService
-from tests.fakes import FakeLosetup
+from tests.fakes import FakeBackend, FakeLosetup
 
 EXAMPLES = 400
 
 odd_names = st.one_of(
     st.text(min_size=0, max_size=300),
+    # hypothesis's text never holds a lone surrogate; a JSON body can ("\ud800")
+    st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
+            max_size=3),
     st.sampled_from(["../x", "..", ".", "a/../../etc", "x\x00y", "/etc/passwd", "a@", "@b",
                      "a@b@c", "a@../../x", "é", "\u202e", "x" * 10_000, "db-000001",
                      "db-flat", "a\\b", "a b", "CON", "db@DATASTORE1"]),
@@ -36,7 +42,10 @@ option_maps = st.one_of(
     json_values,
     st.dictionaries(st.sampled_from(["size", "diskformat", "fstype", "access", "attach-as",
                                      "clone-from", "vsan-policy-name", "colour", ""]),
-                    st.one_of(st.text(max_size=30), st.integers(), st.none()), max_size=4),
+                    st.one_of(st.text(max_size=30), st.integers(), st.none(),
+                              st.sampled_from(["9" * 5000 + "gb", "1" * 4301 + "mb",
+                                               "0" * 5000 + "1mb", "\ud800mb"])),
+                    max_size=4),
 )
 bodies = st.one_of(
     st.binary(max_size=200),
@@ -105,3 +114,61 @@ def test_create_then_remove_of_any_name_is_whole_or_absent(
     else:
         assert status < 500, reply
         assert files == []  # refused: nothing made
+
+
+http_methods = st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD",
+                                          "OPTIONS", "TRACE", "CONNECT", "PROPFIND"]),
+                         st.from_regex(r"[A-Z]{1,12}", fullmatch=True))
+request_lines = st.one_of(
+    st.builds(lambda m, p: f"{m} {p} HTTP/1.1", http_methods,
+              st.sampled_from(["/v1/status", "/v1/volumes", "/v1/volumes/db", "/", "*"])),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80),
+    st.sampled_from(["GET /v1/status HTTP/9.9", "GET", "", "GET /v1/status HTTP/1.1 extra",
+                     "GET /" + "a" * 70_000 + " HTTP/1.1"]),
+)
+
+
+def _exchange(path: str, head: bytes) -> bytes:
+    client = socket.socket(socket.AF_UNIX)
+    client.settimeout(10)
+    client.connect(path)
+    chunks = []
+    try:
+        client.sendall(head)
+        client.shutdown(socket.SHUT_WR)
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    finally:
+        client.close()
+    return b"".join(chunks)
+
+
+@settings(max_examples=EXAMPLES // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(line=request_lines)
+def test_every_answer_on_the_socket_is_json_in_the_error_shape(short_tmp: Path,
+                                                              line: str) -> None:
+    """Whatever the request line (unknown methods, garbage, HTTP/9.9), the socket answers
+    JSON with a status below 500: never http.server's HTML page."""
+    path = str(short_tmp / "f.sock")
+    server = UnixApiServer(path, Api(VolumeService(FakeBackend())), "fuzz-vm")
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                     daemon=True).start()
+    try:
+        answer = _exchange(path, f"{line}\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    finally:
+        server.stop()
+    if not answer:
+        return  # an empty line: http.server closes without answering
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/"):  # an HTTP/0.9 request is answered body only
+        head, body = b"HTTP/1.1 200", answer
+    status = int(head.split()[1])
+    assert status < 500, answer[:300]
+    if line.startswith("HEAD "):
+        assert body == b""  # HTTP: a HEAD answer has headers only
+        return
+    reply = json.loads(body)
+    if status >= 400:
+        assert reply["error"]["code"] in ALL_ERRORS, reply
+        assert "internal error" not in reply["error"]["message"]
