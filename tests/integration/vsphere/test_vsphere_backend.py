@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
+from esx_service.api import Api
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.config import VsphereSettings
@@ -268,6 +269,25 @@ def test_a_full_controller_gets_a_new_pvscsi_controller_and_unit_7_is_never_used
         controllers = [d for d in find_vm(backend, VM2).config.hardware.device
                        if isinstance(d, vim.vm.device.ParaVirtualSCSIController)]
         assert sorted(c.busNumber for c in controllers) == [0, 1]
+
+
+def test_a_vm_with_four_full_controllers_gets_a_named_capacity_limit_not_502(
+        fresh_vcsim: Vcsim):
+    with fresh_vcsim.backend() as backend:
+        api = Api(VolumeService(backend))
+        i = 0
+        while True:
+            assert api.handle("POST", "/v1/volumes", json.dumps({"name": f"f{i}"}).encode(),
+                              VM2)[0] == 201
+            status, reply = api.handle("POST", f"/v1/volumes/f{i}/attach", b"", VM2)
+            if status != 200:
+                break
+            i += 1
+        assert (status, reply["error"]["code"]) == (507, "CapacityLimit")
+        assert "limit of 4 SCSI controllers" in reply["error"]["message"]
+        assert i >= 15 * 3  # every PVSCSI unit but 7 was used before the limit
+        attached = api.handle("GET", f"/v1/volumes/f{i}", b"", VM2)[1]["volume"]
+        assert attached["status"] == "detached"  # refused whole: nothing half-attached
 
 
 def test_the_calling_vm_may_be_named_by_its_bios_uuid(backend: VsphereBackend, name: str):
