@@ -1,7 +1,7 @@
 """Rebuild mount state after a plugin restart from the Docker engine and the mount table.
 
 Mounted but used by no container: unmount and detach. Used but not mounted: mount. Counts
-that disagree with Docker are replaced by one ``recovered:<container>`` reference per user.
+are replaced by one ``recovered:<container>`` reference per live user.
 """
 
 from __future__ import annotations
@@ -91,8 +91,12 @@ def recover(manager: VolumeManager, docker_users: DockerUsers) -> dict:
                 if canonical not in mounted:
                     manager.attach_and_mount(canonical, canonical)
                     report["remounted"] += 1
-                if manager.refs.total(canonical) != len(live):
-                    kept = {f"recovered:{c}": 1 for c in live}
+                # Mount IDs from before the restart cannot be tied to containers (Docker
+                # does not show them), and Docker may still show a container "running"
+                # whose Unmount failed against the dead plugin and will never come again.
+                # So count containers, which the reconcile can see go away.
+                kept = {f"recovered:{c}": 1 for c in live}
+                if manager.refs.ids(canonical) != kept:
                     manager.refs.replace(canonical, kept)
                     report["recounted"] += 1
             except PluginError as exc:

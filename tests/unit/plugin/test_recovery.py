@@ -58,15 +58,17 @@ def test_counts_that_disagree_with_docker_are_replaced_by_recovered_ids(rig):
     assert rig.mounter.calls["mount"] == 1  # the existing mount is kept
 
 
-def test_counts_that_agree_with_docker_are_kept(rig):
+def test_counts_are_rebuilt_as_containers_even_when_the_totals_agree(rig):
+    """Docker may still show a container "running" whose Unmount failed against the dead
+    plugin: counting it by container lets the reconcile see it go; its old ID would stay."""
     rig.manager.create("db", {})
     rig.manager.mount("db", "m1")
     rig.manager.mount("db", "m2")
     manager = rig.restart()
     recover(manager, FakeDockerUsers({DB: {"c1", "c2"}}))
-    assert manager.refs.ids(DB) == {"m1": 1, "m2": 1}
+    assert manager.refs.ids(DB) == {"recovered:c1": 1, "recovered:c2": 1}
     manager.recovered.set()
-    manager.unmount("db", "m1")
+    manager.unmount("db", "m1")  # the pre-restart IDs still release, one user each
     manager.unmount("db", "m2")
     assert _mounted(rig) == set()
 

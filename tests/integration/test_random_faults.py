@@ -1,0 +1,34 @@
+"""The seeded randomized fault test (chaos.py): a few rounds in `make test`; `make soak`
+sets DOCKVOLS_CHAOS_KILLS (e.g. 400) and prints the figures. DOCKVOLS_CHAOS_SEED replays
+a run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .chaos import Chaos
+from .conftest import RECONCILE_PERIOD, Docker
+from .daemons import Daemon
+
+
+def test_random_kills_during_bursts_lose_nothing_and_leak_nothing(
+        dv: Docker, esx: Daemon, plugin: Daemon, run_dir: Path, mount_root: Path,
+        datastore: Path) -> None:
+    seed = int(os.environ.get("DOCKVOLS_CHAOS_SEED") or time.time_ns() % 1_000_000)
+    kills = int(os.environ.get("DOCKVOLS_CHAOS_KILLS", "12"))
+    chaos = Chaos(dv, esx, plugin, run_dir, mount_root, datastore, seed, RECONCILE_PERIOD)
+    print(f"\nchaos seed={seed} (replay: DOCKVOLS_CHAOS_SEED={seed})")
+    started = time.monotonic()
+    while chaos.figures.total_kills < kills:
+        chaos.round()
+        if chaos.figures.rounds % 10 == 0 or chaos.figures.problems():
+            print(f"  after {time.monotonic() - started:.0f}s: {chaos.figures.summary()}",
+                  flush=True)
+        if chaos.figures.problems():
+            break
+    chaos.scan_logs()
+    print(f"chaos seed={seed} {time.monotonic() - started:.0f}s: {chaos.figures.summary()}")
+    assert not chaos.figures.problems(), (
+        f"seed {seed}: {chaos.figures.summary()}\n" + "\n".join(chaos.figures.problems()[:30]))
