@@ -14,7 +14,7 @@ help:
 	@echo "make unit   the fast rootless tests only"
 	@echo "make plugin build the managed plugin (debootstrap rootfs) and docker plugin create"
 	@echo "make bench  run the benchmarks and write bench/RESULTS.md (QUICK=1: fewer runs)"
-	@echo "make soak   long runs that print their figures (multi-host: SOAK_ROUNDS, SOAK_KILLS)"
+	@echo "make soak   long runs that print their figures: random kills (SOAK_CHAOS_KILLS), multi-host (SOAK_ROUNDS, SOAK_KILLS)"
 
 deps:
 	@scripts/install-deps.sh
@@ -46,11 +46,18 @@ plugin: deps venv
 bench: deps venv
 	$(PY) -m bench.run_all $(if $(QUICK),--quick)
 
-# Multi-host soak: three esx_service processes on one datastore, SOAK_ROUNDS rounds of every
-# race with two and with three hosts, SOAK_KILLS kill -9 of a lease holder per fault point.
+# Soak, part 1: the seeded randomized fault test of `make test` at length, SOAK_CHAOS_KILLS
+# kill -9 (three per burst) of esx_service, the plugin or its worker; DOCKVOLS_CHAOS_SEED=N
+# replays a run. Part 2, multi-host: three esx_service processes on one datastore,
+# SOAK_ROUNDS rounds of every race with two and with three hosts, SOAK_KILLS kill -9 of a
+# lease holder per fault point.
+SOAK_CHAOS_KILLS ?= 400
 SOAK_ROUNDS ?= 300
 SOAK_KILLS ?= 10
 soak: deps venv
+	DOCKVOLS_CHAOS_KILLS=$(SOAK_CHAOS_KILLS) DOCKVOLS_CHAOS_KILLS_PER_ROUND=3 \
+	  DOCKVOLS_TEST_DRIVER=$${DOCKVOLS_TEST_DRIVER:-soak} \
+	  $(PY) -m pytest tests/integration/test_random_faults.py -q -s -p no:cacheprovider $(PYTEST_ARGS)
 	DOCKVOLS_MULTIHOST_ROUNDS=$(SOAK_ROUNDS) DOCKVOLS_MULTIHOST_KILLS=$(SOAK_KILLS) \
 	  DOCKVOLS_TEST_DRIVER=$${DOCKVOLS_TEST_DRIVER:-soak} \
 	  $(PY) -m pytest tests/integration/test_multi_host.py -q -s -p no:cacheprovider $(PYTEST_ARGS)

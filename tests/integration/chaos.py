@@ -68,7 +68,7 @@ class Figures:
 class Chaos:
     def __init__(self, dv: Docker, esx: Daemon, plugin: Daemon, run_dir: Path,
                  mount_root: Path, datastore: Path, seed: int, reconcile_period: float,
-                 volumes: int = 6, clients: int = 6) -> None:
+                 volumes: int = 6, clients: int = 6, kills_per_round: int = 1) -> None:
         self.dv = dv
         self.esx = esx
         self.plugin = plugin
@@ -80,6 +80,7 @@ class Chaos:
         self.period = reconcile_period
         self.names = [f"chaos{i}" for i in range(volumes)]
         self.clients = clients
+        self.kills_per_round = kills_per_round
         self.figures = Figures()
         self._lock = threading.Lock()
         self.created: set[str] = set()  # create succeeded, no remove attempted since
@@ -92,15 +93,16 @@ class Chaos:
 
     # -- one round ------------------------------------------------------------------------
     def round(self) -> None:
-        plans = [[self._plan_op() for _ in range(self.rng.randint(2, 5))]
+        plans = [[self._plan_op() for _ in range(self.rng.randint(2, 5) * self.kills_per_round)]
                  for _ in range(self.clients)]
-        delay = self.rng.uniform(0.2, 4.0)
-        target = self.rng.choice(TARGETS)
+        kills = [(self.rng.uniform(0.2, 4.0), self.rng.choice(TARGETS))
+                 for _ in range(self.kills_per_round)]
         with ThreadPoolExecutor(self.clients) as pool:
             futures = [pool.submit(self._client, plan) for plan in plans]
-            time.sleep(delay)
-            self._kill(target)
-            self._restart(target)
+            for delay, target in kills:
+                time.sleep(delay)
+                self._kill(target)
+                self._restart(target)
             for f in futures:
                 f.result()
         self.dv("rm", "-f", *self.dv.out("ps", "-aq").split(), check=False)

@@ -18,7 +18,9 @@ def test_random_kills_during_bursts_lose_nothing_and_leak_nothing(
         datastore: Path) -> None:
     seed = int(os.environ.get("DOCKVOLS_CHAOS_SEED") or time.time_ns() % 1_000_000)
     kills = int(os.environ.get("DOCKVOLS_CHAOS_KILLS", "12"))
-    chaos = Chaos(dv, esx, plugin, run_dir, mount_root, datastore, seed, RECONCILE_PERIOD)
+    per_round = int(os.environ.get("DOCKVOLS_CHAOS_KILLS_PER_ROUND", "1"))
+    chaos = Chaos(dv, esx, plugin, run_dir, mount_root, datastore, seed, RECONCILE_PERIOD,
+                  kills_per_round=per_round)
     print(f"\nchaos seed={seed} (replay: DOCKVOLS_CHAOS_SEED={seed})")
     started = time.monotonic()
     while chaos.figures.total_kills < kills:

@@ -178,7 +178,9 @@ def test_a_disk_the_service_attaches_after_the_plugins_recovery_is_detached(
              "the reconcile to detach the late attach")
     mount.join(5)
     assert mounts_under(mount_root) == []
-    assert "reconcile: {'detached': 1}" in plugin.log_path.read_text(errors="replace")
+    # the pass logs once its detach has returned, a moment after the loop device went
+    wait_for(lambda: "reconcile: {'detached': 1}" in plugin.log_path.read_text(
+        errors="replace"), 10, "the reconcile to report the detach")
     esx.restart()
     assert dv.inspect_volume("lateattach")["Status"]["attached to VM"] == "detached"
 
