@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,9 +46,11 @@ class Snapshot:
 
 
 class Reconciler:
-    def __init__(self, manager: VolumeManager, docker: LiveUsers, grace: float = 120.0) -> None:
+    def __init__(self, manager: VolumeManager, docker: LiveUsers, grace: float = 120.0,
+                 on_report: Callable[[str, dict[str, int]], None] | None = None) -> None:
         self.manager = manager
         self.docker = docker
+        self.on_report = on_report  # the plugin's reconcile-actions metric
         # A mount ID counted less than this long ago is kept even when Docker shows no live
         # user: `docker create`/`docker cp` mount for containers that are not running, and a
         # starting container is "created" until its Mounts returned.
@@ -66,6 +69,8 @@ class Reconciler:
                     snap.count("failed")
         if any(snap.report.values()):
             log.info("reconcile: %s", snap.report)
+            if self.on_report is not None:
+                self.on_report("reconcile", snap.report)
         return snap.report
 
     def _snapshot(self) -> Snapshot:

@@ -135,7 +135,7 @@ def start_recovery(manager: VolumeManager, docker_users: DockerUsers,
         manager.users_of = docker_users.users_of
         manager.recovered.set()
         if reconcile_period:
-            Reconciler(manager, docker_users, reconcile_grace).run_forever(
+            Reconciler(manager, docker_users, reconcile_grace, on_report).run_forever(
                 reconcile_period, stop or threading.Event())
 
     thread = threading.Thread(target=run, name="recovery", daemon=True)

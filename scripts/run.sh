@@ -63,7 +63,7 @@ $PY -m plugin 2> >(trap '' INT TERM; exec tee -a "$LOGDIR/plugin.log" >&2) &
 pids+=($!)
 # the read-only admin page and /metrics (loopback unless DOCKVOLS_WEB_LISTEN says otherwise)
 export DOCKVOLS_WEB_LISTEN=${DOCKVOLS_WEB_LISTEN:-127.0.0.1:9440}
-$PY -m admin_web 2> >(tee -a "$LOGDIR/admin_web.log" >&2) &
+$PY -m admin_web 2> >(trap '' INT TERM; exec tee -a "$LOGDIR/admin_web.log" >&2) &
 pids+=($!)
 for _ in $(seq 50); do [ -S "/run/docker/plugins/$DRIVER.sock" ] && break; sleep 0.1; done
 cat <<MSG
@@ -73,8 +73,8 @@ make run: dockvols is up. The driver "$DRIVER" is registered at /run/docker/plug
 Admin page and metrics: http://$DOCKVOLS_WEB_LISTEN/ and http://$DOCKVOLS_WEB_LISTEN/metrics
 Logs: $LOGDIR/{esx_service,plugin,admin_web}.log. Ctrl-C to stop.
 MSG
-# Wait for our two processes only (a bare `wait` would also wait for a dockerd started
-# above); if either exits by itself, stop the other.
+# Wait for the processes started here only (a bare `wait` would also wait for a dockerd
+# started above); if one exits by itself, stop the others.
 while alive; do
   for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "make run: process $p exited" >&2; exit 1; }; done
   sleep 1

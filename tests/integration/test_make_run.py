@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,12 @@ import pytest
 
 from .conftest import DRIVER, Docker
 from .daemons import REPO, answers_activate, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def session_processes(sid: int) -> list[str]:
@@ -56,7 +63,8 @@ def make_run(docker: Docker, busybox: str, run_dir: Path) -> Iterator:
                "DOCKVOLS_MOUNT_ROOT": str(root / "mnt"),
                "DOCKVOLS_STATE_DIR": str(root / "state"),
                "DOCKVOLS_LOG_DIR": str(root / "logs"),
-               "DOCKVOLS_SKIP_APT": "1"}
+               "DOCKVOLS_SKIP_APT": "1",
+               "DOCKVOLS_WEB_LISTEN": f"127.0.0.1:{_free_port()}"}
         root.mkdir(exist_ok=True)
         with open(root / "make-run.out", "wb") as out:  # a pipe nobody reads could fill
             proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out,

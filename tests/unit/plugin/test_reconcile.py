@@ -98,3 +98,15 @@ def test_a_pass_with_docker_down_changes_nothing(rig):
     else:
         raise AssertionError("a pass without Docker's view must not go on")
     assert _mounted(rig) == {rig.target(DB)}
+
+
+def test_each_pass_that_acts_is_reported_for_the_metrics(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    rig.manager.refs.replace(DB, {})
+    seen = []
+    reconciler = Reconciler(rig.manager, FakeDockerUsers({}),
+                            on_report=lambda phase, report: seen.append((phase, report)))
+    reconciler.run_once()
+    reconciler.run_once()  # nothing left to do: not reported
+    assert seen == [("reconcile", {"unmounted": 1})]
