@@ -51,6 +51,7 @@ class Reconciler:
         self.manager = manager
         self.docker = docker
         self.on_report = on_report  # the plugin's reconcile-actions metric
+        self._unbacked: set[str] = set()  # volumes a pass found counted but with no live user
         # A mount ID counted less than this long ago is kept even when Docker shows no live
         # user: `docker create`/`docker cp` mount for containers that are not running, and a
         # starting container is "created" until its Mounts returned.
@@ -114,13 +115,22 @@ class Reconciler:
             snap.count("recounted")
 
     def _drop_stale_ids(self, canonical: str, live: set[str], snap: Snapshot) -> None:
-        """Counts no live container backs, older than the grace: an Unmount that never
-        reached us or failed half-way. Docker will not send another."""
+        """Mount IDs no live container backs: an Unmount that failed half-way, or one that
+        reached no plugin. Docker will not send it again. An ID this plugin counted is
+        dropped after the grace (docker create/cp mount for containers that are not
+        running); one a previous plugin counted, once a second pass still finds nobody
+        (a container whose Mount came just before the restart is running by then)."""
         refs = self.manager.refs
-        if not live and refs.total(canonical) and refs.idle_for(canonical) > self.grace:
-            log.warning("volume=%s counts %s have no live container for over %.0fs: dropped",
-                        canonical, refs.ids(canonical), self.grace)
-            refs.replace(canonical, {})
+        if live or not refs.total(canonical):
+            self._unbacked.discard(canonical)
+            return
+        old, loaded = refs.unbacked_ids(canonical, self.grace)
+        stale = old + (loaded if canonical in self._unbacked else [])
+        self._unbacked.add(canonical)
+        if stale:
+            log.warning("volume=%s mount IDs %s have no live container: dropped", canonical,
+                        ", ".join(i[:12] for i in stale))
+            refs.drop(canonical, stale)
             snap.count("dropped")
 
     def _release_unused(self, canonical: str, live: set[str], snap: Snapshot) -> None:

@@ -31,8 +31,9 @@ class RefCounts:
         self._refs: dict[str, dict[str, int]] = {}
         self._aliases: dict[str, str] = {}
         self._departed: dict[str, int] = {}
-        # when each volume last gained a reference (in memory: a restart recounts anyway)
-        self._touched: dict[str, float] = {}
+        # when each mount ID was counted, in this process; IDs loaded from the file (a
+        # previous plugin's) have none
+        self._added_at: dict[tuple[str, str], float] = {}
         self._load()
 
     def _load(self) -> None:
@@ -53,8 +54,6 @@ class RefCounts:
         self._refs = {v: ids for v, ids in refs.items() if ids}
         self._aliases = aliases
         self._departed = {v: n for v, n in departed.items() if v in self._refs}
-        now = time.monotonic()
-        self._touched = {v: now for v in self._refs}
 
     lost = False  # True when the state file was unreadable and counting started empty
 
@@ -95,7 +94,7 @@ class RefCounts:
         with self._lock:
             ids = self._refs.setdefault(volume, {})
             ids[mount_id] = ids.get(mount_id, 0) + 1
-            self._touched[volume] = time.monotonic()
+            self._added_at[(volume, mount_id)] = time.monotonic()
             self._save()
             return self._total(volume)
 
@@ -129,7 +128,8 @@ class RefCounts:
             self._departed.pop(volume, None)
             if ids:
                 self._refs[volume] = dict(ids)
-                self._touched[volume] = time.monotonic()
+                now = time.monotonic()
+                self._added_at.update({(volume, i): now for i in ids})
             else:
                 self._refs.pop(volume, None)
             self._save()
@@ -160,11 +160,31 @@ class RefCounts:
             self._save()
             return len(gone)
 
-    def idle_for(self, volume: str) -> float:
-        """Seconds since the volume last gained a reference (or was recounted)."""
+    def unbacked_ids(self, volume: str, grace: float) -> tuple[list[str], list[str]]:
+        """Real mount IDs (not recovered users) that could be stale: (counted in this
+        process more than ``grace`` seconds ago, loaded from a previous plugin's file)."""
+        now = time.monotonic()
         with self._lock:
-            touched = self._touched.get(volume)
-            return float("inf") if touched is None else time.monotonic() - touched
+            old, loaded = [], []
+            for mount_id in self._refs.get(volume, {}):
+                if mount_id.startswith(RECOVERED):
+                    continue
+                added = self._added_at.get((volume, mount_id))
+                if added is None:
+                    loaded.append(mount_id)
+                elif now - added > grace:
+                    old.append(mount_id)
+            return old, loaded
+
+    def drop(self, volume: str, mount_ids: list[str]) -> None:
+        """Forget these mount IDs entirely (their Unmount will never come)."""
+        with self._lock:
+            ids = self._refs.get(volume, {})
+            for mount_id in mount_ids:
+                ids.pop(mount_id, None)
+                self._added_at.pop((volume, mount_id), None)
+            self._drop_if_unused(volume)
+            self._save()
 
     def alias(self, name: str) -> str | None:
         with self._lock:

@@ -40,6 +40,16 @@ def test_counts_no_live_container_backs_are_dropped_after_the_grace(rig):
     assert rig.backend.holder_of("db") is None
 
 
+def test_ids_a_previous_plugin_counted_are_dropped_once_a_second_pass_finds_nobody(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")  # its container exits while the plugin restarts
+    manager = rig.restart()  # recovery left the volume alone: dockerd touched it meanwhile
+    reconciler = Reconciler(manager, FakeDockerUsers({}), grace=600)
+    assert reconciler.run_once() == {}  # a container may still be starting
+    assert reconciler.run_once() == {"dropped": 1, "unmounted": 1}
+    assert _mounted(rig) == set()
+
+
 def test_a_volume_docker_uses_is_never_released(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m1")

@@ -156,8 +156,14 @@ def test_a_recovered_container_that_restarted_is_not_counted_twice(path):
     assert refs.total("v") == 1  # B only
 
 
-def test_idle_for_measures_time_since_the_last_new_reference(path):
+def test_unbacked_ids_tell_old_ids_from_those_a_previous_plugin_counted(path):
     refs = RefCounts(path)
-    refs.add("v", "m1")
-    assert refs.idle_for("v") < 5
-    assert refs.idle_for("never-seen") > 1000
+    refs.add("v", "before-restart")
+    refs = RefCounts(path)  # a restart: that ID was counted by the previous plugin
+    refs.add("v", "fresh")
+    refs.replace("w", {"recovered:c1": 1})
+    assert refs.unbacked_ids("v", grace=60) == ([], ["before-restart"])
+    assert refs.unbacked_ids("v", grace=-1) == (["fresh"], ["before-restart"])
+    assert refs.unbacked_ids("w", grace=-1) == ([], [])  # recovered users are not IDs
+    refs.drop("v", ["before-restart", "fresh"])
+    assert refs.total("v") == 0 and refs.volumes() == ["w"]
