@@ -39,6 +39,7 @@ class Snapshot:
     users: dict[str, set[str]]  # canonical volume -> live container IDs (Docker)
     mounted: set[str]  # canonical volumes mounted under the mount root
     attached: set[str]  # canonical volumes the service says are attached to this VM
+    views: dict[str, dict] = field(default_factory=dict)  # the service's view of those
     report: dict[str, int] = field(default_factory=dict)
 
     def count(self, action: str) -> None:
@@ -81,12 +82,12 @@ class Reconciler:
         try:
             # the query timeout: a stuck service must not make each pass hold a connection
             me = m.client.status(timeout=m.query_timeout)["vm"]
-            attached = {v["name"] for v in m.client.list(timeout=m.query_timeout)
-                        if v.get("attached_to") == me}
+            views = {v["name"]: v for v in m.client.list(timeout=m.query_timeout)
+                     if v.get("attached_to") == me}
         except PluginError as exc:
             log.warning("reconcile: service unreachable, only mounts are checked: %s", exc)
-            attached = set()
-        return Snapshot(users, mounted, attached)
+            views = {}
+        return Snapshot(users, mounted, set(views), views)
 
     def _settle(self, canonical: str, snap: Snapshot) -> None:
         live = snap.users.get(canonical, set())
@@ -95,11 +96,21 @@ class Reconciler:
         self._drop_stale_ids(canonical, live, snap)
         self._release_unused(canonical, live, snap)
         self._detach_orphan(canonical, live, snap)
+        self._grow_grown(canonical, live, snap)
 
     # -- the rules ------------------------------------------------------------------------
     def _is_mounted(self, canonical: str) -> bool:
         m = self.manager
         return m.mountpoint(canonical) in m.mounter.mounts_under(m.mount_root)
+
+    def _grow_grown(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """A disk grown behind the plugin's back (an admin's resize): grow the mounted
+        filesystem. grow_check.py does the same every few seconds, for the 10 s bound; this
+        rule covers a plugin whose check is off (DOCKVOLS_GROW_CHECK_INTERVAL=0)."""
+        view = snap.views.get(canonical)
+        if view is not None and self._is_mounted(canonical) and \
+                "grown online" in self.manager.grow_mounted(canonical, view):
+            snap.count("grown")
 
     def _forget_gone_recovered(self, canonical: str, live: set[str], snap: Snapshot) -> None:
         """Recovered users Docker no longer shows live have stopped."""

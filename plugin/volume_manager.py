@@ -294,8 +294,11 @@ class VolumeManager:
                             canonical, device, size // MB, want // MB)
         if size <= self._grown.get(canonical, 0):
             return f"filesystem already fills its {size // MB} mb device"
+        known = canonical in self._grown  # else: mounted before this plugin started
         fstype = self._fstypes.get(canonical) or view.get("fstype") or "ext4"
         failed = self._grow_filesystem(canonical, device, target, fstype, size)
+        if failed is None and not known:
+            return f"{fstype} filesystem made to fill its {size // MB} mb device, if it did not"
         if failed is None:
             return f"{fstype} filesystem grown online to fill its {size // MB} mb device"
         return f"the disk grew but its filesystem did not: {failed}; it grows at the next mount"

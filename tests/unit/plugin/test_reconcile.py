@@ -120,3 +120,14 @@ def test_each_pass_that_acts_is_reported_for_the_metrics(rig):
     reconciler.run_once()
     reconciler.run_once()  # nothing left to do: not reported
     assert seen == [("reconcile", {"unmounted": 1})]
+
+
+def test_a_disk_an_admin_grew_gets_its_mounted_filesystem_grown_by_the_pass(rig):
+    rig.manager.create("db", {"size": "100mb"})
+    target = rig.manager.mount("db", "m1")
+    device = rig.mounter.table[target]["device"]
+    rig.service.resize("vm1", "db", "300mb")  # the admin route: the plugin is not called
+    report = Reconciler(rig.manager, FakeDockerUsers({DB: {"c1"}})).run_once()
+    assert report == {"grown": 1}
+    assert rig.mounter.grow_log == [(device, target, "ext4")]
+    assert Reconciler(rig.manager, FakeDockerUsers({DB: {"c1"}})).run_once() == {}
