@@ -6,7 +6,6 @@ esx_service); List of 1,000 under 50 ms."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 from .harness import (
@@ -18,6 +17,7 @@ from .harness import (
     fmt_ms,
     fmt_ratio,
     md_table,
+    sample,
     standalone,
     summarize,
     verdict,
@@ -31,16 +31,9 @@ TARGET_LIST_MS = 50.0
 TARGET_GET_HOPS = 4.0  # Get p50 / raw hop p50
 
 
-def sample(client: DriverClient, endpoint: str, body: dict, calls: int,
-           warmup: int = 20) -> list[float]:
-    for _ in range(warmup):
-        client.call(endpoint, body)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        client.call(endpoint, body)
-        times.append(time.perf_counter() - start)
-    return times
+def sample_call(client: DriverClient, endpoint: str, body: dict, calls: int,
+                warmup: int = 20) -> list[float]:
+    return sample(lambda: client.call(endpoint, body), calls, warmup)
 
 
 def measure(env: BenchEnv) -> dict:
@@ -52,20 +45,20 @@ def measure(env: BenchEnv) -> dict:
     idle = seeded[0]
     try:
         with RawHopServer(os.path.join(str(env.run_dir), "rawhop.sock")) as raw:
-            raw_hop = summarize(sample_fn(raw.call, CALLS))
+            raw_hop = summarize(sample(raw.call, CALLS, warmup=20))
         stats = {
-            "Get (detached volume)": summarize(sample(client, "Get", {"Name": idle}, CALLS)),
-            "Get (mounted volume)": summarize(sample(client, "Get", {"Name": mounted}, CALLS)),
-            "Path (mounted volume)": summarize(sample(client, "Path", {"Name": mounted},
+            "Get (detached volume)": summarize(sample_call(client, "Get", {"Name": idle}, CALLS)),
+            "Get (mounted volume)": summarize(sample_call(client, "Get", {"Name": mounted}, CALLS)),
+            "Path (mounted volume)": summarize(sample_call(client, "Path", {"Name": mounted},
                                                       CALLS)),
-            "Path (not mounted)": summarize(sample(client, "Path", {"Name": idle}, CALLS)),
-            f"List ({LIST_VOLUMES} volumes)": summarize(sample(client, "List", {},
+            "Path (not mounted)": summarize(sample_call(client, "Path", {"Name": idle}, CALLS)),
+            f"List ({LIST_VOLUMES} volumes)": summarize(sample_call(client, "List", {},
                                                                LIST_CALLS, warmup=3)),
         }
         count = len(client.call("List")["Volumes"])
         # the raw hop once more after, so a drift in machine load shows
         with RawHopServer(os.path.join(str(env.run_dir), "rawhop.sock")) as raw:
-            raw_after = summarize(sample_fn(raw.call, CALLS))
+            raw_after = summarize(sample(raw.call, CALLS, warmup=20))
     finally:
         client.call("Unmount", {"Name": mounted, "ID": mount_id})
         client.call("Remove", {"Name": mounted})
@@ -78,15 +71,6 @@ def measure(env: BenchEnv) -> dict:
             "get_over_raw_hop": get_p50 / raw_p50, "target_get_hops": TARGET_GET_HOPS}
 
 
-def sample_fn(fn, calls: int, warmup: int = 20) -> list[float]:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def render(r: dict) -> str:

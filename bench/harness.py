@@ -107,6 +107,13 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def sample(fn: Callable[[], object], calls: int, warmup: int) -> list[float]:
+    """Seconds per call of ``calls`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return [timed(fn) for _ in range(calls)]
+
+
 # -- the raw floor of one HTTP hop ---------------------------------------------------------
 class _RawHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # kept-alive, as dockerd's connections to a plugin are

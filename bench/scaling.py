@@ -22,6 +22,7 @@ from .harness import (
     md_table,
     percentile,
     ratio,
+    sample,
     standalone,
     summarize,
 )
@@ -37,15 +38,6 @@ def _list_calls(size: int) -> int:
     return 30 if size <= 1000 else 8
 
 
-def _time_calls(fn, calls: int, warmup: int = 2) -> list[float]:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _lifecycles(client: DriverClient, prefix: str) -> dict:
@@ -73,8 +65,8 @@ def list_scaling(env: BenchEnv) -> tuple[list[dict], list[str]]:
         seeded += env.seed_volumes(size - len(seeded), f"sc{len(seeded)}-")
         assert len(client.call("List")["Volumes"]) == size
         calls = _list_calls(size)
-        plugin = summarize(_time_calls(lambda: client.call("List"), calls))
-        service = summarize(_time_calls(esx.list, calls))
+        plugin = summarize(sample(lambda: client.call("List"), calls, warmup=2))
+        service = summarize(sample(esx.list, calls, warmup=2))
         cycle = _lifecycles(client, f"lc{size}-")
         rows.append({"volumes": size, "calls": calls, "plugin": plugin, "esx_service": service,
                      "lifecycle": cycle,
