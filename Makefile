@@ -31,7 +31,7 @@ run: deps venv
 	@scripts/run.sh
 
 lint: venv
-	$(VENV)/bin/ruff check esx_service plugin admin_web tests bench
+	$(VENV)/bin/ruff check dockvols_common esx_service plugin admin_web tests bench
 	$(VENV)/bin/mypy
 
 unit: venv

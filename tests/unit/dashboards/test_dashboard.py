@@ -22,7 +22,7 @@ from esx_service.options import VolumeOptions
 from esx_service.telemetry import Telemetry
 from plugin.metrics import PluginMetrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "dockvols.json"
+DASHBOARD = Path(__file__).resolve().parents[3] / "dashboards" / "dockvols.json"
 SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",),
             "gauge": ("",), "summary": ("_sum", "_count"), "info": ("_info",)}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
