@@ -12,8 +12,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from esx_service.atomic import atomic_write_json
-from esx_service.locks import NamedLocks
+from dockvols_common.atomic import atomic_write_json
+from dockvols_common.locks import NamedLocks
 from esx_service.loopdev import KernelLoopDevices
 from plugin import superblock, syscalls
 from plugin.filesystem import _MKFS
@@ -189,8 +189,8 @@ def _totals(p50: dict) -> dict[str, list[float]]:
 
 def _leases(root: str) -> list[float]:
     """What esx_service's ClusterLocks cost per hold on a local datastore (issue 11)."""
+    from dockvols_common.instance import Instance
     from esx_service.cluster_locks import ClusterLocks
-    from esx_service.instance import Instance
     from esx_service.lease_store import LocalLeaseStore
     from esx_service.leases import LeaseManager
 

@@ -44,7 +44,7 @@ from .harness import (
 SECONDS = float(os.environ.get("DOCKVOLS_BENCH_PROFILE_SECONDS", "8"))
 RATE = 100  # samples per second per thread: low enough not to starve 2 cores
 TOP = 10
-OURS = ("esx_service/", "plugin/")
+OURS = ("esx_service/", "plugin/", "dockvols_common/")
 ANCHORS = {"esx_service": "Api.handle ", "plugin": "Flask.dispatch_request "}
 
 
@@ -93,7 +93,7 @@ def _source(frame: str) -> str:
     """The source line a dockvols frame points at, e.g. ``os.fsync(fd)``."""
     where = frame.partition(" (")[2].rstrip(")")
     path, _, line = where.rpartition(":")
-    for package in ("esx_service", "plugin"):
+    for package in ("esx_service", "plugin", "dockvols_common"):
         candidate = REPO / package / path if "/" not in path else REPO / path
         if candidate.exists() and line.isdigit():
             return linecache.getline(str(candidate), int(line)).strip().replace("|", "\\|")

@@ -155,8 +155,8 @@ def main() -> int:
 def _run(leases: bool) -> dict:
     """Each operation once; ``leases``: with the datastore leases esx_service takes in
     production (esx_service/main.py), else with in-process locks only."""
+    from dockvols_common.instance import Instance
     from esx_service.cluster_locks import ClusterLocks
-    from esx_service.instance import Instance
     from esx_service.leases import LeaseManager
 
     with vcsim() as (host, port, user, password):

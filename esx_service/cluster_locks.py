@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
+from dockvols_common.instance import temp_tag
+from dockvols_common.locks import NamedLocks
+
 from .file_names import file_stem
-from .instance import temp_tag
 from .leases import Lease, LeaseManager
-from .locks import NamedLocks
 
 log = logging.getLogger("dockvols.locks")
 LEASE_PREFIX = ".lease-"

@@ -1,7 +1,7 @@
 """Leases on the datastore itself: mutual exclusion that holds across hosts and restarts.
 
 A lease is a folder (``dockvols/<vmgroup>/.lease-<volume>``) whose only entry is a folder
-named after its holder's tag (``esx_service.instance``): the holder's *staging folder*.
+named after its holder's tag (``dockvols_common.instance``): the holder's *staging folder*.
 
 - **Acquire**: create the staging folder, then list: alone means held; anyone else there
   means withdraw and try again after a random pause (with a linearizable directory, of two
@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dockvols_common.instance import Instance, parse_tag
+
 from .errors import LeaseLost, VolumeBusy
-from .instance import Instance, parse_tag
 from .lease_store import LeaseStore
 
 log = logging.getLogger("dockvols.leases")

@@ -10,6 +10,8 @@ import signal
 import sys
 import threading
 
+from dockvols_common.instance import Instance, set_default_instance
+
 from . import __version__
 from .admin.admin_api import AdminApi
 from .admin.db import AdminDb
@@ -19,7 +21,6 @@ from .backends.base import Backend
 from .cluster_locks import ClusterLocks, LocalVolumeLocks, VolumeLocks
 from .config import ServiceConfig, load_config
 from .errors import DockvolsError
-from .instance import Instance, set_default_instance
 from .lease_store import LeaseStore, LocalLeaseStore
 from .leases import LeaseManager
 from .server import ApiServer, TlsApiServer, UnixApiServer, VsockApiServer, server_tls_context

@@ -15,10 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-# Operations take from a few milliseconds (a Get) to minutes (eager-zeroing a large disk).
-OP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-              120.0, 300.0, 600.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from dockvols_common.metrics import OP_BUCKETS
 
 Labels = tuple[str, ...]
 

@@ -16,9 +16,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from dockvols_common.oplog import outcome_of
+
 from . import __version__
 from .metrics import Registry
-from .oplog import outcome_of
 
 RECENT_OPS = 200
 # Reads are many (dockerd asks Get before every create and polls List) and say little:

@@ -16,6 +16,8 @@ import logging
 from contextlib import nullcontext
 from dataclasses import replace
 
+from dockvols_common.faults import fault_point
+
 from .backends.base import Backend, DatastoreInfo, DiskLocation
 from .cluster_locks import LocalVolumeLocks, VolumeLocks
 from .errors import (
@@ -34,10 +36,9 @@ from .errors import (
     VolumeInUse,
     VolumeNotFound,
 )
-from .faults import fault_point
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
-from .oplog import OperationGate, OpObserver
+from .op_gate import OperationGate, OpObserver
 from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
 from .policy import AccessPolicy, OpenPolicy
 

@@ -17,8 +17,9 @@ from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from esx_service import __version__
-from esx_service.metrics import CONTENT_TYPE, OP_BUCKETS
+from dockvols_common.metrics import CONTENT_TYPE, OP_BUCKETS
+
+from . import __version__
 
 ENDPOINTS = frozenset({
     "Plugin.Activate", "VolumeDriver.Capabilities", "VolumeDriver.Create",

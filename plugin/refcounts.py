@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-from esx_service.atomic import atomic_write_json
+from dockvols_common.atomic import atomic_write_json
 
 RECOVERED = "recovered:"
 

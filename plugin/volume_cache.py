@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 
-from esx_service.atomic import atomic_write_bytes
+from dockvols_common.atomic import atomic_write_bytes
 
 log = logging.getLogger("dockvols.plugin.cache")
 

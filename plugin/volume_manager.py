@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from esx_service.faults import fault_point
-from esx_service.locks import NamedLocks
-from esx_service.oplog import logged
+from dockvols_common.faults import fault_point
+from dockvols_common.locks import NamedLocks
+from dockvols_common.oplog import logged
 
 from .blockdev import BlockDevices
 from .devices import DeviceFinder

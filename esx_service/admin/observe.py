@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dockvols_common.metrics import CONTENT_TYPE
+
 from ..api import Text
 from ..errors import BadRequest
-from ..metrics import CONTENT_TYPE
 from ..telemetry import RECENT_OPS, Telemetry
 from ..volumes import VolumeService
 from .db import AdminDb

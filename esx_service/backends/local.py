@@ -10,7 +10,9 @@ import logging
 import os
 import time
 
-from ..atomic import atomic_write_bytes, atomic_write_json
+from dockvols_common.atomic import atomic_write_bytes, atomic_write_json
+from dockvols_common.faults import fault_point
+
 from ..commands import CommandRunner, run_command
 from ..errors import (
     BackendError,
@@ -20,7 +22,6 @@ from ..errors import (
     InvalidOption,
     UnknownDatastore,
 )
-from ..faults import fault_point
 from ..loopdev import DELETED, KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress

@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 from pyVmomi import vim, vmodl
 
+from dockvols_common.locks import NamedLocks
+
 from ..config import VsphereSettings
 from ..errors import BackendError, InvalidOption, VolumeInUse
 from ..lease_store import LeaseStore, LocalLeaseStore
-from ..locks import NamedLocks
 from ..vsphere import devices
 from ..vsphere.datastore_files import DatastoreFiles, HttpDatastoreFiles, LocalDatastoreFiles
 from ..vsphere.faults import translate

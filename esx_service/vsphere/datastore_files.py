@@ -16,10 +16,11 @@ from urllib.parse import quote
 
 from pyVmomi import vim
 
-from ..atomic import atomic_write_bytes
+from dockvols_common.atomic import atomic_write_bytes
+from dockvols_common.instance import temp_name
+
 from ..backends.base import Fence
 from ..errors import BackendError
-from ..instance import temp_name
 from .faults import translate
 from .paths import ds_path, split_ds_path
 from .session import VsphereSession

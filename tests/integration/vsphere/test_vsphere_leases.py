@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from dockvols_common.instance import Instance
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.cluster_locks import ClusterLocks
 from esx_service.errors import LeaseLost
-from esx_service.instance import Instance
 from esx_service.lease_store import LeaseStore
 from esx_service.leases import LeaseManager
 from esx_service.volumes import VolumeService

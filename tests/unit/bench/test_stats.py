@@ -71,14 +71,14 @@ def test_md_table() -> None:
 def test_attribute_charges_samples_to_the_innermost_dockvols_frame() -> None:
     raw = "\n".join([
         "thread (1);run (gunicorn/x.py:1);Api.handle (esx_service/api.py:29);"
-        "atomic_write_bytes (esx_service/atomic.py:18) 3",
+        "atomic_write_bytes (dockvols_common/atomic.py:18) 3",
         "thread (1);Api.handle (esx_service/api.py:29);run_command (esx_service/commands.py:18);"
         "Popen.communicate (subprocess.py:1209) 1",
         "thread (2);idle (threading.py:1) 50",  # outside request handling: not counted
     ])
     total, ours, leaves = attribute(raw, "Api.handle ")
     assert total == 4
-    assert ours["atomic_write_bytes (esx_service/atomic.py:18)"] == 3
+    assert ours["atomic_write_bytes (dockvols_common/atomic.py:18)"] == 3
     assert ours["run_command (esx_service/commands.py:18)"] == 1
     assert leaves["Popen.communicate (subprocess.py:1209)"] == 1
 

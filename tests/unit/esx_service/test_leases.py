@@ -11,11 +11,11 @@ import threading
 
 import pytest
 
+from dockvols_common.instance import Instance, Tag, parse_tag, temp_name, temp_tag
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.cluster_locks import ClusterLocks, lease_path
 from esx_service.errors import LeaseLost, VolumeBusy
-from esx_service.instance import Instance, Tag, parse_tag, temp_name, temp_tag
 from esx_service.lease_store import LocalLeaseStore
 from esx_service.leases import LeaseManager
 from esx_service.volumes import VolumeService

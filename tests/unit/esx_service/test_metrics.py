@@ -7,7 +7,8 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from esx_service.metrics import OP_BUCKETS, Family, Registry, render
+from dockvols_common.metrics import OP_BUCKETS
+from esx_service.metrics import Family, Registry, render
 
 
 def parse(text: str) -> dict:

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from esx_service import atomic
-from esx_service.atomic import atomic_write_bytes, atomic_write_json
+from dockvols_common import atomic
+from dockvols_common.atomic import atomic_write_bytes, atomic_write_json
 
 
 def test_write_creates_and_then_replaces_the_file(tmp_path):

@@ -1,29 +1,22 @@
-"""One log line per operation (op id, op, volume, VM, duration, outcome) and the drain that
-lets in-flight operations finish on stop while new ones are declined."""
+"""The host's operations: each gets an id and its one log line (dockvols_common.oplog), its
+observer is told when it starts and ends, and the drain lets in-flight operations finish on
+stop while new ones are declined."""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
+
+from dockvols_common.oplog import logged
 
 from .errors import DockvolsError, ServiceStopping
 
 log = logging.getLogger("dockvols.ops")
 _ids = itertools.count(1)
-
-
-def outcome_of(error: BaseException | None, expected: type[Exception]) -> str:
-    """``ok``, the code of an ``expected`` error, or ``crash:<type>`` for anything else."""
-    if error is None:
-        return "ok"
-    if isinstance(error, expected):
-        return str(getattr(error, "code", type(error).__name__))
-    return f"crash:{type(error).__name__}"
 
 
 class OpObserver(Protocol):
@@ -33,24 +26,6 @@ class OpObserver(Protocol):
 
     def finished(self, token: Any, error: BaseException | None,
                  expected: type[Exception]) -> None: ...
-
-
-@contextmanager
-def logged(logger: logging.Logger, expected: type[Exception], message: str,
-           *args: object) -> Iterator[None]:
-    """When the block ends, log ``message % args`` with its duration and outcome: ``ok``,
-    the code of an ``expected`` error, or ``crash:<type>`` (at ERROR) for anything else."""
-    start = time.monotonic()
-    outcome = "ok"
-    try:
-        yield
-    except Exception as exc:
-        outcome = outcome_of(exc, expected)
-        raise
-    finally:
-        level = logging.ERROR if outcome.startswith("crash") else logging.INFO
-        logger.log(level, message + " duration_ms=%.1f outcome=%s", *args,
-                   (time.monotonic() - start) * 1000, outcome)
 
 
 class OperationGate:

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from esx_service.errors import ServiceStopping, VolumeInUse
-from esx_service.oplog import OperationGate
+from esx_service.op_gate import OperationGate
 
 WAIT = 5.0
 

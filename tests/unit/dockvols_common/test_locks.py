@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 
-from esx_service.locks import NamedLocks
+from dockvols_common.locks import NamedLocks
 
 WAIT = 5.0  # upper bound for things that must happen; never reached when all is well
 BLOCKED = 0.2  # how long a blocked thread gets to (wrongly) get through

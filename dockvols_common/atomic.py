@@ -2,7 +2,7 @@
 
 Temp names carry the writer's tag (host, boot/PID namespace, PID, start time, random), so two
 hosts writing one datastore never share one, and recovery can tell a dead writer's leftover
-(``esx_service.instance.temp_tag``). ``tmp_dir`` puts the temp file elsewhere on the same
+(``dockvols_common.instance.temp_tag``). ``tmp_dir`` puts the temp file elsewhere on the same
 filesystem: a lease's staging folder, so that the rename fails once the lease is taken over.
 """
 
