@@ -8,20 +8,8 @@ from __future__ import annotations
 import os
 import uuid
 
-from .harness import (
-    VOLUME_SIZE,
-    BenchEnv,
-    DriverClient,
-    RawHopServer,
-    bench_main,
-    fmt_ms,
-    fmt_ratio,
-    md_table,
-    sample,
-    standalone,
-    summarize,
-    verdict,
-)
+from .environment import VOLUME_SIZE, BenchEnv, DriverClient, RawHopServer, bench_main, standalone
+from .stats import fmt_ms, fmt_ratio, md_table, sample, summarize, verdict
 
 CALLS = int(os.environ.get("DOCKVOLS_BENCH_CALLS", "1000"))
 LIST_VOLUMES = 1000

@@ -12,20 +12,8 @@ import uuid
 from esx_service.options import MB, parse_options
 from plugin.filesystem import _MKFS
 
-from .harness import (
-    VOLUME_SIZE,
-    BenchEnv,
-    DriverClient,
-    bench_main,
-    fmt_ms,
-    fmt_ratio,
-    md_table,
-    ratio,
-    run,
-    standalone,
-    summarize,
-    verdict,
-)
+from .environment import VOLUME_SIZE, BenchEnv, DriverClient, bench_main, run, standalone
+from .stats import fmt_ms, fmt_ratio, md_table, ratio, summarize, verdict
 
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_FLOOR_RUNS", "40"))
 WARMUP = 3

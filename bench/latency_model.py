@@ -16,15 +16,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.volumes import VolumeService
 from esx_service.vsphere.session import VsphereSession
 
-from .harness import fmt_ms, md_table, percentile
+from .stats import fmt_ms, md_table, percentile, sample_concurrently, timed
 from .vsphere_roundtrips import vcsim
 
 QUICK = os.environ.get("DOCKVOLS_BENCH_QUICK") == "1"
@@ -113,17 +112,11 @@ def service_behind(delay_ms: float) -> Iterator[tuple[VolumeService, VsphereBack
             proxy.close()
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _creates(service: VolumeService, backend: VsphereBackend, n: int) -> dict:
     service.create(VMS[0], "warm", {})  # login, inventory, folder
     trips0 = sum(backend.round_trips.snapshot())
     started = time.perf_counter()
-    times = [_timed(lambda i=i: service.create(VMS[0], f"c{i:04d}", {"size": "1gb"}))
+    times = [timed(lambda i=i: service.create(VMS[0], f"c{i:04d}", {"size": "1gb"}))
              for i in range(n)]
     wall = time.perf_counter() - started
     trips = sum(backend.round_trips.snapshot()) - trips0
@@ -135,34 +128,20 @@ def _attach_detach(service: VolumeService, clients: int) -> dict:
     vms = VMS[:clients]
     for vm in vms:
         service.create(vm, f"ad-{vm}-{clients}", {"size": "1gb"})
-    attach: list[float] = []
-    detach: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
 
-    def worker(vm: str) -> None:
+    def pair(k: int, _i: int) -> tuple[float, float]:
+        vm = vms[k]
         name = f"ad-{vm}-{clients}"
-        for _ in range(PAIRS[clients]):
-            try:
-                a = _timed(lambda: service.attach(vm, name))
-                d = _timed(lambda: service.detach(vm, name))
-            except Exception as exc:  # noqa: BLE001 - counted and shown
-                with lock:
-                    errors.append(f"{vm}: {exc}")
-                continue
-            with lock:
-                attach.append(a)
-                detach.append(d)
+        try:
+            return (timed(lambda: service.attach(vm, name)),
+                    timed(lambda: service.detach(vm, name)))
+        except Exception as exc:
+            raise RuntimeError(f"{vm}: {exc}") from exc
 
-    threads = [threading.Thread(target=worker, args=(vm,)) for vm in vms]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    return {"clients": clients, "pairs": len(attach), "errors": errors[:3],
-            "error_count": len(errors), "pairs_per_s": len(attach) / wall,
+    done = sample_concurrently(clients, pair, lambda _k, i: i < PAIRS[clients])
+    attach, detach = done.column(0), done.column(1)
+    return {"clients": clients, "pairs": len(attach), "errors": done.errors[:3],
+            "error_count": len(done.errors), "pairs_per_s": len(attach) / done.wall,
             "attach_p50_ms": percentile(attach, 50) * 1000,
             "attach_p95_ms": percentile(attach, 95) * 1000,
             "detach_p50_ms": percentile(detach, 50) * 1000,

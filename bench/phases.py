@@ -18,17 +18,8 @@ from esx_service.loopdev import KernelLoopDevices
 from plugin import superblock, syscalls
 from plugin.filesystem import _MKFS
 
-from .harness import (
-    PLUGIN_SOCKET,
-    BenchEnv,
-    DriverClient,
-    RawHopServer,
-    bench_main,
-    fmt_ms,
-    md_table,
-    percentile,
-    standalone,
-)
+from .environment import PLUGIN_SOCKET, BenchEnv, DriverClient, RawHopServer, bench_main, standalone
+from .stats import fmt_ms, md_table, percentile
 
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_PHASE_RUNS", "20"))
 HOPS = 300

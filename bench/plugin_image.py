@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .harness import daemons
+from .processes import answers_activate
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_RUNS", "5"))
@@ -105,7 +105,7 @@ def measure(work: Path) -> dict:
         for _ in range(RUNS):
             started = time.monotonic()
             docker("plugin", "enable", "--timeout", "60", NAME)
-            while not daemons.answers_activate(sock, 1.0):
+            while not answers_activate(sock, 1.0):
                 if time.monotonic() - started > 30:
                     raise RuntimeError("the plugin did not answer Plugin.Activate within 30 s")
                 time.sleep(0.01)

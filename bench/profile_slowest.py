@@ -26,20 +26,16 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from .harness import (
+from .environment import (
     REPO,
     VOLUME_SIZE,
     BenchEnv,
     DriverClient,
     bench_main,
-    fmt_ms,
-    fmt_ratio,
-    md_table,
-    ratio,
     seed_volumes,
     standalone,
-    summarize,
 )
+from .stats import fmt_ms, fmt_ratio, md_table, ratio, summarize
 
 SECONDS = float(os.environ.get("DOCKVOLS_BENCH_PROFILE_SECONDS", "8"))
 RATE = 100  # samples per second per thread: low enough not to starve 2 cores

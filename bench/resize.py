@@ -15,15 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .harness import (
-    DRIVER,
-    BenchEnv,
-    bench_main,
-    fmt_ms,
-    md_table,
-    standalone,
-    summarize,
-)
+from .environment import DRIVER, BenchEnv, bench_main, standalone
+from .stats import fmt_ms, md_table, summarize
 
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_RESIZE_RUNS", "5"))
 BOUND_S = 10.0

@@ -19,20 +19,12 @@ import time
 import traceback
 from pathlib import Path
 
-from .harness import (
-    DRIVER,
-    REPO,
-    BenchEnv,
-    fmt_ms,
-    fmt_ratio,
-    install_signal_handlers,
-    md_table,
-    verdict,
-)
+from .environment import DRIVER, REPO, BenchEnv, install_signal_handlers
+from .stats import fmt_ms, fmt_ratio, md_table, verdict
 
 OURS = ("floor", "phases", "user_view", "control_path", "scaling", "throughput",
         "profile_slowest", "resize")
-NOT_BENCHMARKS = {"__init__", "__main__", "harness", "run_all"}
+NOT_BENCHMARKS = {"__init__", "__main__", "environment", "processes", "run_all", "stats"}
 TITLES = {
     "floor": "Against the floor: Create+Mount and Unmount+Remove at the VolumeDriver socket",
     "phases": "Per-phase breakdown of Create+Mount and Unmount+Remove, before and now",

@@ -12,20 +12,8 @@ import uuid
 
 from plugin.esx_client import HttpEsxClient
 
-from .harness import (
-    VOLUME_SIZE,
-    BenchEnv,
-    DriverClient,
-    bench_main,
-    fmt_ms,
-    fmt_ratio,
-    md_table,
-    percentile,
-    ratio,
-    sample,
-    standalone,
-    summarize,
-)
+from .environment import VOLUME_SIZE, BenchEnv, DriverClient, bench_main, standalone
+from .stats import fmt_ms, fmt_ratio, md_table, percentile, ratio, sample, summarize
 
 SIZES = (10, 100, 1000, 10000)
 FLAT_LIMIT = 1.25  # µs/volume at the largest size over µs/volume at 1,000

@@ -6,61 +6,36 @@ counterpart (attach+detach from 1, 4 and 16 VMs) is in bench/latency_model.py.""
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 
-from .harness import (
-    VOLUME_SIZE,
-    BenchEnv,
-    DriverClient,
-    bench_main,
-    fmt_ms,
-    md_table,
-    percentile,
-    standalone,
-)
+from .environment import VOLUME_SIZE, BenchEnv, DriverClient, bench_main, standalone
+from .stats import fmt_ms, md_table, percentile, sample_concurrently
 
 CLIENTS = (1, 4, 16)
 SECONDS = float(os.environ.get("DOCKVOLS_BENCH_THROUGHPUT_SECONDS", "4"))
 
 
 def _level(clients: int) -> dict:
-    times: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
+    connections = [DriverClient() for _ in range(clients)]  # one kept-alive each
     stop_at = time.monotonic() + SECONDS
 
-    def worker(k: int) -> None:
-        client = DriverClient()
-        i = 0
-        while time.monotonic() < stop_at:
-            name, mount_id = f"tp{clients}x{k}n{i}", uuid.uuid4().hex
-            i += 1
-            start = time.perf_counter()
-            try:
-                client.call("Create", {"Name": name, "Opts": {"size": VOLUME_SIZE}})
-                client.call("Mount", {"Name": name, "ID": mount_id})
-                client.call("Unmount", {"Name": name, "ID": mount_id})
-                client.call("Remove", {"Name": name})
-            except Exception as exc:  # noqa: BLE001 - counted and shown
-                with lock:
-                    errors.append(str(exc))
-                continue
-            with lock:
-                times.append(time.perf_counter() - start)
-        client.close()
+    def cycle(k: int, i: int) -> tuple[float]:
+        client, name, mount_id = connections[k], f"tp{clients}x{k}n{i}", uuid.uuid4().hex
+        start = time.perf_counter()
+        client.call("Create", {"Name": name, "Opts": {"size": VOLUME_SIZE}})
+        client.call("Mount", {"Name": name, "ID": mount_id})
+        client.call("Unmount", {"Name": name, "ID": mount_id})
+        client.call("Remove", {"Name": name})
+        return (time.perf_counter() - start,)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    return {"clients": clients, "cycles": len(times), "per_s": len(times) / wall,
+    done = sample_concurrently(clients, cycle, lambda _k, _i: time.monotonic() < stop_at)
+    for client in connections:
+        client.close()
+    times = done.column(0)
+    return {"clients": clients, "cycles": len(times), "per_s": len(times) / done.wall,
             "p50_ms": percentile(times, 50) * 1000, "p95_ms": percentile(times, 95) * 1000,
-            "errors": len(errors), "first_error": errors[0] if errors else ""}
+            "errors": len(done.errors), "first_error": done.errors[0] if done.errors else ""}
 
 
 def measure(env: BenchEnv) -> dict:

@@ -12,19 +12,8 @@ import time
 from esx_service.options import MB, parse_options
 from plugin.filesystem import _MKFS
 
-from .harness import (
-    DRIVER,
-    VOLUME_SIZE,
-    BenchEnv,
-    bench_main,
-    fmt_ms,
-    fmt_ratio,
-    md_table,
-    ratio,
-    run,
-    standalone,
-    summarize,
-)
+from .environment import DRIVER, VOLUME_SIZE, BenchEnv, bench_main, run, standalone
+from .stats import fmt_ms, fmt_ratio, md_table, ratio, summarize
 
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_USER_RUNS", "12"))
 WARMUP = 1

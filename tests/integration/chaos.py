@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.processes import Daemon, wait_for
+
 from .conftest import Docker, loops_on, mounts_under, restart_plugin_and_wait_for_recovery
-from .daemons import Daemon, wait_for
 
 TARGETS = ("esx_service", "plugin", "plugin-worker", "both")
 INTERNAL = ("internal error", "Traceback", "crash:")

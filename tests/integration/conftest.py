@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import REPO, Daemon, answers_activate, python_daemon, remove_dead_socket, wait_for
+from bench.processes import (
+    REPO,
+    Daemon,
+    answers_activate,
+    python_daemon,
+    remove_dead_socket,
+    wait_for,
+)
 
 # Another name lets two suites (or `make run`) share a host: legacy sockets are host-wide.
 DRIVER = os.environ.get("DOCKVOLS_TEST_DRIVER", "vsphere")

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.processes import Daemon, python_daemon
 from plugin.errors import ServiceError, ServiceUnreachable
 from plugin.esx_client import HttpEsxClient
-
-from .daemons import Daemon, python_daemon
 
 LEASE_SECONDS = 3.0  # short, so kill tests wait little; production default 15 s
 TEAM_LIMIT_MB = 30

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Daemon, python_daemon
+
 from .conftest import DRIVER, Docker, loops_on, mounts_under, plugin_daemon
-from .daemons import Daemon, python_daemon
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Daemon, wait_for
+
 from .conftest import (
     DRIVER,
     Docker,
@@ -18,7 +20,6 @@ from .conftest import (
     mounts_under,
     restart_plugin_and_wait_for_recovery,
 )
-from .daemons import Daemon, wait_for
 
 CHECKSUM = ("dd if=/dev/urandom of=/data/blob bs=64k count=16 2>/dev/null && sync && "
             "md5sum /data/blob")

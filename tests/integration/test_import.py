@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.processes import Daemon
+
 from .conftest import Docker
-from .daemons import Daemon
 
 
 def admin(run_dir: Path, *argv: str) -> subprocess.CompletedProcess:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import REPO, answers_activate, wait_for
+
 from .conftest import DRIVER, Docker
-from .daemons import REPO, answers_activate, wait_for
 
 
 def _free_port() -> int:

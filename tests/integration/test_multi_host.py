@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import python_daemon, wait_for
 from plugin.esx_client import HttpEsxClient, client_tls_context
 
-from .daemons import python_daemon, wait_for
 from .multihost import (
     LEASE_SECONDS,
     TEAM_LIMIT_MB,

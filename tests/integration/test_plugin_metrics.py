@@ -8,10 +8,10 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import Daemon, wait_for
 from plugin.esx_client import UnixHTTPConnection
 
 from .conftest import PLUGIN_SOCKET, Docker, make_volume, restart_plugin_and_wait_for_recovery
-from .daemons import Daemon, wait_for
 
 MB = 1024 * 1024
 

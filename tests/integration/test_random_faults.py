@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Daemon
+
 from .chaos import Chaos
 from .conftest import RECONCILE_PERIOD, Docker
-from .daemons import Daemon
 
 KILLS = int(os.environ.get("DOCKVOLS_CHAOS_KILLS", "12"))
 PER_ROUND = int(os.environ.get("DOCKVOLS_CHAOS_KILLS_PER_ROUND", "3"))

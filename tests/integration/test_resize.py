@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Daemon, wait_for
+
 from .conftest import DRIVER, Docker, make_volume, restart_plugin_and_wait_for_recovery
-from .daemons import Daemon, wait_for
 
 BIN = Path(sys.executable).parent
 # Online ext4 growth (resize2fs on a mounted filesystem) needs CAP_SYS_RESOURCE; a machine

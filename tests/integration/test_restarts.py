@@ -7,6 +7,7 @@ import json
 import threading
 from pathlib import Path
 
+from bench.processes import Daemon, wait_for
 from plugin.esx_client import UnixHTTPConnection
 
 from .conftest import (
@@ -19,7 +20,6 @@ from .conftest import (
     mounts_under,
     restart_plugin_and_wait_for_recovery,
 )
-from .daemons import Daemon, wait_for
 
 
 def test_plugin_kill9_and_restart_keeps_running_containers_volume(

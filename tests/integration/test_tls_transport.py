@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Daemon, python_daemon, wait_for
 from plugin.errors import ServiceError, ServiceUnreachable
 from plugin.esx_client import HttpEsxClient, client_tls_context
-
-from .daemons import Daemon, python_daemon, wait_for
 
 
 def openssl(*args: str) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Daemon
+
 from .conftest import DRIVER, Docker, make_volume, mounts_under, plugin_daemon
-from .daemons import Daemon
 
 DRIVER2 = f"{DRIVER}-vm2"
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import REPO, Daemon, answers_activate, wait_for
+
 from ..conftest import (
     DRIVER,
     Docker,
@@ -22,7 +24,6 @@ from ..conftest import (
     mounts_under,
     start_private_dockerd,
 )
-from ..daemons import REPO, Daemon, answers_activate, wait_for
 
 # Distinct from the legacy socket /run/docker/plugins/$DOCKVOLS_TEST_DRIVER.sock.
 NAME = f"{DRIVER}-managed"

@@ -6,8 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
+from bench.processes import REPO, wait_for
+
 from ..conftest import Docker, loops_on
-from ..daemons import REPO, wait_for
 from .conftest import ManagedPlugin, volume_mounted
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import wait_for
+
 from ..conftest import Docker
-from ..daemons import wait_for
 from .conftest import ManagedPlugin, free_port, volume_mounted
 
 SERVICE = "stateful"

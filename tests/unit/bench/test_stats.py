@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 
-from bench.harness import fmt_ms, fmt_ratio, md_table, percentile, ratio, summarize, verdict
 from bench.profile_slowest import attribute
 from bench.run_all import _returns_dict
+from bench.stats import (
+    fmt_ms,
+    fmt_ratio,
+    md_table,
+    percentile,
+    ratio,
+    sample_concurrently,
+    summarize,
+    verdict,
+)
 
 
 def test_percentile_interpolates_between_closest_ranks_like_numpy() -> None:
@@ -96,3 +106,28 @@ def test_only_mains_declared_to_return_a_dict_are_called_in_process() -> None:
     assert _returns_dict(ours)
     assert not _returns_dict(theirs)
     assert not _returns_dict(untyped)
+
+
+def test_sample_concurrently_runs_every_thread_at_once_and_keeps_each_steps_timings() -> None:
+    barrier = threading.Barrier(3, timeout=5)  # would time out unless all three run at once
+
+    def step(k: int, i: int) -> tuple[float, float]:
+        if i == 0:
+            barrier.wait()
+        return (float(k), float(i))
+
+    done = sample_concurrently(3, step, lambda _k, i: i < 2)
+    assert sorted(done.steps) == [(k, i) for k in (0.0, 1.0, 2.0) for i in (0.0, 1.0)]
+    assert sorted(done.column(1)) == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert done.errors == [] and done.wall > 0
+
+
+def test_sample_concurrently_counts_a_failing_step_and_goes_on_with_the_next() -> None:
+    def step(k: int, i: int) -> tuple[float]:
+        if i == 1:
+            raise RuntimeError(f"step {i} of thread {k} failed")
+        return (1.0,)
+
+    done = sample_concurrently(2, step, lambda _k, i: i < 3)
+    assert done.column(0) == [1.0] * 4
+    assert sorted(done.errors) == ["step 1 of thread 0 failed", "step 1 of thread 1 failed"]

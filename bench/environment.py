@@ -1,18 +1,15 @@
-"""What every benchmark shares: statistics, a VolumeDriver client that talks to the plugin
-socket the way dockerd does, and ``BenchEnv``, which starts esx_service, the plugin (driver
-``dvbench``, so it never clashes with the test suite's ``vsphere``) and a private dockerd,
-and takes down everything it started even on failure.
-
-The statistics helpers at the top are pure (unit-tested in tests/unit/bench)."""
+"""The environment the benchmarks run in: a VolumeDriver client that talks to the plugin
+socket the way dockerd does, the raw floor of one HTTP hop, and ``BenchEnv``, which starts
+esx_service, the plugin (driver ``dvbench``, so it never clashes with the test suite's
+``vsphere``) and a private dockerd (with bench/processes.py, which the integration tests
+share), and takes down everything it started even on failure."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import http.client
-import importlib.util
 import json
-import math
 import os
 import shutil
 import signal
@@ -25,93 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import ModuleType
 
 from plugin.esx_client import UnixHTTPConnection
 
-REPO = Path(__file__).resolve().parents[1]
+from .processes import REPO, Daemon, python_daemon, wait_for
+
 DRIVER = os.environ.get("DOCKVOLS_BENCH_DRIVER", "dvbench")
 PLUGIN_SOCKET = f"/run/docker/plugins/{DRIVER}.sock"
 VOLUME_SIZE = "100mb"  # every created volume, dockvols and floor alike
-
-
-# -- statistics (pure) ----------------------------------------------------------------------
-def percentile(values: Sequence[float], p: float) -> float:
-    """The p-th percentile (0-100) with linear interpolation between closest ranks (numpy's
-    default); NaN for no values."""
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} is outside 0-100")
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summarize(values: Sequence[float]) -> dict:
-    """n, min, p50, p90, p99, max and mean of a list of seconds, in milliseconds."""
-    ms = [v * 1000 for v in values]
-    return {
-        "n": len(ms),
-        "min_ms": min(ms) if ms else math.nan,
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms) if ms else math.nan,
-        "mean_ms": sum(ms) / len(ms) if ms else math.nan,
-    }
-
-
-def ratio(value: float, baseline: float) -> float:
-    """value / baseline; NaN when the baseline is zero or missing."""
-    if not baseline or math.isnan(baseline) or math.isnan(value):
-        return math.nan
-    return value / baseline
-
-
-def fmt_ratio(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.2f}x"
-
-
-def fmt_ms(value: float) -> str:
-    """Milliseconds with precision that suits the magnitude: 0.412, 3.51, 48.2, 1234."""
-    if math.isnan(value):
-        return "n/a"
-    if value < 1:
-        return f"{value:.3f}"
-    if value < 10:
-        return f"{value:.2f}"
-    if value < 1000:
-        return f"{value:.1f}"
-    return f"{value:.0f}"
-
-
-def verdict(value: float, target: float) -> str:
-    """``meets`` when value <= target, else ``misses``."""
-    if math.isnan(value):
-        return "n/a"
-    return "meets" if value <= target else "misses"
-
-
-def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def sample(fn: Callable[[], object], calls: int, warmup: int) -> list[float]:
-    """Seconds per call of ``calls`` calls, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    return [timed(fn) for _ in range(calls)]
 
 
 # -- the raw floor of one HTTP hop ---------------------------------------------------------
@@ -215,21 +133,6 @@ class DriverClient:
 
 
 # -- processes ------------------------------------------------------------------------------
-def _load_daemons() -> ModuleType:
-    """tests/integration/daemons.py by path: no dependency on tests/ being a package."""
-    path = REPO / "tests" / "integration" / "daemons.py"
-    spec = importlib.util.spec_from_file_location("dockvols_bench_daemons", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-daemons = _load_daemons()
-wait_for = daemons.wait_for
-
-
 def run(argv: Sequence[str], check: bool = True, timeout: float = 180,
         env: dict | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
@@ -292,7 +195,7 @@ class BenchEnv:
     def start(self) -> None:
         if self.with_docker:
             self._start_dockerd()
-        self.esx = daemons.python_daemon("esx_service", "esx_service", {
+        self.esx = python_daemon("esx_service", "esx_service", {
             "DOCKVOLS_SOCKET": self.esx_socket,
             "DOCKVOLS_DATA_DIR": str(self.run_dir / "data"),
             "DOCKVOLS_DATASTORES": f"datastore1={self.datastore}",
@@ -307,7 +210,7 @@ class BenchEnv:
         self.procs.append(self.esx)
         self.esx.start()
         self._check_driver_socket_free()
-        self.plugin = daemons.python_daemon("plugin", "plugin", {
+        self.plugin = python_daemon("plugin", "plugin", {
             "DOCKVOLS_DRIVER_NAME": DRIVER,
             "DOCKVOLS_ESX_ADDRESS": f"unix://{self.esx_socket}",
             "DOCKVOLS_MOUNT_ROOT": str(self.mount_root),
@@ -337,7 +240,7 @@ class BenchEnv:
 
     def _start_dockerd(self) -> None:
         sock = self.run_dir / "docker.sock"
-        self.dockerd = daemons.Daemon("dockerd", [
+        self.dockerd = Daemon("dockerd", [
             "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
             f"--data-root={self.run_dir / 'docker-root'}",
             f"--exec-root={self.run_dir / 'docker-exec'}",

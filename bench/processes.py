@@ -1,5 +1,6 @@
-"""Real processes for integration tests: dockerd, esx_service and the plugin, each started
-with its own paths so the suite never touches a system dockerd's state."""
+"""Real processes for the benchmarks and the integration tests: dockerd, esx_service and the
+plugin, each started with its own paths so neither touches a system dockerd's state. Test code
+imports this module; bench/ never imports tests/."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from plugin.esx_client import UnixHTTPConnection
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
