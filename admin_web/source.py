@@ -6,7 +6,7 @@ import http.client
 import json
 from typing import Protocol
 
-from esx_service.admin.cli import UnixConnection
+from dockvols_common.http_client import UnixHTTPConnection, request
 
 TIMEOUT_S = 30.0  # GET volumes sizes every disk: one datastore search per volume on vsphere
 
@@ -27,17 +27,13 @@ class SocketSource:
         self.timeout = timeout
 
     def _get(self, path: str) -> tuple[int, bytes]:
-        conn = UnixConnection(self.socket_path)
-        conn.timeout = self.timeout
         try:
-            conn.request("GET", "/v1/admin/" + path)
-            response = conn.getresponse()
-            return response.status, response.read()
+            response, body = request(UnixHTTPConnection(self.socket_path, self.timeout), "GET",
+                                     "/v1/admin/" + path)
         except (OSError, http.client.HTTPException) as exc:
             raise SourceError(f"cannot read the dockvols admin socket {self.socket_path}: "
                               f"{exc}; is dockvols-esx-service running?") from exc
-        finally:
-            conn.close()
+        return response.status, body
 
     def json(self, path: str) -> dict:
         status, body = self._get(path)

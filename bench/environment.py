@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from plugin.esx_client import UnixHTTPConnection
+from dockvols_common.http_client import UnixHTTPConnection
 
 from .processes import REPO, Daemon, python_daemon, wait_for
 

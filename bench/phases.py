@@ -200,7 +200,7 @@ def _leases(root: str) -> list[float]:
 
 
 def _esx_status(socket_path: str) -> None:
-    from plugin.esx_client import UnixHTTPConnection
+    from dockvols_common.http_client import UnixHTTPConnection
 
     conn = UnixHTTPConnection(socket_path, 10)  # one connection per call, as the plugin does
     try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from plugin.esx_client import UnixHTTPConnection
+from dockvols_common.http_client import UnixHTTPConnection
 
 REPO = Path(__file__).resolve().parents[1]
 

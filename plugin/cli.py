@@ -19,7 +19,7 @@ import os
 import sys
 from urllib.parse import quote
 
-from .esx_client import UnixHTTPConnection
+from dockvols_common.http_client import UnixHTTPConnection, request
 
 PLUGINS_DIR = "/run/docker/plugins"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -32,15 +32,11 @@ class CliError(Exception):
 
 def _request(socket_path: str, method: str, path: str, body: dict | None,
              timeout: float) -> tuple[int, dict]:
-    conn = UnixHTTPConnection(socket_path, timeout)
+    payload = json.dumps(body).encode() if body is not None else None
     try:
-        conn.request(method, path, body=json.dumps(body).encode() if body is not None else None)
-        response = conn.getresponse()
-        raw = response.read()
+        response, raw = request(UnixHTTPConnection(socket_path, timeout), method, path, payload)
     except (OSError, http.client.HTTPException) as exc:
         raise CliError(f"cannot reach {socket_path}: {exc}") from exc
-    finally:
-        conn.close()
     try:
         data = json.loads(raw or b"{}")
     except ValueError as exc:

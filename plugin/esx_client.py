@@ -1,14 +1,16 @@
-"""The client of esx_service's HTTP/JSON API, over a unix socket or TCP."""
+"""The client of esx_service's HTTP/JSON API (over unix socket, vsock, TCP or TLS: the
+connections are dockvols_common.http_client's); its failures become the plugin's errors."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 import threading
 from typing import Protocol
 from urllib.parse import quote
+
+from dockvols_common.http_client import exchange, open_connection, request
 
 from .errors import ServiceError, ServiceUnreachable
 
@@ -22,57 +24,6 @@ class EsxClient(Protocol):
     def detach(self, name: str, formatted: bool = False) -> dict: ...
     def resize(self, name: str, size: str) -> dict: ...
     def status(self, timeout: float | None = None) -> dict: ...
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (esx_service's local API; also used by bench/)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-def client_tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
-    """Mutual TLS: our certificate names this VM; the service's must chain to ``ca_file``."""
-    context = ssl.create_default_context(cafile=ca_file)
-    context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-class _VsockConnection(http.client.HTTPConnection):
-    """HTTP to esx_service on the ESXi host from a guest: the host is CID 2."""
-
-    def __init__(self, cid: int, port: int, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._address = (cid, port)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._address)
-        self.sock = sock
-
-
-def parse_vsock_address(address: str) -> tuple[int, int]:
-    """``vsock://CID:PORT`` -> (cid, port)."""
-    cid, sep, port = address[len("vsock://"):].rstrip("/").partition(":")
-    if not sep or not cid.isdigit() or not port.isdigit():
-        raise ValueError(f"invalid vsock address {address!r}: use vsock://CID:PORT, "
-                         "e.g. vsock://2:1019 for this VM's ESXi host")
-    return int(cid), int(port)
-
-
-def _exchange(conn: http.client.HTTPConnection, method: str, path: str,
-              payload: bytes | None, headers: dict) -> tuple[http.client.HTTPResponse, bytes]:
-    conn.request(method, path, body=payload, headers=headers)
-    response = conn.getresponse()
-    return response, response.read()
 
 
 class HttpEsxClient:
@@ -89,14 +40,7 @@ class HttpEsxClient:
         self._kept = threading.local()
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self.address.startswith("unix://"):
-            return UnixHTTPConnection(self.address[len("unix://"):], timeout)
-        if self.address.startswith("vsock://"):
-            return _VsockConnection(*parse_vsock_address(self.address), timeout)
-        host = self.address.split("://", 1)[1].rstrip("/")
-        if self.address.startswith("https://"):
-            return http.client.HTTPSConnection(host, timeout=timeout, context=self.tls)
-        return http.client.HTTPConnection(host, timeout=timeout)
+        return open_connection(self.address, timeout, self.tls)
 
     def call(self, method: str, path: str, body: dict | None = None,
              timeout: float | None = None) -> dict:
@@ -107,11 +51,8 @@ class HttpEsxClient:
             if method == "GET":
                 response, raw = self._read(path, limit)
             else:
-                conn = self._connection(limit)
-                try:
-                    response, raw = _exchange(conn, method, path, payload, headers)
-                finally:
-                    conn.close()
+                response, raw = request(self._connection(limit), method, path, payload,
+                                        headers)
         except TimeoutError as exc:
             raise ServiceUnreachable(
                 f"dockvols service at {self.address} timed out after {limit:.0f}s on {method} "
@@ -146,7 +87,7 @@ class HttpEsxClient:
                 conn.timeout = limit
             self._kept.conn = conn
             try:
-                response, raw = _exchange(conn, "GET", path, None, {})
+                response, raw = exchange(conn, "GET", path)
             except (ConnectionError, http.client.RemoteDisconnected,
                     http.client.CannotSendRequest, http.client.BadStatusLine):
                 conn.close()

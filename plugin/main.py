@@ -11,11 +11,13 @@ import sys
 from flask import Flask
 from prometheus_client import start_http_server
 
+from dockvols_common.http_client import client_tls_context
+
 from . import __version__
 from .app import create_app
 from .blockdev import SystemBlockDevices
 from .devices import AttachedDeviceFinder
-from .esx_client import HttpEsxClient, client_tls_context
+from .esx_client import HttpEsxClient
 from .filesystem import SystemMounter
 from .grow_check import start_grow_checks
 from .metrics import PluginMetrics

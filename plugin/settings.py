@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .esx_client import parse_vsock_address
+from dockvols_common.http_client import parse_vsock_address
 
 
 class SettingsError(ValueError):

@@ -7,13 +7,13 @@ errors print as ``dockvols-admin: <code>: <message>`` and exit 1, usage errors e
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
 import sys
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
+
+from dockvols_common.http_client import UnixHTTPConnection, request
 
 from ..errors import DockvolsError
 from ..options import format_size_mb
@@ -33,17 +33,6 @@ class CliError(Exception):
         self.code, self.message = code, message
 
 
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=TIMEOUT_S)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 class AdminClient:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
@@ -51,18 +40,14 @@ class AdminClient:
     def call(self, method: str, path: str, body: dict | None = None,
              query: dict[str, str] | None = None) -> dict:
         url = "/v1/admin/" + path + (f"?{urlencode(query)}" if query else "")
-        conn = UnixConnection(self.socket_path)
+        payload = json.dumps(body).encode() if body is not None else None
         try:
-            conn.request(method, url, body=json.dumps(body).encode() if body is not None else None,
-                         headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            raw = response.read()
+            response, raw = request(UnixHTTPConnection(self.socket_path, TIMEOUT_S), method, url,
+                                    payload, {"Content-Type": "application/json"})
         except OSError as exc:
             raise CliError("ServiceUnreachable", f"cannot reach the dockvols admin socket "
                            f"{self.socket_path}: {exc}; is dockvols-esx-service running, and "
                            "may you open its admin socket (root only)?") from exc
-        finally:
-            conn.close()
         try:
             reply = json.loads(raw or b"{}")
         except ValueError as exc:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench.processes import python_daemon, wait_for
-from plugin.esx_client import HttpEsxClient, client_tls_context
+from dockvols_common.http_client import client_tls_context
+from plugin.esx_client import HttpEsxClient
 
 from .multihost import (
     LEASE_SECONDS,

@@ -9,7 +9,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.processes import Daemon, wait_for
-from plugin.esx_client import UnixHTTPConnection
+from dockvols_common.http_client import UnixHTTPConnection
 
 from .conftest import PLUGIN_SOCKET, Docker, make_volume, restart_plugin_and_wait_for_recovery
 

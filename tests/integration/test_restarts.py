@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from bench.processes import Daemon, wait_for
-from plugin.esx_client import UnixHTTPConnection
+from dockvols_common.http_client import UnixHTTPConnection
 
 from .conftest import (
     DRIVER,

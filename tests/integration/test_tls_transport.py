@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench.processes import Daemon, python_daemon, wait_for
+from dockvols_common.http_client import client_tls_context
 from plugin.errors import ServiceError, ServiceUnreachable
-from plugin.esx_client import HttpEsxClient, client_tls_context
+from plugin.esx_client import HttpEsxClient
 
 
 def openssl(*args: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from esx_service.admin.cli import UnixConnection
+from dockvols_common.http_client import UnixHTTPConnection, request
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +80,9 @@ class Service:
 
     def vm(self, sock: str, method: str, path: str, body: dict | None = None) -> tuple[int,
                                                                                       dict]:
-        conn = UnixConnection(sock)
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body else None)
-            response = conn.getresponse()
-            return response.status, json.loads(response.read() or b"{}")
-        finally:
-            conn.close()
+        response, raw = request(UnixHTTPConnection(sock, 600), method, path,
+                                json.dumps(body).encode() if body else None)
+        return response.status, json.loads(raw or b"{}")
 
     def create(self, sock: str, name: str, size: str = "10mb") -> tuple[int, dict]:
         return self.vm(sock, "POST", "/v1/volumes", {"name": name, "opts": {"size": size}})

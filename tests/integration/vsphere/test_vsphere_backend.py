@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
+from dockvols_common.http_client import UnixHTTPConnection, request
 from esx_service.api import Api
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.vsphere import VsphereBackend
@@ -422,20 +423,10 @@ def test_round_trips_are_counted(backend: VsphereBackend, service: VolumeService
 
 # -- the real service over HTTP on a unix socket --------------------------------------------
 def http_unix(path: str, method: str, url: str, body: dict | None = None) -> tuple[int, Any]:
-    class UnixConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(30)
-            self.sock.connect(path)
-
-    conn = UnixConnection("localhost")
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, url, body=data, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"{}")
-    finally:
-        conn.close()
+    data = json.dumps(body).encode() if body is not None else None
+    resp, raw = request(UnixHTTPConnection(path, 30), method, url, data,
+                        {"Content-Type": "application/json"})
+    return resp.status, json.loads(raw or b"{}")
 
 
 def test_the_esx_service_serves_vsphere_volumes_over_its_unix_socket(fresh_vcsim: Vcsim):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -12,26 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from dockvols_common.http_client import UnixHTTPConnection
 from esx_service.api import MAX_BODY, Api
 from esx_service.server import UnixApiServer
 from esx_service.volumes import VolumeService
 from tests.fakes import FakeBackend
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=5)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(5)
-        self.sock.connect(self._path)
-
-
 def request(path: str, method: str, url: str, body: object = None,
             raw: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
-    conn = UnixHTTPConnection(path)
+    conn = UnixHTTPConnection(path, 5)
     try:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None
                                             else None)
@@ -123,7 +112,7 @@ def test_an_oversized_body_is_refused_with_413_before_it_is_read(servers):
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(servers):
-    conn = UnixHTTPConnection(sock(servers, "vm1"))
+    conn = UnixHTTPConnection(sock(servers, "vm1"), 5)
     try:
         for _ in range(3):
             conn.request("GET", "/v1/status")

@@ -8,10 +8,11 @@ import socket
 
 import pytest
 
+from dockvols_common.http_client import parse_vsock_address
 from esx_service.config import load_config
 from esx_service.errors import ConfigError
 from esx_service.server import VsockApiServer
-from plugin.esx_client import HttpEsxClient, parse_vsock_address
+from plugin.esx_client import HttpEsxClient
 from plugin.settings import SettingsError, load_settings
 
 
@@ -96,7 +97,7 @@ def test_the_plugin_dials_the_host_over_af_vsock(monkeypatch: pytest.MonkeyPatch
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr("plugin.esx_client.socket.socket", FakeSocket)
+    monkeypatch.setattr("dockvols_common.http_client.socket.socket", FakeSocket)
     from plugin.errors import ServiceUnreachable
 
     with pytest.raises(ServiceUnreachable, match="vsock://2:1019"):

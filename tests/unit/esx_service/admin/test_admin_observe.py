@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dockvols_common.http_client import UnixHTTPConnection, request
 from esx_service.admin.admin_api import AdminApi
-from esx_service.admin.cli import UnixConnection
 from esx_service.admin.db import AdminDb
 from esx_service.admin.db_policy import DbPolicy
 from esx_service.admin.inventory import InventoryCollector, Snapshot, families
@@ -42,13 +42,8 @@ class Observed:
                          daemon=True).start()
 
     def get(self, path: str) -> tuple[int, str, bytes]:
-        conn = UnixConnection(self.socket)
-        try:
-            conn.request("GET", "/v1/admin/" + path)
-            resp = conn.getresponse()
-            return resp.status, resp.getheader("Content-Type") or "", resp.read()
-        finally:
-            conn.close()
+        resp, body = request(UnixHTTPConnection(self.socket, 600), "GET", "/v1/admin/" + path)
+        return resp.status, resp.getheader("Content-Type") or "", body
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         status, ctype, body = self.get("metrics")

@@ -1,0 +1,114 @@
+"""The one HTTP client connection, over a real unix socket served by http.server."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import socketserver
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockvols_common.http_client import (
+    UnixHTTPConnection,
+    VsockHTTPConnection,
+    exchange,
+    open_connection,
+    request,
+)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as esx_service's server
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        reply = f"{self.command} {self.path} {body.decode()} " \
+                f"{self.headers.get('X-Test', '-')}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST
+
+    def address_string(self) -> str:  # a unix peer has no (host, port)
+        return "unix"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, list]]:
+    """A unix socket path with an HTTP server behind it, and the connections it accepted."""
+    with tempfile.TemporaryDirectory(prefix="dv-", dir="/tmp") as run:  # short socket path
+        path = str(Path(run) / "s.sock")
+        accepted: list = []
+
+        class Server(_UnixServer):
+            def get_request(self):  # type: ignore[no-untyped-def]
+                conn = super().get_request()
+                accepted.append(conn)
+                return conn
+
+        server = Server(path, _Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield path, accepted
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_unix_connection_keeps_alive_across_exchanges(served: tuple[str, list]) -> None:
+    path, accepted = served
+    conn = UnixHTTPConnection(path, 5)
+    try:
+        first = exchange(conn, "POST", "/a", b"one", {"X-Test": "h"})
+        second = exchange(conn, "GET", "/b")
+    finally:
+        conn.close()
+    assert first[0].status == 200 and first[1] == b"POST /a one h"
+    assert second[1] == b"GET /b  -"
+    assert len(accepted) == 1  # both on one connection
+
+
+def test_request_answers_and_closes_its_connection(served: tuple[str, list]) -> None:
+    path, _ = served
+    conn = open_connection(f"unix://{path}", 5)
+    response, raw = request(conn, "POST", "/x", b"y")
+    assert (response.status, raw) == (200, b"POST /x y -")
+    assert conn.sock is None
+
+
+def test_request_closes_its_connection_when_the_peer_is_absent(tmp_path: Path) -> None:
+    conn = UnixHTTPConnection(str(tmp_path / "nobody.sock"), 5)
+    with pytest.raises(FileNotFoundError):
+        request(conn, "GET", "/")
+    assert conn.sock is None
+
+
+def test_an_address_picks_its_transport() -> None:
+    unix = open_connection("unix:///run/dockvols/esx.sock", 7)
+    assert isinstance(unix, UnixHTTPConnection)
+    assert (unix.path, unix.timeout) == ("/run/dockvols/esx.sock", 7)
+    vsock = open_connection("vsock://2:1019", 7)
+    assert isinstance(vsock, VsockHTTPConnection) and vsock.address == (2, 1019)
+    tls = ssl.create_default_context()
+    https = open_connection("https://esx.example:9443/", 7, tls)
+    assert isinstance(https, http.client.HTTPSConnection)
+    assert (https.host, https.port) == ("esx.example", 9443)
+    plain = open_connection("http://127.0.0.1:9440", 7)
+    assert type(plain) is http.client.HTTPConnection and plain.port == 9440
+    with pytest.raises(ValueError, match="vsock://CID:PORT"):
+        open_connection("vsock://host:1019", 7)
