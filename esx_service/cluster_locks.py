@@ -13,19 +13,32 @@ the same key forms) gets cross-host exclusion. Keys and where their leases live:
 process-local only. File stems never start with ``.``, so no lease folder can clash with a
 volume's files. Threads of one process queue on the local lock, so only one
 of them at a time touches the datastore for a key.
+
+**Kept leases** (issue 15): where taking and releasing a lease costs round trips (the
+vSphere file API: 3 to take, 2 to release), a lease is kept for ``keep_seconds`` after the
+operation that took it ends, still renewed, and the next operation on the same key in this
+process uses it without a round trip (Docker's Create is followed by Mount at once, Unmount
+often by Remove). A kept lease is exactly a held one: other hosts wait for it (at most
+``keep_seconds`` longer than before), its staging folder fences writes, and a holder that
+crashes while keeping it is taken over like one that crashed mid-operation. Before reuse it
+must still be trusted (``Lease.check``); else it is dropped and a fresh one taken. On a
+mounted datastore (``keep_seconds`` 0) leases are released at once, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from dockvols_common.instance import temp_tag
 from dockvols_common.locks import NamedLocks
 
+from .errors import DockvolsError, LeaseLost
 from .file_names import file_stem
 from .leases import Lease, LeaseManager
 
@@ -47,6 +60,9 @@ class VolumeLocks(Protocol):
 
     def sweep(self, datastore: str) -> int:
         """Remove temp files and lease leftovers whose writers are provably dead; how many."""
+
+    def close(self) -> None:
+        """Let go of everything still held between operations (service shutdown)."""
 
 
 def lease_path(key: str) -> tuple[str, str, str] | None:
@@ -87,12 +103,23 @@ class LocalVolumeLocks:
     def sweep(self, datastore: str) -> int:
         return 0  # no lease store: the backend's own files are its business
 
+    def close(self) -> None:
+        return None
+
 
 class ClusterLocks:
-    def __init__(self, leases: LeaseManager) -> None:
+    def __init__(self, leases: LeaseManager, keep_seconds: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.leases = leases
         self._local = NamedLocks()
         self._held: dict[str, Lease] = {}  # key -> lease; one holder per key per process
+        # How long a lease outlives its operation: the store says what a take costs.
+        self.keep_seconds = leases.store.keep_seconds if keep_seconds is None else keep_seconds
+        self._clock = clock
+        self._kept: dict[str, tuple[Lease, float]] = {}  # key -> (lease, kept since)
+        self._kept_guard = threading.Lock()
+        self._closed = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
@@ -113,7 +140,7 @@ class ClusterLocks:
         if where is None:
             yield True
             return
-        with self._lease_at(*where, wait=wait) as lease:
+        with self._lease_at(*where, wait=wait, key=key) as lease:
             if lease is None:
                 yield False
                 return
@@ -125,13 +152,76 @@ class ClusterLocks:
 
     @contextmanager
     def _lease_at(self, datastore: str, path: str, what: str,
-                  wait: bool) -> Iterator[Lease | None]:
-        lease = self.leases.acquire(datastore, path, what, wait=wait)
+                  wait: bool, key: str | None = None) -> Iterator[Lease | None]:
+        """The lease at ``path``; with ``key`` (the caller holds its local lock), a kept
+        one is reused and the lease is kept afterwards."""
+        lease = self._reuse(key) if key is not None else None
+        if lease is None:
+            lease = self.leases.acquire(datastore, path, what, wait=wait)
         try:
             yield lease
         finally:
-            if lease is not None:
+            if lease is not None and (key is None or not self._keep(key, lease)):
                 self.leases.release(lease)
+
+    def _reuse(self, key: str) -> Lease | None:
+        with self._kept_guard:
+            kept = self._kept.pop(key, None)
+        if kept is None:
+            return None
+        lease = kept[0]
+        try:
+            lease.check()  # still renewed in time and not taken over
+            return lease
+        except LeaseLost as exc:
+            log.info("not reusing the kept lease on %s: %s", lease.what, exc.message)
+            self._drop(lease)
+            return None
+
+    def _keep(self, key: str, lease: Lease) -> bool:
+        if self.keep_seconds <= 0 or lease.lost or self._closed.is_set():
+            return False
+        with self._kept_guard:
+            self._kept[key] = (lease, self._clock())
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap_loop, name="lease-keeper",
+                                                daemon=True)
+                self._reaper.start()
+        return True
+
+    def _drop(self, lease: Lease) -> None:
+        try:
+            self.leases.release(lease)
+        except (DockvolsError, OSError) as exc:  # its holder's entry expires on its own
+            log.warning("releasing the lease on %s failed: %s", lease.what, exc)
+
+    def _reap_loop(self) -> None:
+        while not self._closed.wait(max(self.keep_seconds / 2, 0.05)):
+            self.release_kept(older_than=self.keep_seconds)
+
+    def release_kept(self, older_than: float = 0.0) -> int:
+        """Release kept leases idle for at least ``older_than`` seconds; how many. Each is
+        released under its key's local lock, so never while an operation uses it."""
+        with self._kept_guard:
+            keys = list(self._kept)
+        released = 0
+        for key in keys:
+            with self._local.hold(key):
+                with self._kept_guard:
+                    kept = self._kept.get(key)
+                    if kept is None or self._clock() - kept[1] < older_than:
+                        continue
+                    del self._kept[key]
+                self._drop(kept[0])
+                released += 1
+        return released
+
+    def close(self) -> None:
+        """Release every kept lease and keep no more (service shutdown)."""
+        self._closed.set()
+        if self._reaper is not None:
+            self._reaper.join(5)
+        self.release_kept()
 
     def fence(self, key: str) -> Lease | None:
         return self._held.get(key)

@@ -20,6 +20,7 @@ from .errors import BackendError
 
 class LeaseStore(Protocol):
     poll_seconds: float  # how often a waiter looks again: cheap locally, a round trip remotely
+    keep_seconds: float  # how long a lease outlives its operation for the next (cluster_locks)
 
     def ensure_dir(self, datastore: str, relative: str) -> None:
         """Create the folder and its parents; existing is fine."""
@@ -27,6 +28,10 @@ class LeaseStore(Protocol):
     def create_dir(self, datastore: str, relative: str) -> bool:
         """Create exactly this folder, atomically: False if it exists already or its parent
         does not exist (the caller looks again)."""
+
+    def enter(self, datastore: str, relative: str) -> bool:
+        """Create a holder's entry (a fresh name nobody else ever creates) and the lease
+        folder it is in if that is missing; False if it could not be made."""
 
     def list_dir(self, datastore: str, relative: str) -> list[str]:
         """Names in the folder, hidden ones included; [] when it does not exist."""
@@ -54,6 +59,7 @@ class LocalLeaseStore:
     """Datastores as directories of this host (the local backend; VMFS/NFS on ESXi)."""
 
     poll_seconds = 0.01
+    keep_seconds = 0.0  # a take and release cost microseconds here: keep nothing
 
     def __init__(self, root: Callable[[str], str]) -> None:
         self._root = root
@@ -79,6 +85,14 @@ class LocalLeaseStore:
             return False
         except OSError as exc:
             raise BackendError(f"creating [{datastore}] {relative} failed: {exc}") from exc
+
+    def enter(self, datastore: str, relative: str) -> bool:
+        # Not makedirs: a holder releasing meanwhile may remove the empty lease folder
+        # between its creation and the entry's, which makedirs would report as an error.
+        if self.create_dir(datastore, relative):
+            return True
+        self.ensure_dir(datastore, relative.rpartition("/")[0])
+        return self.create_dir(datastore, relative)
 
     def list_dir(self, datastore: str, relative: str) -> list[str]:
         try:

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     drained = service.gate.drain(DRAIN_SECONDS)
     for server in servers:
         server.stop()
+    locks.close()  # kept leases go now, not after their holder's lease runs out
     leases.stop()
     db.close()
     close = getattr(backend, "close", None)  # the vsphere backend logs its session out

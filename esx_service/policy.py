@@ -24,6 +24,11 @@ class AccessPolicy(Protocol):
         """Raise AccessDenied or QuotaExceeded if the create is not allowed; ``used_mb``
         computes the vmgroup's current use on the datastore (costly: call only if needed)."""
 
+    def counts_use(self, vmgroup: str, datastore: str) -> bool:
+        """Whether ``check_create`` there weighs the vmgroup's current use (a total quota):
+        only then must creates and grows in the vmgroup exclude each other across hosts
+        while they check and record (the quota lease)."""
+
 
 class OpenPolicy:
     def vmgroup_of(self, vm: str) -> str:
@@ -35,3 +40,6 @@ class OpenPolicy:
     def check_create(self, vmgroup: str, datastore: str, size_mb: int,
                      used_mb: Callable[[], int]) -> None:
         return None
+
+    def counts_use(self, vmgroup: str, datastore: str) -> bool:
+        return False

@@ -34,6 +34,10 @@ class DbPolicy:
                 f"--datastore {datastore} --allow-create")
         check_rule(rule, datastore, size_mb, used_mb)
 
+    def counts_use(self, vmgroup: str, datastore: str) -> bool:
+        rule = self.db.rule_for(vmgroup, datastore)
+        return rule is not None and bool(rule.volume_totalsize_mb)
+
 
 def check_rule(rule: AccessRule, datastore: str, size_mb: int,
                used_mb: Callable[[], int]) -> None:

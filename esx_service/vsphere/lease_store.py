@@ -27,6 +27,9 @@ from .session import VsphereSession
 
 class HttpLeaseStore:
     poll_seconds = 0.2  # every look is a round trip (or a task) to the server
+    # Taking a lease costs 3 round trips and releasing it 2, so the volume layer keeps one
+    # this long after its operation for the next on the same key (cluster_locks).
+    keep_seconds = 2.0
 
     def __init__(self, session: VsphereSession, datacenter: vim.Datacenter,
                  browser: Callable[[str], vim.host.DatastoreBrowser]) -> None:
@@ -54,6 +57,12 @@ class HttpLeaseStore:
 
     def create_dir(self, datastore: str, relative: str) -> bool:
         return self._mkdir(datastore, relative, parents=False)
+
+    def enter(self, datastore: str, relative: str) -> bool:
+        # One MakeDirectory with parents: the entry's name is fresh, so it needs no
+        # exclusive create, and lease folders are never removed here (no race with one
+        # vanishing between the two creations).
+        return self._mkdir(datastore, relative, parents=True)
 
     def _search(self, datastore: str, relative: str) -> list[vim.host.DatastoreBrowser.FileInfo]:
         browser = self._browser(datastore)

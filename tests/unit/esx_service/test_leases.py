@@ -242,3 +242,74 @@ def test_detach_and_recovery_release_a_loop_device_on_a_deleted_extent(root):
     run.devices[stale["device"]] = (gone + " (deleted)", False)
     assert backend.release_orphans("ds1") == 1
     assert run.devices == {}
+
+
+class _Counting(LocalLeaseStore):
+    """The local store, counting the operations a remote store pays a round trip for."""
+
+    def __init__(self, root) -> None:
+        super().__init__(lambda ds: str(root))
+        self.calls: list[str] = []
+
+    def enter(self, datastore, relative):
+        self.calls.append("enter")
+        return super().enter(datastore, relative)
+
+    def list_dir(self, datastore, relative):
+        self.calls.append("list_dir")
+        return super().list_dir(datastore, relative)
+
+    def remove_tree(self, datastore, relative):
+        self.calls.append("remove_tree")
+        return super().remove_tree(datastore, relative)
+
+
+def test_an_uncontended_take_enters_then_lists_once(root):
+    store = _Counting(root)
+    manager = LeaseManager(store, Instance("a"), lease_seconds=2.0, wait_seconds=0.5)
+    held = manager.acquire("ds1", PATH, "volume db@ds1")
+    assert held is not None and store.calls == ["enter", "list_dir"]
+
+
+def test_a_kept_lease_serves_the_next_operation_and_excludes_others_until_let_go(root):
+    clock = Clock()
+    store = _Counting(root)
+    a = ClusterLocks(LeaseManager(store, Instance("a"), lease_seconds=2.0, wait_seconds=0.5,
+                                  clock=clock, sleep=lambda s: None),
+                     keep_seconds=1.0, clock=clock)
+    b = _manager(root, clock, host="b")
+    with a.hold("ds1/_DEFAULT/db"):
+        first = a.fence("ds1/_DEFAULT/db")
+    store.calls.clear()
+    with a.hold("ds1/_DEFAULT/db"):  # the next operation: no datastore operation at all
+        assert a.fence("ds1/_DEFAULT/db") is first
+    assert store.calls == []
+    assert b.acquire("ds1", PATH, "volume db@ds1", wait=False) is None  # kept is held
+    assert a.release_kept(older_than=1.0) == 0  # not idle long enough
+    clock.now += 1.0
+    assert a.release_kept(older_than=1.0) == 1
+    assert store.calls == ["remove_tree"]
+    assert b.acquire("ds1", PATH, "volume db@ds1", wait=False) is not None
+    a.close()
+
+
+def test_a_kept_lease_no_longer_trusted_is_let_go_and_a_fresh_one_taken(root):
+    clock = Clock()
+    a = ClusterLocks(_manager(root, clock, host="a"), keep_seconds=5.0, clock=clock)
+    with a.hold("ds1/_DEFAULT/db"):
+        first = a.fence("ds1/_DEFAULT/db")
+    clock.now += 2.0 * 0.76  # not renewed (no renewer here) past the holder's margin
+    with a.hold("ds1/_DEFAULT/db"):
+        fresh = a.fence("ds1/_DEFAULT/db")
+        assert fresh is not None and fresh.tag != first.tag
+        assert os.listdir(root / PATH) == [fresh.tag]  # the old entry went
+    a.close()
+    assert not (root / PATH).exists()  # close lets every kept lease go
+
+
+def test_a_mounted_datastore_keeps_no_lease(root):
+    locks = ClusterLocks(_manager(root))
+    assert locks.keep_seconds == 0.0
+    with locks.hold("ds1/_DEFAULT/db"):
+        pass
+    assert not (root / PATH).exists()

@@ -127,6 +127,9 @@ class _Quota(OpenPolicy):
     def __init__(self) -> None:
         self.used_seen: list[int] = []
 
+    def counts_use(self, vmgroup, datastore):
+        return True
+
     def check_create(self, vmgroup, datastore, size_mb, used_mb):
         if size_mb > 2048:
             raise QuotaExceeded(f"volume-maxsize of vmgroup {vmgroup} on {datastore} is 2gb; "
