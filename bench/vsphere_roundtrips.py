@@ -2,9 +2,10 @@
 
 Builds tests/vcsim (offline), starts it on 127.0.0.1, and runs create, attach, detach, list
 and remove through VolumeService on the vsphere backend (metadata over the /folder HTTP
-interface, as from a remote vCenter). Each operation is measured after a warm-up (login,
-datacenter and VM lookups are once per process) and printed beside the minimum it needs,
-with the SOAP methods called; the last line is JSON for machines.
+interface, as from a remote vCenter), without leases and with the datastore leases (kept
+and cold). Each operation is measured after a warm-up (login, datacenter and VM lookups are
+once per process) and printed beside the minimum it needs and the table of every call and
+why (CALLS); the last line is JSON for machines.
 
     .venv/bin/python -m bench.vsphere_roundtrips
 """
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.volumes import VolumeService
-from esx_service.vsphere.session import CountingStub, VsphereSession
+from esx_service.vsphere.session import VsphereSession
 
 REPO = Path(__file__).resolve().parents[1]
 VM = "DC0_H0_VM0"
@@ -47,57 +48,125 @@ VM = "DC0_H0_VM0"
 #                                                                                       = 3
 # - remove: metadata (1) + "removing" (1) + DeleteVirtualDisk (1) + task (1) + delete the
 #   metadata file (1)                                                                   = 5
-# What the backend adds on top, by design: each metadata write is PUT to a temporary file
-# + MoveDatastoreFile (call + task read) so a crash never leaves half a file (+2 per write);
-# create makes the folder first (+1) and reports the disk's real allocation (+2, a datastore
-# search); deleting metadata through the FileManager is a task (+1); on vcsim only, attach
-# asks the disk for its UUID because vcsim leaves backing.uuid unset (+1).
 MINIMUM = {"create": 6, "attach": 6, "detach": 5, "list": 3, "remove": 5}
-# The minimum with crash-safe metadata (each write = PUT of a temporary file + its rename,
-# MoveDatastoreFile_Task, + one read of that task: +2 per write), deleting the metadata file
-# through the FileManager (a task: +1), and, on vcsim only, the disk UUID asked of the disk
-# because vcsim leaves backing.uuid unset (+1 on attach).
-DESIGN_MINIMUM = {"create": 10, "attach": 9, "detach": 7, "list": 3, "remove": 8}
-# Every request of each operation as dockvols makes it, and why it cannot go (issue 15).
-CALLS = {
+# Before issue 15's vSphere work (RESULTS.md of 2026-11-30 16:43): without leases, and with
+# the datastore leases (taken and released inside each operation, 6 + 2 round trips each).
+BEFORE = {"create": 10, "attach": 9, "detach": 7, "list": 3, "remove": 8}
+BEFORE_LEASED = {"create": 30, "attach": 19, "detach": 17, "list": 3, "remove": 20}
+
+# Every request of each operation, as dockvols makes it: (method, how many, why it cannot
+# go). "folder:GET"/"folder:PUT" are requests on the datastore's /folder HTTP interface, the
+# rest SOAP methods. tests/integration/vsphere/test_vsphere_backend.py measures each
+# operation on vcsim and requires exactly these methods and counts, so this table cannot
+# drift from the code. A task's end is read with RetrievePropertiesEx (one read: vcsim, and
+# short tasks on real hosts, are done by then; a longer task costs one more read per look).
+GET = ("folder:GET", 1, "the metadata: state, options, holder (create: does it exist "
+       "already; create is idempotent)")
+WRITE = [("folder:PUT", 1, "a metadata write, to a temporary file beside the target (a PUT "
+          "is not atomic: a crash could leave half a file)"),
+         ("MoveDatastoreFile_Task", 1, "the rename over the target that makes the write "
+          "atomic"),
+         ("RetrievePropertiesEx", 1, "that rename's end: the state is recorded only once it "
+          "is")]
+# A fenced write (with a lease): the temporary file is moved into the lease's staging
+# folder and from there into place, both moves sent at once and their ends read together.
+FENCED_WRITE = [("folder:PUT", 1, "the temporary file"),
+                ("MoveDatastoreFile_Task", 2, "into the lease's staging folder (refused once "
+                 "the lease is lost: fencing), then into place; sent back to back"),
+                ("RetrievePropertiesEx", 1, "both moves' ends in one read")]
+CALLS: dict[str, list[tuple[str, int, str]]] = {
     "create": [
-        ("GET metadata (http)", "does the volume exist already (create is idempotent)"),
-        ("PUT .name.json.tmp (http)", "`creating`: written before the disk, so a crash "
-         "leaves something recovery finds and cleans"),
-        ("MoveDatastoreFile_Task + task read", "the rename that makes the write atomic"),
-        ("CreateVirtualDisk_Task + task read", "the disk; the read says it succeeded"),
-        ("QueryVirtualDiskUuid", "the UUID ESX gave the disk (recorded in the metadata)"),
-        ("PUT tmp + MoveDatastoreFile_Task + task read", "`detached`: the volume becomes "
-         "visible only once the disk exists"),
+        GET,
+        *[(m, n, f"`creating`, before the disk, so a crash leaves something recovery "
+           f"finds and cleans: {why}") for m, n, why in WRITE],
+        ("CreateVirtualDisk_Task", 1, "the disk"),
+        ("RetrievePropertiesEx", 1, "its end: the disk exists"),
+        ("QueryVirtualDiskUuid", 1, "the UUID ESX gave the disk, recorded in the metadata "
+         "(the guest finds the disk by it; attach reuses it where the host does not say)"),
+        *[(m, n, f"`detached`, once the disk exists: {why}") for m, n, why in WRITE],
     ],
     "attach": [
-        ("GET metadata (http)", "state, options, who holds it"),
-        ("RetrievePropertiesEx: devices of every VM on the datastore + the caller",
-         "is it attached here already, or to another VM (refuse), and a free slot"),
-        ("ReconfigVM_Task + task read", "the attach"),
-        ("RetrievePropertiesEx: the caller's devices after", "the bus/unit/PCI slot the "
-         "host assigned, for the guest to find the disk"),
-        ("QueryVirtualDiskUuid (vcsim only)", "vcsim leaves backing.uuid unset"),
-        ("PUT tmp + MoveDatastoreFile_Task + task read", "`attached`, after the disk is"),
+        GET,
+        ("RetrievePropertiesEx", 1, "the devices of every VM on the datastore and of the "
+         "caller: attached here already, or to another VM (refused), and a free slot"),
+        ("ReconfigVM_Task", 1, "the hot-add"),
+        ("RetrievePropertiesEx", 1, "the task's end and, in the same read, the caller's "
+         "devices after it: the bus/unit/PCI slot the host assigned, for the guest"),
+        *[(m, n, f"`attached`, after the disk is: {why}") for m, n, why in WRITE],
     ],
     "detach": [
-        ("GET metadata (http)", "attached to this VM?"),
-        ("RetrievePropertiesEx: the VM's devices", "the device key of the disk to remove"),
-        ("ReconfigVM_Task + task read", "the detach"),
-        ("PUT tmp + MoveDatastoreFile_Task + task read", "`detached`, after the disk is"),
+        GET,
+        ("RetrievePropertiesEx", 1, "the VM's devices: the key of the disk to remove (a key "
+         "recorded at attach could name another disk by now)"),
+        ("ReconfigVM_Task", 1, "the hot-remove"),
+        ("RetrievePropertiesEx", 1, "its end"),
+        *[(m, n, f"`detached`, after the disk is: {why}") for m, n, why in WRITE],
     ],
     "list": [
-        ("SearchDatastoreSubFolders_Task + task read", "every metadata file, one call"),
-        ("GET metadata (http), one per volume", "the state of each"),
+        ("SearchDatastoreSubFolders_Task", 1, "every metadata file of the datastore, one "
+         "call"),
+        ("RetrievePropertiesEx", 1, "its end, with the file list"),
+        ("folder:GET", 1, "one per volume: its state (one volume here)"),
     ],
     "remove": [
-        ("GET metadata (http)", "exists, detached?"),
-        ("PUT tmp + MoveDatastoreFile_Task + task read", "`removing` before the disk goes, "
-         "so a crash never leaves visible metadata without a disk"),
-        ("DeleteVirtualDisk_Task + task read", "the disk"),
-        ("DeleteDatastoreFile_Task + task read", "the metadata, last"),
+        GET,
+        *[(m, n, f"`removing` before the disk goes, so a crash never leaves visible "
+           f"metadata without a disk: {why}") for m, n, why in WRITE],
+        ("DeleteVirtualDisk_Task", 1, "the disk"),
+        ("RetrievePropertiesEx", 1, "its end: only then may the metadata go"),
+        ("DeleteDatastoreFile_Task", 1, "the metadata, last"),
+        ("RetrievePropertiesEx", 1, "its end"),
     ],
 }
+# With the datastore leases (production: esx_service.leases through the vSphere file API),
+# the lease already held: kept from the previous operation on the volume in this process
+# (esx_service.cluster_locks), as Docker's Mount after Create, or Remove after Unmount.
+TAKE = [("MakeDirectory", 1, "take the lease: this holder's entry (and the lease folder "
+         "if missing) in one call"),
+        ("SearchDatastore_Task", 1, "list the lease folder: alone means held"),
+        ("RetrievePropertiesEx", 1, "that listing's end, with the entries")]
+RELEASE_AFTER = ("DeleteDatastoreFile_Task + RetrievePropertiesEx", 2,
+                 "release: after the answer, by the lease keeper, off the critical path")
+
+
+def _fenced(rows: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+    """An operation's calls with its metadata writes fenced (and a fenced delete: a move
+    into the staging folder, which the release deletes with it)."""
+    out: list[tuple[str, int, str]] = []
+    i = 0
+    while i < len(rows):
+        if rows[i:i + 3] and rows[i][0] == "folder:PUT":
+            state = rows[i][2].split(":")[0]
+            out += [(m, n, f"{state}: {why}") for m, n, why in FENCED_WRITE]
+            i += 3
+        elif rows[i][0] == "DeleteDatastoreFile_Task":
+            out += [("MoveDatastoreFile_Task", 1, "the metadata, last: moved into the "
+                     "staging folder (fenced), deleted with it at release"),
+                    ("RetrievePropertiesEx", 1, "its end")]
+            i += 2
+        else:
+            out.append(rows[i])
+            i += 1
+    return out
+
+
+LEASED_KEPT = {op: _fenced(rows) if op != "list" else rows for op, rows in CALLS.items()}
+# create is the first operation on its name: it always takes the lease (no total quota on
+# the vmgroup, so no quota lease; a thin disk, so no space lease).
+LEASED_KEPT["create"] = TAKE + LEASED_KEPT["create"]
+LEASED_COLD = {op: (TAKE + rows if op not in ("create", "list") else rows)
+               for op, rows in LEASED_KEPT.items()}
+
+
+def expected(table: dict[str, list[tuple[str, int, str]]]) -> dict[str, dict[str, int]]:
+    """Per operation, round trips per method as the table says."""
+    out: dict[str, dict[str, int]] = {}
+    for op, rows in table.items():
+        counts: Counter[str] = Counter()
+        for method, n, _ in rows:
+            counts[method] += n
+        out[op] = dict(counts)
+    return out
 
 
 @contextmanager
@@ -126,90 +195,127 @@ def vcsim(extra_args: list[str] | None = None) -> Iterator[tuple[str, int, str, 
 
 
 def measure(backend: VsphereBackend, run: Callable[[], Any]) -> dict:
+    """Round trips of ``run``, per method (SOAP wsdl names, ``folder:<HTTP method>``)."""
     methods: Counter[str] = Counter()
-    original = CountingStub.InvokeMethod
+    counter = backend.round_trips
+    original = counter.on_call
 
-    def recording(self: CountingStub, mo: Any, info: Any, args: Any,
-                  outerStub: Any = None) -> Any:
-        methods[info.wsdlName] += 1
-        return original(self, mo, info, args, outerStub)
+    def recording(method: str, seconds: float) -> None:
+        methods[method] += 1
+        if original is not None:
+            original(method, seconds)
 
-    soap0, http0 = backend.round_trips.snapshot()
-    CountingStub.InvokeMethod = recording  # type: ignore[method-assign]
+    soap0, http0 = counter.snapshot()
+    counter.on_call = recording
     try:
         run()
     finally:
-        CountingStub.InvokeMethod = original  # type: ignore[method-assign]
-    soap1, http1 = backend.round_trips.snapshot()
+        counter.on_call = original
+    soap1, http1 = counter.snapshot()
     return {"soap": soap1 - soap0, "http": http1 - http0,
             "total": soap1 - soap0 + http1 - http0, "methods": dict(methods)}
 
 
-def main() -> int:
-    results = _run(leases=False)
-    leased = _run(leases=True)
-    _print(results, leased)
-    return 0
+OPERATIONS = ("create", "attach", "detach", "list", "remove")
 
 
-def _run(leases: bool) -> dict:
-    """Each operation once; ``leases``: with the datastore leases esx_service takes in
-    production (esx_service/main.py), else with in-process locks only."""
+def run_operations(backend: VsphereBackend, vm: str, name: str, leases: str = "none"
+                   ) -> dict[str, dict]:
+    """create, attach, detach, list (this one volume in its vmgroup) and remove of ``name``
+    through VolumeService, each measured after a warm-up cycle (login, datacenter, VM and
+    folder lookups are once per process). ``leases``: "none" (in-process locks only),
+    "kept" (production on the vSphere API: a lease outlives its operation for the next) or
+    "cold" (each operation takes its lease: kept ones are let go before it)."""
     from dockvols_common.instance import Instance
     from esx_service.cluster_locks import ClusterLocks
     from esx_service.leases import LeaseManager
+    from esx_service.policy import OpenPolicy
 
+    class OneGroup(OpenPolicy):  # list counts this volume only, whatever else is there
+        def vmgroup_of(self, vm: str) -> str:
+            return f"rt-{name}"
+
+    manager = locks = None
+    if leases != "none":
+        manager = LeaseManager(backend.lease_store(), Instance("bench"))
+        manager.start()
+        locks = ClusterLocks(manager)
+    service = VolumeService(backend, policy=OneGroup(), locks=locks)
+    try:
+        service.create(vm, f"{name}-warm", {})
+        service.attach(vm, f"{name}-warm")
+        service.detach(vm, f"{name}-warm")
+        service.remove(vm, f"{name}-warm")
+        steps: dict[str, Callable[[], Any]] = {
+            "create": lambda: service.create(vm, name, {"size": "1gb"}),
+            "attach": lambda: service.attach(vm, name),
+            "detach": lambda: service.detach(vm, name),
+            "list": lambda: service.list(vm),
+            "remove": lambda: service.remove(vm, name),
+        }
+        results = {}
+        for op in OPERATIONS:
+            if locks is not None and leases == "cold":
+                locks.release_kept()
+            results[op] = measure(backend, steps[op])
+        return results
+    finally:
+        if locks is not None and manager is not None:
+            locks.close()
+            manager.stop()
+
+
+def main() -> int:
     with vcsim() as (host, port, user, password):
         session = VsphereSession(host, port, user, password, insecure=True)
         with VsphereBackend(session, metadata_access="http") as backend:
-            manager = None
-            if leases:
-                manager = LeaseManager(backend.lease_store(), Instance("bench"))
-                manager.start()
-            service = VolumeService(backend, locks=ClusterLocks(manager) if manager else None)
-            service.create(VM, "warmup", {})     # login, datacenter, VM, policy-free paths
-            service.attach(VM, "warmup")
-            service.detach(VM, "warmup")
-            service.remove(VM, "warmup")
-            results = {
-                "create": measure(backend, lambda: service.create(VM, "bench", {"size": "1gb"})),
-                "attach": measure(backend, lambda: service.attach(VM, "bench")),
-                "detach": measure(backend, lambda: service.detach(VM, "bench")),
-                "list": measure(backend, lambda: service.list(VM)),
-                "remove": measure(backend, lambda: service.remove(VM, "bench")),
-            }
-            if manager is not None:
-                manager.stop()
-    return results
+            runs = {mode: run_operations(backend, VM, f"bench{mode}", leases=mode)
+                    for mode in ("none", "kept", "cold")}
+    _print(runs)
+    return 0
 
 
-def _print(results: dict, leased: dict) -> None:
-    print(f"{'operation':<9} {'trips':>5} {'soap':>5} {'http':>5} {'minimum':>7} {'ratio':>6}"
-          f" {'design':>6}  soap methods")
-    for op, r in results.items():
-        calls = ", ".join(f"{m}x{n}" if n > 1 else m for m, n in sorted(r["methods"].items()))
-        print(f"{op:<9} {r['total']:>5} {r['soap']:>5} {r['http']:>5} {MINIMUM[op]:>7} "
-              f"{r['total'] / MINIMUM[op]:>6.2f} {DESIGN_MINIMUM[op]:>6}  {calls}")
-    print("\n'design' = the minimum with crash-safe metadata writes (PUT temp + rename task "
-          "+ its read: +2 per write), the metadata delete as a task (+1) and vcsim's unset "
-          "backing.uuid (+1 on attach). Every call and why:")
-    for op, calls_of in CALLS.items():
-        print(f"  {op}:")
-        for call, why in calls_of:
-            print(f"    - {call}: {why}")
-    print("\nWith the datastore leases esx_service takes in production (multi-host "
-          "exclusion, esx_service/leases.py):")
-    for op, r in leased.items():
-        calls = ", ".join(f"{m}x{n}" if n > 1 else m for m, n in sorted(r["methods"].items()))
-        extra = r["total"] - results[op]["total"]
-        print(f"{op:<9} {r['total']:>5} {r['soap']:>5} {r['http']:>5}  +{extra} for the "
-              f"lease  {calls}")
+def _methods(r: dict) -> str:
+    return ", ".join(f"{m}x{n}" if n > 1 else m for m, n in sorted(r["methods"].items()))
+
+
+def _print(runs: dict[str, dict[str, dict]]) -> None:
+    none, kept, cold = runs["none"], runs["kept"], runs["cold"]
+    tables = {"none": CALLS, "kept": LEASED_KEPT, "cold": LEASED_COLD}
+    print(f"{'operation':<9} {'before':>6} {'now':>4} {'minimum':>7}   {'leases before':>13} "
+          f"{'kept':>4} {'cold':>4}   table agrees")
+    for op in OPERATIONS:
+        agrees = all(runs[m][op]["methods"] == expected(tables[m])[op] for m in runs)
+        print(f"{op:<9} {BEFORE[op]:>6} {none[op]['total']:>4} {MINIMUM[op]:>7}   "
+              f"{BEFORE_LEASED[op]:>13} {kept[op]['total']:>4} {cold[op]['total']:>4}   "
+              f"{'yes' if agrees else 'NO'}")
+    print("\n'before' = before issue 15's vSphere work; 'kept' = with the datastore leases, "
+          "the volume's lease kept from the previous operation in this process; 'cold' = "
+          "the operation takes its lease (3 round trips); either way the release (2) comes "
+          "after the answer. Every call and why (without leases):")
+    for op, rows in CALLS.items():
+        print(f"  {op}: {none[op]['total']} round trips ({_methods(none[op])})")
+        for method, n, why in rows:
+            print(f"    - {method}{f' x{n}' if n > 1 else ''}: {why}")
+    print("\nWith the datastore leases (production), what changes:")
+    for op in OPERATIONS:
+        print(f"  {op}: kept {kept[op]['total']} ({_methods(kept[op])}); cold "
+              f"{cold[op]['total']}")
+    print("  a lease taken: " + "; ".join(f"{m}: {why}" for m, _, why in TAKE))
+    print(f"  {RELEASE_AFTER[0]}: {RELEASE_AFTER[2]}")
+    print("  a metadata write: " + "; ".join(f"{m}{f' x{n}' if n > 1 else ''}: {why}"
+                                             for m, n, why in FENCED_WRITE))
     print(json.dumps({"bench": "vsphere_roundtrips", "vcsim": "VPX", "metadata": "http",
-                      "results": {op: {"round_trips": r["total"], "soap": r["soap"],
-                                       "http": r["http"], "minimum": MINIMUM[op],
-                                       "design_minimum": DESIGN_MINIMUM[op],
-                                       "with_leases": leased[op]["total"]}
-                                  for op, r in results.items()}}))
+                      "results": {op: {"round_trips": none[op]["total"],
+                                       "soap": none[op]["soap"], "http": none[op]["http"],
+                                       "minimum": MINIMUM[op], "before": BEFORE[op],
+                                       "with_leases": kept[op]["total"],
+                                       "with_leases_cold": cold[op]["total"],
+                                       "with_leases_before": BEFORE_LEASED[op],
+                                       "table_agrees": all(
+                                           runs[m][op]["methods"] == expected(tables[m])[op]
+                                           for m in runs)}
+                                  for op in OPERATIONS}}))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ class FakeBackend:
         return disk["size_bytes"]
 
     # -- attach -----------------------------------------------------------------------
-    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                    disk_uuid: str | None = None) -> dict:
         self._enter("attach_disk")
         disk = self.disks.get(_key(loc))
         if disk is None:

@@ -106,8 +106,10 @@ class Backend(Protocol):
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         """Bytes the disk really uses on the datastore (0 if unknown)."""
 
-    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
-        """Attach to the VM; returns what the guest needs to find the disk."""
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                    disk_uuid: str | None = None) -> dict:
+        """Attach to the VM; returns what the guest needs to find the disk. ``disk_uuid``:
+        the disk's UUID as recorded at create, for a backend that would otherwise ask."""
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
         """Detach from the VM; not attached is fine."""

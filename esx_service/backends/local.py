@@ -349,7 +349,8 @@ class LocalBackend:
                 or (deleted and backing.endswith(DELETED)
                     and _same_file(backing.removesuffix(DELETED), extent))]
 
-    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                    disk_uuid: str | None = None) -> dict:
         extent = self._extent_path(loc)
         if not os.path.exists(extent):
             raise BackendError(f"disk extent {extent} is missing")

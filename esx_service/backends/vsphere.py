@@ -398,7 +398,8 @@ class VsphereBackend:
         spec = vim.vm.ConfigSpec(deviceChange=changes)
         self._run_task(lambda: vm.ref.ReconfigVM_Task(spec=spec), what)
 
-    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str) -> dict:
+    def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                    disk_uuid: str | None = None) -> dict:
         ds = self.inventory.datastore(loc.datastore)
         path = ds_path(ds.name, loc.descriptor_path)
         target = self._require_vm(vm)
@@ -412,19 +413,38 @@ class VsphereBackend:
                 if holders:
                     raise VolumeInUse(f"disk {path} is attached to VM {holders[0]}")
                 slot = devices.find_free_slot(current, vm=f"VM {target.name}")
-                self._reconfigure(target, devices.add_disk_specs(path, slot, attach_as,
-                                                                 read_only),
-                                  f"attaching {path} to VM {target.name}")
-                current = self._devices(target)
+                current = self._reconfigure_and_read(
+                    target, devices.add_disk_specs(path, slot, attach_as, read_only),
+                    f"attaching {path} to VM {target.name}")
                 disk = devices.find_disk(current, path)
+                if disk is None:  # a read that raced the task's end: look once more
+                    current = self._devices(target)
+                    disk = devices.find_disk(current, path)
                 if disk is None:
                     raise BackendError(f"attaching {path} to VM {target.name}: the reconfigure "
                                        "succeeded but the VM shows no such disk")
         backing_uuid = getattr(disk.backing, "uuid", None)
-        # Real hosts fill backing.uuid; vcsim leaves it unset, so ask the disk itself.
-        disk_uuid = (devices.normalise_uuid(backing_uuid) if backing_uuid
-                     else self._query_uuid(path))
+        # Real hosts fill backing.uuid; vcsim leaves it unset: then the UUID the volume
+        # layer recorded at create, and only without one ask the disk itself.
+        if backing_uuid:
+            disk_uuid = devices.normalise_uuid(backing_uuid)
+        elif not disk_uuid:
+            disk_uuid = self._query_uuid(path)
         return devices.attach_answer(current, disk, disk_uuid)
+
+    def _reconfigure_and_read(self, vm: VmRef, changes: list[Any], what: str) -> list[Any]:
+        """Reconfigure, and read the VM's devices in the same round trip as the task's
+        end (issue 15: the device list is what the guest needs to find the disk)."""
+        spec = vim.vm.ConfigSpec(deviceChange=changes)
+        try:
+            task = self.session.invoke(lambda: vm.ref.ReconfigVM_Task(spec=spec))
+            ends, (props,) = self.session.wait_all(
+                [task], what, also=[(vm.ref, ["config.hardware.device"])])
+            if ends[0].error is not None:
+                raise ends[0].error
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+        return list(props.get("config.hardware.device") or [])
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
         ds = self.inventory.datastore(loc.datastore)

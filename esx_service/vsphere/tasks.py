@@ -4,13 +4,18 @@ pyVim's WaitForTask reads the whole TaskInfo, whose ``entity`` vcsim fills with 
 non-entity (VirtualDiskManager), which pyVmomi refuses to deserialise. Reading just the
 three properties we need works on vcsim and real hosts alike. Polling (not
 WaitForUpdatesEx) because our tasks are short: the first read usually sees them finished,
-so a task costs its call plus one read, where a property filter would cost three.
+so a task costs its call plus one read, where a property filter would cost three
+(CreateFilter, WaitForUpdatesEx, DestroyPropertyFilter).
+
+One read serves several tasks at once, and can carry other properties too (``also``): the
+reconfigure that attaches a disk and the VM's devices after it are one read (issue 15).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyVmomi import vim
@@ -26,6 +31,52 @@ DEFAULT_TIMEOUT = 600.0  # eager-zeroing a large disk can take minutes
 
 class PropertyReader(Protocol):
     def retrieve_one(self, obj: Any, paths: list[str]) -> dict[str, Any]: ...
+
+
+class ManyReader(Protocol):
+    def retrieve_each(self, wanted: list[tuple[Any, list[str]]]) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class TaskEnd:
+    """How a task ended: its result, or its fault (not raised, for the caller to judge)."""
+
+    result: Any = None
+    error: BaseException | None = None
+
+
+def wait_for_tasks(reader: ManyReader, tasks: list[vim.Task], what: str,
+                   also: list[tuple[Any, list[str]]] | None = None,
+                   timeout: float = DEFAULT_TIMEOUT,
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic
+                   ) -> tuple[list[TaskEnd], list[dict[str, Any]]]:
+    """Block until every task ends, reading all of them (and the ``also`` properties) in
+    one round trip per look. Answers each task's end and the ``also`` properties as read
+    in the last look, which saw every task finished."""
+    wanted = [(task, TASK_PATHS) for task in tasks] + list(also or [])
+    deadline = clock() + timeout
+    delay = FIRST_DELAY
+    while True:
+        found = reader.retrieve_each(wanted)
+        states = [props.get("info.state") for props in found[:len(tasks)]]
+        if all(state in (vim.TaskInfo.State.success, vim.TaskInfo.State.error)
+               for state in states):
+            ends = []
+            for task, props in zip(tasks, found[:len(tasks)], strict=True):
+                error = props.get("info.error")
+                if props.get("info.state") == vim.TaskInfo.State.error and not isinstance(
+                        error, BaseException):
+                    error = BackendError(f"{what}: vSphere task {task._moId} failed "
+                                         "without a fault")
+                ends.append(TaskEnd(props.get("info.result"),
+                                    error if isinstance(error, BaseException) else None))
+            return ends, found[len(tasks):]
+        if clock() >= deadline:
+            raise BackendError(f"{what}: vSphere tasks still {states} after {timeout:.0f}s; "
+                               "giving up waiting (they may still finish)")
+        sleep(delay)
+        delay = min(delay * 2, MAX_DELAY)
 
 
 def wait_for_task(reader: PropertyReader, task: vim.Task, what: str,

@@ -8,7 +8,7 @@ from pyVmomi import vim, vmodl
 
 from esx_service import errors
 from esx_service.vsphere.faults import describe, translate
-from esx_service.vsphere.tasks import wait_for_task
+from esx_service.vsphere.tasks import wait_for_task, wait_for_tasks
 
 
 @pytest.mark.parametrize("fault,expected", [
@@ -100,3 +100,32 @@ def test_a_task_that_never_ends_times_out_with_a_clear_error():
     reader = FakeReader({"info.state": "running"})
     with pytest.raises(errors.BackendError, match="task-1 still running after 5s"):
         wait_for_task(reader, TASK, "op", timeout=5, sleep=sleep, clock=lambda: now[0])
+
+
+class FakeManyReader:
+    """Answers multi-object reads from a script: one list of dicts per read."""
+
+    def __init__(self, *answers: list[dict]) -> None:
+        self.answers = list(answers)
+        self.reads: list[list] = []
+
+    def retrieve_each(self, wanted: list) -> list[dict]:
+        self.reads.append(wanted)
+        return self.answers.pop(0)
+
+
+def test_several_tasks_and_other_properties_are_read_in_one_round_trip_per_look():
+    other = vim.Task("task-2")
+    vm = vim.VirtualMachine("vm-1")
+    fault = vim.fault.FileNotFound(file="x")
+    reader = FakeManyReader(
+        [{"info.state": "success"}, {"info.state": "running"}, {"config.hardware.device": []}],
+        [{"info.state": "success", "info.result": "a"},
+         {"info.state": "error", "info.error": fault}, {"config.hardware.device": ["disk"]}])
+    ends, (props,) = wait_for_tasks(reader, [TASK, other], "op",
+                                    also=[(vm, ["config.hardware.device"])],
+                                    sleep=lambda s: None)
+    assert len(reader.reads) == 2  # one read per look, all three objects in it
+    assert (ends[0].result, ends[0].error) == ("a", None)
+    assert ends[1].error is fault  # not raised: the caller judges it
+    assert props == {"config.hardware.device": ["disk"]}  # as of the look that saw the ends
