@@ -16,7 +16,7 @@ class BadRequest(PluginError):
 
 
 class ServiceError(PluginError):
-    """esx_service answered with an error; ``code`` is its stable code."""
+    """esx_service answered with an error; ``code`` is its stable code (dockvols_common.wire)."""
 
     def __init__(self, code: str, message: str, status: int = 0) -> None:
         super().__init__(message)

@@ -10,6 +10,7 @@ import threading
 from typing import Protocol
 from urllib.parse import quote
 
+from dockvols_common import wire
 from dockvols_common.http_client import exchange, open_connection, request
 
 from .errors import ServiceError, ServiceUnreachable
@@ -68,7 +69,7 @@ class HttpEsxClient:
                                      f"non-JSON (HTTP {response.status})") from exc
         if response.status >= 400:
             err = data.get("error") or {}
-            raise ServiceError(err.get("code", "InternalError"),
+            raise ServiceError(err.get("code", wire.INTERNAL_ERROR),
                                err.get("message", f"HTTP {response.status}"), response.status)
         return data
 

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dockvols_common.faults import fault_point
 from dockvols_common.locks import NamedLocks
 from dockvols_common.oplog import logged
+from dockvols_common.wire import VOLUME_IN_USE, VOLUME_NOT_FOUND
 
 from .blockdev import BlockDevices
 from .devices import DeviceFinder
@@ -124,7 +125,7 @@ class VolumeManager:
                 try:
                     self.client.remove(name)
                 except ServiceError as exc:
-                    if exc.code != "VolumeInUse":
+                    if exc.code != VOLUME_IN_USE:
                         raise
                     # perhaps still attached here by an Unmount whose detach failed
                     self.detach(name)
@@ -371,5 +372,5 @@ class VolumeManager:
         try:
             self.client.detach(name, formatted)
         except ServiceError as exc:
-            if exc.code != "VolumeNotFound":
+            if exc.code != VOLUME_NOT_FOUND:
                 raise

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+from dockvols_common import wire as wire_codes
 from esx_service import errors
 from esx_service.errors import ALL_ERRORS, DockvolsError, VolumeInUse
 from esx_service.policy import DEFAULT_VMGROUP, OpenPolicy
@@ -12,6 +13,10 @@ def test_every_error_class_is_registered_under_its_own_unique_code():
                if isinstance(c, type) and issubclass(c, DockvolsError)]
     assert sorted(ALL_ERRORS) == sorted(c.code for c in classes)
     assert all(ALL_ERRORS[c.code] is c for c in classes)
+
+
+def test_the_host_answers_with_exactly_the_shared_wire_codes():
+    assert set(ALL_ERRORS) == set(wire_codes.CODES)
 
 
 def test_wire_form_carries_code_and_message():
