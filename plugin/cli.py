@@ -19,6 +19,7 @@ import os
 import sys
 from urllib.parse import quote
 
+from dockvols_common.cli import run_main
 from dockvols_common.http_client import UnixHTTPConnection, request
 
 PLUGINS_DIR = "/run/docker/plugins"
@@ -125,19 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain(exc: Exception) -> tuple[int, str] | None:
+    return (1, str(exc)) if isinstance(exc, CliError) else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        data, text = args.run(args)
-    except CliError as exc:
-        print(f"dockvols: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
-    return 0
+    return run_main("dockvols", build_parser(), argv, lambda args: args.run(args), _explain)
 
 
 if __name__ == "__main__":

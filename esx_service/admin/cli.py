@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
+from dockvols_common.cli import Result, run_main
 from dockvols_common.http_client import UnixHTTPConnection, request
 
 from ..errors import DockvolsError
@@ -24,7 +25,6 @@ from .progress import run_with_progress
 DEFAULT_SOCKET = "/run/dockvols/admin.sock"
 DEFAULT_DB = "/var/lib/dockvols/dockvols.db"
 TIMEOUT_S = 600.0  # vmgroup rm --remove-volumes deletes disks one after another
-Result = tuple[object, str]  # (what --json prints, what a human reads)
 
 
 class CliError(Exception):
@@ -394,29 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
+def _run(args: argparse.Namespace) -> Result:
     client = AdminClient(args.socket)
-    try:
-        if args.json or not sys.stderr.isatty():  # progress only for a person watching
-            data, text = args.run(client, args)
-        else:
-            data, text = run_with_progress(
-                lambda: args.run(client, args),
-                lambda: client.call("GET", "operations", query={"limit": "1"})["running"],
-                sys.stderr)
-    except CliError as exc:
-        print(f"dockvols-admin: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except argparse.ArgumentTypeError as exc:  # options that only make sense together
-        print(f"dockvols-admin: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
-    return 0
+    if args.json or not sys.stderr.isatty():  # progress only for a person watching
+        return args.run(client, args)
+    return run_with_progress(
+        lambda: args.run(client, args),
+        lambda: client.call("GET", "operations", query={"limit": "1"})["running"],
+        sys.stderr)
+
+
+def _explain(exc: Exception) -> tuple[int, str] | None:
+    if isinstance(exc, CliError):
+        return 1, f"{exc.code}: {exc.message}"
+    if isinstance(exc, argparse.ArgumentTypeError):  # options that only make sense together
+        return 2, str(exc)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("dockvols-admin", build_parser(), argv, _run, _explain)
 
 
 if __name__ == "__main__":
