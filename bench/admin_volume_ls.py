@@ -25,7 +25,7 @@ import time
 from esx_service.admin import cli
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
-from esx_service.admin.db_policy import DbPolicy
+from esx_service.admin.db_access import DbAccess
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.metadata import DETACHED, VolumeMeta
@@ -76,7 +76,7 @@ def measure(count: int) -> dict:
         seed(os.path.join(work, "ds1"), count)
         db = AdminDb(os.path.join(work, "dockvols.db"))
         service = VolumeService(LocalBackend({"ds1": os.path.join(work, "ds1")}), "ds1",
-                                DbPolicy(db))
+                                DbAccess(db))
         sock = os.path.join(work, "admin.sock")
         server = UnixApiServer(sock, AdminApi(service, db), "admin", mode=0o600)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},

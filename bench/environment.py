@@ -307,10 +307,10 @@ def seed_volumes(datastore: Path, count: int, prefix: str) -> list[str]:
     """``count`` detached volumes written straight into a datastore folder in the format
     esx_service writes (metadata.py + vmdk.py), with sparse extents. Seeding skips the
     fsyncs: these files are fixtures, not the path being measured."""
+    from esx_service.access import DEFAULT_VMGROUP
     from esx_service.backends.base import DiskLocation
     from esx_service.metadata import DETACHED, VolumeMeta
     from esx_service.options import MB, parse_options
-    from esx_service.policy import DEFAULT_VMGROUP
     from esx_service.vmdk import build_descriptor, new_disk_uuid
 
     options = parse_options({"size": VOLUME_SIZE})
@@ -336,7 +336,7 @@ def seed_volumes(datastore: Path, count: int, prefix: str) -> list[str]:
 
 
 def unseed_volumes(datastore: Path, names: Iterable[str]) -> None:
-    from esx_service.policy import DEFAULT_VMGROUP
+    from esx_service.access import DEFAULT_VMGROUP
 
     folder = datastore / "dockvols" / DEFAULT_VMGROUP
     for name in names:

@@ -227,11 +227,11 @@ def run_operations(backend: VsphereBackend, vm: str, name: str, leases: str = "n
     "kept" (production on the vSphere API: a lease outlives its operation for the next) or
     "cold" (each operation takes its lease: kept ones are let go before it)."""
     from dockvols_common.instance import Instance
+    from esx_service.access import OpenAccess
     from esx_service.cluster_locks import ClusterLocks
     from esx_service.leases import LeaseManager
-    from esx_service.policy import OpenPolicy
 
-    class OneGroup(OpenPolicy):  # list counts this volume only, whatever else is there
+    class OneGroup(OpenAccess):  # list counts this volume only, whatever else is there
         def vmgroup_of(self, vm: str) -> str:
             return f"rt-{name}"
 
@@ -240,7 +240,7 @@ def run_operations(backend: VsphereBackend, vm: str, name: str, leases: str = "n
         manager = LeaseManager(backend.lease_store(), Instance("bench"))
         manager.start()
         locks = ClusterLocks(manager)
-    service = VolumeService(backend, policy=OneGroup(), locks=locks)
+    service = VolumeService(backend, access=OneGroup(), locks=locks)
     try:
         service.create(vm, f"{name}-warm", {})
         service.attach(vm, f"{name}-warm")

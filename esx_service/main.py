@@ -15,7 +15,7 @@ from dockvols_common.instance import Instance, set_default_instance
 from . import __version__
 from .admin.admin_api import AdminApi
 from .admin.db import AdminDb
-from .admin.db_policy import DbPolicy
+from .admin.db_access import DbAccess
 from .api import Api
 from .backends.base import Backend
 from .cluster_locks import ClusterLocks, LocalVolumeLocks, VolumeLocks
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("leases = process: locks hold in this process only; never let another "
                         "service use these datastores")
         db = AdminDb(config.admin_db_path)
-        service = VolumeService(backend, config.default_datastore, DbPolicy(db),
+        service = VolumeService(backend, config.default_datastore, DbAccess(db),
                                 observer=telemetry, locks=locks)
         service.recover()
         api = Api(service)

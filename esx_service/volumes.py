@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from dockvols_common.faults import fault_point
 
+from .access import AccessRules, OpenAccess
 from .backends.base import Backend, DatastoreInfo, DiskLocation
 from .cluster_locks import LocalVolumeLocks, VolumeLocks
 from .errors import (
@@ -40,18 +41,17 @@ from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
 from .op_gate import OperationGate, OpObserver
 from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
-from .policy import AccessPolicy, OpenPolicy
 
 log = logging.getLogger("dockvols.volumes")
 
 
 class VolumeService:
     def __init__(self, backend: Backend, default_datastore: str | None = None,
-                 policy: AccessPolicy | None = None,
+                 access: AccessRules | None = None,
                  observer: OpObserver | None = None, locks: VolumeLocks | None = None) -> None:
         self.backend = backend
         self._configured_default = default_datastore
-        self.policy = policy or OpenPolicy()
+        self.access = access or OpenAccess()
         # Without leases (one process owns the datastores): unit tests, benches.
         self._locks: VolumeLocks = locks or LocalVolumeLocks()
         self.gate = OperationGate(observer)
@@ -61,11 +61,11 @@ class VolumeService:
         return self.backend.datastores()
 
     def default_datastore(self, vm: str, known: list[str] | None = None) -> str:
-        return self._default_in(self.policy.vmgroup_of(vm), vm, known)
+        return self._default_in(self.access.vmgroup_of(vm), vm, known)
 
     def _default_in(self, vmgroup: str, vm: str, known: list[str] | None = None) -> str:
         known = known if known is not None else [d.name for d in self.backend.datastores()]
-        for candidate in (self.policy.default_datastore(vmgroup),
+        for candidate in (self.access.default_datastore(vmgroup),
                           self._configured_default, self.backend.default_datastore(vm)):
             if candidate and (match := match_datastore(candidate, known)):
                 return match
@@ -74,7 +74,7 @@ class VolumeService:
         return known[0]
 
     def _locate(self, vm: str, name: object) -> tuple[VolumeRef, DiskLocation]:
-        return self.locate_in(self.policy.vmgroup_of(vm), name, vm)
+        return self.locate_in(self.access.vmgroup_of(vm), name, vm)
 
     def locate_in(self, vmgroup: str, name: object,
                   vm: str = "") -> tuple[VolumeRef, DiskLocation]:
@@ -215,7 +215,7 @@ class VolumeService:
         depend on each other; elsewhere none, since nothing they check is shared (on
         vSphere the lease costs 3 to 5 round trips, issue 15). An admin setting a total
         quota meanwhile races with creates either way: the lock never covered the DB."""
-        if self.policy.counts_use(loc.vmgroup, loc.datastore):
+        if self.access.counts_use(loc.vmgroup, loc.datastore):
             return self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}")
         return nullcontext()
 
@@ -252,14 +252,14 @@ class VolumeService:
                                    f"vmgroup {loc.vmgroup} has a volume of that name"
                                    f"{state}; choose another --name")
             # docker volume ls shows docker_name: the short name only where it finds the disk
-            default = self.policy.default_datastore(loc.vmgroup) or self._configured_default
+            default = self.access.default_datastore(loc.vmgroup) or self._configured_default
             short = default is not None and default.casefold() == loc.datastore.casefold()
             meta = VolumeMeta(name=loc.name, datastore=loc.datastore, vmgroup=loc.vmgroup,
                               options=options, created_by=f"import of {origin}",
                               docker_name=loc.name if short else meta_full(loc),
                               status=DETACHED)
             with self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}"):
-                self.policy.check_create(
+                self.access.check_create(
                     loc.vmgroup, loc.datastore, options.size_mb,
                     lambda: sum(m.options.size_mb
                                 for m in self.volumes_in(loc.datastore, loc.vmgroup)))
@@ -289,7 +289,7 @@ class VolumeService:
 
     def _check_space(self, vm: str, loc: DiskLocation, size_mb: int) -> None:
         info = next(d for d in self.backend.datastores() if d.name == loc.datastore)
-        self.policy.check_create(
+        self.access.check_create(
             loc.vmgroup, loc.datastore, size_mb,
             lambda: sum(m.reserved_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)))
         if size_mb * MB > info.free_bytes:
@@ -317,7 +317,7 @@ class VolumeService:
 
     def list(self, vm: str) -> list[dict]:
         with self.gate.operation("list", vm):
-            vmgroup = self.policy.vmgroup_of(vm)
+            vmgroup = self.access.vmgroup_of(vm)
             return [self.view(meta)
                     for ds in self.backend.datastores()
                     for meta in self.volumes_in(ds.name, vmgroup) if meta.visible]
@@ -408,7 +408,7 @@ class VolumeService:
         what = (f"cannot grow volume {meta.full_name} from {format_size_mb(meta.options.size_mb)}"
                 f" to {format_size_mb(size_mb)}")
         try:
-            self.policy.check_create(
+            self.access.check_create(
                 loc.vmgroup, loc.datastore, size_mb,
                 lambda: sum(m.reserved_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)
                             if m.name != loc.name))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, unquote
 
 from .. import __version__
+from ..access import DEFAULT_VMGROUP
 from ..api import Text, _json_body
 from ..backends.base import DiskLocation
 from ..errors import (
@@ -29,7 +30,6 @@ from ..errors import (
 from ..metadata import ATTACHED, VolumeMeta, utc_now
 from ..names import match_datastore, parse_volume_name
 from ..options import MB, parse_options, parse_size_mb
-from ..policy import DEFAULT_VMGROUP
 from ..telemetry import Telemetry
 from ..volumes import VolumeService
 from .db import ALL_DATASTORES, AdminDb, check_vmgroup_name

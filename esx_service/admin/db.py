@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..access import DEFAULT_VMGROUP
 from ..errors import BadRequest, ConfigError, NotFound
 from ..metadata import utc_now
 from ..options import format_size_mb
-from ..policy import DEFAULT_VMGROUP
 
 SCHEMA_VERSION = 1
 ALL_DATASTORES = "_ALL_DS"  # an access rule for every datastore without a rule of its own

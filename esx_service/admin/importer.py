@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..access import DEFAULT_VMGROUP
 from ..backends.base import DiskLocation
 from ..errors import BadRequest, DockvolsError, InvalidName, NotFound, VolumeInUse
 from ..names import check_mountable, parse_volume_name
 from ..options import ACCESS_MODES, ATTACH_AS, FSTYPES, MB, VolumeOptions
-from ..policy import DEFAULT_VMGROUP
 from ..vmdk import DESCRIPTOR_LIMIT, DiskFacts, describe_vmdk
 from ..volumes import VolumeService
 from ..vsphere.paths import split_ds_path

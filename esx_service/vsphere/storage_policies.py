@@ -11,7 +11,7 @@ from typing import TypeVar
 from pyVmomi import pbm, vmodl
 
 from ..errors import BackendError, BadRequest, InvalidOption
-from . import policies as specs
+from . import vsan_rules
 from .faults import fault_name, translate
 from .session import VsphereSession
 
@@ -60,7 +60,7 @@ class StoragePolicies:
     def policy_id(self, name: str) -> str:
         for fresh in (False, True):
             known = self.policies(fresh)
-            match = specs.find(known, name)
+            match = vsan_rules.find(known, name)
             if match:
                 return match[1]
         raise InvalidOption(f"unknown vsan-policy-name {name!r}; known storage policies: "
@@ -68,8 +68,9 @@ class StoragePolicies:
 
     def create_policy(self, name: str, content: str) -> str:
         """A VSAN policy ``name`` of the vDVS rules ``content``; its profile id."""
-        spec = specs.create_spec(name, specs.parse_rules(content))  # refuse bad rules first
-        found = specs.find(self.policies(fresh=True), name)
+        # refuse bad rules before asking the server
+        spec = vsan_rules.create_spec(name, vsan_rules.parse_rules(content))
+        found = vsan_rules.find(self.policies(fresh=True), name)
         if found:
             raise BadRequest(f"a storage policy named {found[0]!r} already exists at "
                              f"{self.session.endpoint}; choose another name")
@@ -79,7 +80,7 @@ class StoragePolicies:
 
     def delete_policy(self, name: str) -> None:
         """Removes the storage policy ``name``; one that does not exist is already removed."""
-        found = specs.find(self.policies(fresh=True), name)
+        found = vsan_rules.find(self.policies(fresh=True), name)
         if found is not None:
             what = f"deleting storage policy {found[0]!r}"
             outcomes = self._pbm(lambda m: m.Delete(
@@ -93,8 +94,8 @@ class StoragePolicies:
         """New rules for ``name`` (created if missing) through PbmUpdate. A server without it
         (vcsim) gets delete + create, which changes the profile id: refused while the policy
         is ``in_use``, as those volumes' disks keep the old id."""
-        spec = specs.update_spec(specs.parse_rules(content))  # refuse bad rules first
-        found = specs.find(self.policies(fresh=True), name)
+        spec = vsan_rules.update_spec(vsan_rules.parse_rules(content))  # refuse bad rules first
+        found = vsan_rules.find(self.policies(fresh=True), name)
         if found is None:
             self.create_policy(name, content)
             return

@@ -4,8 +4,8 @@ import json
 
 from dockvols_common import wire as wire_codes
 from esx_service import errors
+from esx_service.access import DEFAULT_VMGROUP, OpenAccess
 from esx_service.errors import ALL_ERRORS, DockvolsError, VolumeInUse
-from esx_service.policy import DEFAULT_VMGROUP, OpenPolicy
 
 
 def test_every_error_class_is_registered_under_its_own_unique_code():
@@ -25,9 +25,9 @@ def test_wire_form_carries_code_and_message():
         "error": {"code": "VolumeInUse", "message": "volume db@ds1 is attached to VM web-2"}}
 
 
-def test_open_policy_puts_everyone_in_the_default_vmgroup_and_allows_all():
-    policy = OpenPolicy()
-    assert policy.vmgroup_of("any-vm") == DEFAULT_VMGROUP == "_DEFAULT"
-    assert policy.default_datastore(DEFAULT_VMGROUP) is None
-    assert policy.check_create(DEFAULT_VMGROUP, "ds1", 10**9,
+def test_open_access_puts_everyone_in_the_default_vmgroup_and_allows_all():
+    access = OpenAccess()
+    assert access.vmgroup_of("any-vm") == DEFAULT_VMGROUP == "_DEFAULT"
+    assert access.default_datastore(DEFAULT_VMGROUP) is None
+    assert access.check_create(DEFAULT_VMGROUP, "ds1", 10**9,
                                lambda: (_ for _ in ()).throw(AssertionError("costly"))) is None

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from esx_service.access import OpenAccess
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.errors import (
@@ -20,7 +21,6 @@ from esx_service.errors import (
 )
 from esx_service.metadata import ATTACHED, VolumeMeta
 from esx_service.options import MB
-from esx_service.policy import OpenPolicy
 from esx_service.vmdk import parse_descriptor
 from esx_service.volumes import VolumeService
 from tests.fakes import GB, FakeBackend, FakeLosetup
@@ -121,8 +121,8 @@ def test_over_the_datastore_free_space_is_refused_naming_it():
     service.resize("vm1", "db", "1gb")  # the growth, not the new size, must fit
 
 
-class _Quota(OpenPolicy):
-    """volume-maxsize 2gb and volume-totalsize 3gb, as DbPolicy would check them."""
+class _Quota(OpenAccess):
+    """volume-maxsize 2gb and volume-totalsize 3gb, as DbAccess would check them."""
 
     def __init__(self) -> None:
         self.used_seen: list[int] = []
@@ -143,7 +143,7 @@ class _Quota(OpenPolicy):
 
 def test_quotas_apply_counting_the_other_volumes_and_not_the_old_size(d):
     policy = _Quota()
-    service = VolumeService(d.backend, policy=policy)
+    service = VolumeService(d.backend, access=policy)
     service.create("vm1", "db", {"size": "1gb"})
     service.create("vm1", "logs", {"size": "1gb"})
     service.resize("vm1", "db", "2gb")  # 1gb other + 2gb = the total exactly
@@ -158,7 +158,7 @@ def test_quotas_apply_counting_the_other_volumes_and_not_the_old_size(d):
 
 def test_a_recorded_grow_counts_against_the_quota_before_the_disk_grows(d):
     policy = _Quota()
-    service = VolumeService(d.backend, policy=policy)
+    service = VolumeService(d.backend, access=policy)
     service.create("vm1", "db", {"size": "1gb"})
     service.create("vm1", "logs", {"size": "100mb"})
     d.record_target("db", 2048)  # a grow recorded, not finished
@@ -167,12 +167,12 @@ def test_a_recorded_grow_counts_against_the_quota_before_the_disk_grows(d):
 
 
 def test_access_rules_apply_as_for_create(d):
-    class NoCreate(OpenPolicy):
+    class NoCreate(OpenAccess):
         def check_create(self, vmgroup, datastore, size_mb, used_mb):
             raise AccessDenied(f"vmgroup {vmgroup} may not create volumes on {datastore}")
 
     d.service.create("vm1", "db", {"size": "100mb"})
-    service = VolumeService(d.backend, policy=NoCreate())
+    service = VolumeService(d.backend, access=NoCreate())
     with pytest.raises(AccessDenied, match="cannot grow volume db@ds1 from 100mb to 200mb: "
                                            "vmgroup _DEFAULT may not create"):
         service.resize("vm1", "db", "200mb")

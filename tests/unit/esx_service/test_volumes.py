@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from esx_service.access import OpenAccess
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.errors import (
@@ -26,7 +27,6 @@ from esx_service.errors import (
 from esx_service.file_names import SAFE_STEM, file_stem
 from esx_service.metadata import ATTACHED, CREATING, DETACHED, REMOVING
 from esx_service.options import MB
-from esx_service.policy import OpenPolicy
 from esx_service.volumes import VolumeService
 from tests.fakes import FakeBackend, FakeLosetup
 
@@ -513,7 +513,7 @@ def test_list_covers_every_datastore(h):
     assert sorted(v["name"] for v in h.service.list("vm1")) == ["a@ds1", "b@ds2"]
 
 
-class _Tenants(OpenPolicy):
+class _Tenants(OpenAccess):
     """vm-a* in vmgroup A, everything else in B; B may not create on ds2."""
 
     def vmgroup_of(self, vm: str) -> str:
@@ -528,7 +528,7 @@ class _Tenants(OpenPolicy):
 
 
 def test_a_vm_sees_only_its_vmgroups_volumes(h):
-    service = VolumeService(h.backend, policy=_Tenants())
+    service = VolumeService(h.backend, access=_Tenants())
     service.create("vm-a1", "shared-name@ds1", {})
     service.create("vm-b1", "shared-name@ds1", {"size": "200mb"})
     assert [v["vmgroup"] for v in service.list("vm-a2")] == ["A"]
@@ -537,7 +537,7 @@ def test_a_vm_sees_only_its_vmgroups_volumes(h):
 
 
 def test_the_vmgroup_default_datastore_and_policy_apply(h):
-    service = VolumeService(h.backend, policy=_Tenants())
+    service = VolumeService(h.backend, access=_Tenants())
     assert service.create("vm-a1", "db", {})["name"] == "db@ds2"
     with pytest.raises(AccessDenied):
         service.create("vm-b1", "db@ds2", {})

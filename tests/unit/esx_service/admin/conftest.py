@@ -1,5 +1,5 @@
 """An admin stack in-process: LocalBackend on tmp datastores (losetup faked), the admin DB,
-DbPolicy, VolumeService, and AdminApi served on a real unix socket for the CLI."""
+DbAccess, VolumeService, and AdminApi served on a real unix socket for the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from esx_service.admin import cli
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
-from esx_service.admin.db_policy import DbPolicy
+from esx_service.admin.db_access import DbAccess
 from esx_service.backends.local import LocalBackend
 from esx_service.server import UnixApiServer
 from esx_service.volumes import VolumeService
@@ -73,7 +73,7 @@ def stack(tmp_path: Path, short_dir: str, db: AdminDb) -> Iterator[Stack]:
     losetup = FakeLosetup()
     backend = LocalBackend({"ds1": str(tmp_path / "ds1"), "ds2": str(tmp_path / "ds2")},
                            run=losetup)
-    service = VolumeService(backend, "ds1", DbPolicy(db))
+    service = VolumeService(backend, "ds1", DbAccess(db))
     admin = AdminApi(service, db, log_file="/var/log/dockvols.log", config_source="test",
                      listeners=["/run/dockvols/esx.sock (VM host1)"])
     path = os.path.join(short_dir, "admin.sock")

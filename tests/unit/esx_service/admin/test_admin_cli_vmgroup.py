@@ -93,11 +93,11 @@ def test_vmgroup_vm_add_ls_rm(stack, run) -> None:
     run("vmgroup", "create", "--name", "g1")
     assert run("vmgroup", "vm", "add", "--name", "g1", "--vm-list", "vm1,vm2").code == 0
     assert table(run("vmgroup", "vm", "ls", "--name", "g1").out) == [["vm1"], ["vm2"]]
-    assert stack.service.policy.vmgroup_of("vm2") == "g1"
+    assert stack.service.access.vmgroup_of("vm2") == "g1"
     assert run("vmgroup", "vm", "rm", "--name", "g1", "--vm-list", "vm2").code == 0
     assert json.loads(run("vmgroup", "vm", "ls", "--name", "g1", "--json").out) == \
         {"vms": ["vm1"]}
-    assert stack.service.policy.vmgroup_of("vm2") == "_DEFAULT"
+    assert stack.service.access.vmgroup_of("vm2") == "_DEFAULT"
     result = run("vmgroup", "vm", "rm", "--name", "g1", "--vm-list", "vm2")
     assert "NotFound: VM 'vm2' is not in vmgroup 'g1'" in result.err
 

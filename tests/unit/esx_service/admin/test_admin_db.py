@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from esx_service.access import DEFAULT_VMGROUP
 from esx_service.admin.db import ALL_DATASTORES, SCHEMA_VERSION, AccessRule, AdminDb
 from esx_service.errors import BadRequest, ConfigError, NotFound
-from esx_service.policy import DEFAULT_VMGROUP
 
 
 def test_new_db_has_default_vmgroup_that_may_create_everywhere(db: AdminDb) -> None:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dockvols_common.http_client import UnixHTTPConnection, request
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
-from esx_service.admin.db_policy import DbPolicy
+from esx_service.admin.db_access import DbAccess
 from esx_service.admin.inventory import InventoryCollector, Snapshot, families
 from esx_service.api import Api
 from esx_service.backends.local import LocalBackend
@@ -33,7 +33,7 @@ class Observed:
                                     run=FakeLosetup())
         self.telemetry = Telemetry("local")
         self.db = db
-        self.service = VolumeService(self.backend, "ds1", DbPolicy(db),
+        self.service = VolumeService(self.backend, "ds1", DbAccess(db),
                                      observer=self.telemetry)
         self.admin = AdminApi(self.service, db, telemetry=self.telemetry)
         self.socket = os.path.join(short_dir, "admin.sock")

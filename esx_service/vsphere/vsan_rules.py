@@ -1,4 +1,4 @@
-"""VSAN storage policies: vDVS rule strings -> PBM profile specs, without any server.
+"""VSAN storage policy rules: vDVS rule strings -> PBM profile specs, without any server.
 
 An admin writes rules as vDVS did::
 

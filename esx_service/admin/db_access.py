@@ -1,4 +1,4 @@
-"""The ``AccessPolicy`` the volume layer calls, answered from the admin DB.
+"""The tenant ``AccessRules`` the volume layer calls, answered from the admin DB.
 
 Every answer is read from the DB at the time of the call, never cached: an admin's change
 applies to the next request, and hosts sharing one DB agree.
@@ -13,7 +13,7 @@ from ..options import format_size_mb as size
 from .db import ALL_DATASTORES, AccessRule, AdminDb
 
 
-class DbPolicy:
+class DbAccess:
     def __init__(self, db: AdminDb) -> None:
         self.db = db
 

@@ -1,6 +1,9 @@
-"""Who may do what: the seam through which vmgroups and quotas reach volume operations.
+"""Tenant access rules: which vmgroup a VM is in and what it may create there (quotas).
 
-``OpenPolicy`` puts every VM in ``_DEFAULT`` and allows everything; the admin DB provides a
+The seam through which vmgroups and quotas reach volume operations. (Not to be confused with
+VSAN *storage* policies, ``vsan-policy-name``: those are ``esx_service.vsphere.storage_policies``.)
+
+``OpenAccess`` puts every VM in ``_DEFAULT`` and allows everything; the admin DB provides a
 stricter implementation of the same protocol.
 """
 
@@ -12,7 +15,7 @@ from typing import Protocol
 DEFAULT_VMGROUP = "_DEFAULT"
 
 
-class AccessPolicy(Protocol):
+class AccessRules(Protocol):
     def vmgroup_of(self, vm: str) -> str:
         """The vmgroup (tenant) a VM belongs to."""
 
@@ -30,7 +33,7 @@ class AccessPolicy(Protocol):
         while they check and record (the quota lease)."""
 
 
-class OpenPolicy:
+class OpenAccess:
     def vmgroup_of(self, vm: str) -> str:
         return DEFAULT_VMGROUP
 

@@ -8,12 +8,12 @@ from pyVmomi import VmomiSupport, pbm
 from pyVmomi.SoapAdapter import Serialize
 
 from esx_service.errors import InvalidOption
-from esx_service.vsphere import policies
+from esx_service.vsphere import vsan_rules
 
 
 # -- parse_rules ---------------------------------------------------------------------------
 def test_vdvs_rules_parse_in_order_with_their_types() -> None:
-    rules = policies.parse_rules(
+    rules = vsan_rules.parse_rules(
         ' (("hostFailuresToTolerate" i1) ("forceProvisioning" i0)\n'
         '  ("objectSize" l8589934592) ("checksumDisabled" btrue) ("sparse" b0)'
         '  ("replicaPreference" "RAID-1 (Mirroring) - Performance")) ')
@@ -30,7 +30,7 @@ def test_vdvs_rules_parse_in_order_with_their_types() -> None:
     ("b1", True, bool), ('""', "", str),
 ])
 def test_values_at_their_limits_are_accepted(value: str, expected: object, kind: type) -> None:
-    [(capability, parsed)] = policies.parse_rules(f'(("cap" {value}))')
+    [(capability, parsed)] = vsan_rules.parse_rules(f'(("cap" {value}))')
     assert (capability, parsed, type(parsed)) == ("cap", expected, kind)
 
 
@@ -54,13 +54,13 @@ def test_values_at_their_limits_are_accepted(value: str, expected: object, kind:
 ])
 def test_anything_else_is_refused_naming_the_bad_part(content: str, bad: str) -> None:
     with pytest.raises(InvalidOption) as raised:
-        policies.parse_rules(content)
+        vsan_rules.parse_rules(content)
     assert bad in raised.value.message
 
 
 def test_an_int_too_big_is_told_to_use_a_long() -> None:
     with pytest.raises(InvalidOption, match="use l for a 64-bit value"):
-        policies.parse_rules('(("objectSize" i8589934592))')
+        vsan_rules.parse_rules('(("objectSize" i8589934592))')
 
 
 # -- specs ---------------------------------------------------------------------------------
@@ -78,8 +78,8 @@ def _rules_of(constraints: pbm.profile.CapabilityConstraints) -> list[tuple[str,
 
 
 def test_the_create_spec_is_a_vsan_storage_requirement_with_one_rule_set() -> None:
-    rules = policies.parse_rules('(("hostFailuresToTolerate" i1) ("objectSize" l5))')
-    spec = policies.create_spec("gold", rules)
+    rules = vsan_rules.parse_rules('(("hostFailuresToTolerate" i1) ("objectSize" l5))')
+    spec = vsan_rules.create_spec("gold", rules)
     assert isinstance(spec, pbm.profile.CapabilityBasedProfileCreateSpec)
     assert (spec.name, spec.category, spec.resourceType.resourceType) == (
         "gold", "REQUIREMENT", "STORAGE")
@@ -91,7 +91,7 @@ def test_the_create_spec_is_a_vsan_storage_requirement_with_one_rule_set() -> No
 
 
 def test_the_update_spec_replaces_the_rules_only() -> None:
-    spec = policies.update_spec(policies.parse_rules('(("forceProvisioning" btrue))'))
+    spec = vsan_rules.update_spec(vsan_rules.parse_rules('(("forceProvisioning" btrue))'))
     assert isinstance(spec, pbm.profile.CapabilityBasedProfileUpdateSpec)
     assert spec.name is None and spec.description is None
     assert _rules_of(spec.constraints) == [("VSAN", "forceProvisioning", True)]
@@ -100,6 +100,6 @@ def test_the_update_spec_replaces_the_rules_only() -> None:
 
 def test_find_prefers_the_exact_name_then_any_case() -> None:
     known = {"Gold": "id1", "gold": "id2", "Silver": "id3"}
-    assert policies.find(known, "gold") == ("gold", "id2")
-    assert policies.find(known, "SILVER") == ("Silver", "id3")
-    assert policies.find(known, "bronze") is None
+    assert vsan_rules.find(known, "gold") == ("gold", "id2")
+    assert vsan_rules.find(known, "SILVER") == ("Silver", "id3")
+    assert vsan_rules.find(known, "bronze") is None
