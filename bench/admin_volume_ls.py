@@ -26,6 +26,8 @@ from esx_service.admin import cli
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
 from esx_service.admin.db_access import DbAccess
+from esx_service.admin.importer import Importer
+from esx_service.admin.service import AdminService
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.metadata import DETACHED, VolumeMeta
@@ -78,7 +80,8 @@ def measure(count: int) -> dict:
         service = VolumeService(LocalBackend({"ds1": os.path.join(work, "ds1")}), "ds1",
                                 DbAccess(db))
         sock = os.path.join(work, "admin.sock")
-        server = UnixApiServer(sock, AdminApi(service, db), "admin", mode=0o600)
+        admin = AdminApi(AdminService(service, db), Importer(service, db))
+        server = UnixApiServer(sock, admin, "admin", mode=0o600)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         try:

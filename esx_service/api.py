@@ -1,14 +1,17 @@
 """The versioned HTTP/JSON API, as a pure function of (method, path, body, caller VM).
 
 Transports (server.py) decide who the caller is; this module never reads identity from the
-request. It is the one place where service errors become HTTP statuses.
+request. ``answer`` is the one place where service errors become HTTP statuses, for these
+routes and the admin routes (``esx_service.admin.admin_api``) alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote
 
 from . import __version__
@@ -19,6 +22,7 @@ log = logging.getLogger("dockvols.api")
 MAX_BODY = 64 * 1024
 
 Reply = tuple[int, dict]
+B = TypeVar("B")  # a reply's body: dict, or Text on the admin socket
 
 
 @dataclass(frozen=True)
@@ -29,20 +33,29 @@ class Text:
     content_type: str
 
 
+def answer(route: Callable[[], tuple[int, B]], method: str, path: str,
+           caller: str) -> tuple[int, B | dict]:
+    """The error boundary of every route, VM-facing and admin: ``route()``'s reply, or the
+    error it raised as HTTP (a DockvolsError's status and wire form; anything else a 500
+    whose traceback is logged, never sent). ``caller`` says who asked, for the log."""
+    try:
+        return route()
+    except DockvolsError as exc:
+        return exc.http_status, exc.to_wire()
+    except Exception:  # log the traceback, answer without it
+        log.exception("internal error on %s %s %s", method, path, caller)
+        return 500, {"error": {"code": "InternalError",
+                               "message": f"internal error on {method} {path}; "
+                                          "see the dockvols service log"}}
+
+
 class Api:
     def __init__(self, service: VolumeService) -> None:
         self.service = service
 
     def handle(self, method: str, path: str, body: bytes, vm: str) -> Reply:
-        try:
-            return self._route(method, path.split("?", 1)[0], body, vm)
-        except DockvolsError as exc:
-            return exc.http_status, exc.to_wire()
-        except Exception:  # the error boundary: log the traceback, answer without it
-            log.exception("internal error on %s %s from VM %s", method, path, vm)
-            return 500, {"error": {"code": "InternalError",
-                                   "message": f"internal error on {method} {path}; "
-                                              "see the dockvols service log"}}
+        return answer(lambda: self._route(method, path.split("?", 1)[0], body, vm),
+                      method, path, f"from VM {vm}")
 
     def _route(self, method: str, path: str, body: bytes, vm: str) -> Reply:
         parts = path.strip("/").split("/")

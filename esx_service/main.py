@@ -16,6 +16,9 @@ from . import __version__
 from .admin.admin_api import AdminApi
 from .admin.db import AdminDb
 from .admin.db_access import DbAccess
+from .admin.importer import Importer
+from .admin.observe import ObserveRoutes
+from .admin.service import AdminService
 from .api import Api
 from .backends.base import Backend
 from .cluster_locks import ClusterLocks, LocalVolumeLocks, VolumeLocks
@@ -105,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if config.vsock_port:
             servers.append(VsockApiServer(config.vsock_port, api, dict(config.vsock_vms)))
         # Admin routes live on their own root-only socket, never on a VM-facing listener.
-        admin = AdminApi(service, db, log_file=config.log_file, config_source=config.source,
-                         telemetry=telemetry)
+        admin = AdminApi(AdminService(service, db, backend.storage_policies),
+                         Importer(service, db), ObserveRoutes(service, db, telemetry),
+                         log_file=config.log_file, config_source=config.source)
         servers.append(UnixApiServer(config.admin_socket, admin, "admin", mode=0o600))
         admin.listeners.extend(s.describe() for s in servers)
     except DockvolsError as exc:
@@ -133,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     locks.close()  # kept leases go now, not after their holder's lease runs out
     leases.stop()
     db.close()
-    close = getattr(backend, "close", None)  # the vsphere backend logs its session out
-    if close is not None:
-        close()
+    backend.close()  # the vsphere backend logs its session out
     log.info("stopped%s", "" if drained else " with operations still running")
     return 0
 

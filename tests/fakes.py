@@ -2,6 +2,8 @@
 
 - ``FakeBackend``: esx_service's Backend protocol in memory (datastores, disks, metadata,
   attachments), with failure injection per method.
+- ``FakeStoragePolicies``: the StoragePolicyService (VSAN policies, PBM on vsphere) in
+  memory, for admin tests on the local backend, which has none.
 - ``FakeLosetup``: a command runner that plays losetup for the real LocalBackend.
 - ``FakeEsxClient``: the plugin's EsxClient backed by a real ``VolumeService`` through the
   real ``Api`` in-process: the same routes, JSON and error codes as over the socket.
@@ -18,7 +20,13 @@ from collections import Counter
 
 from esx_service.api import Api
 from esx_service.backends.base import DatastoreInfo, DiskLocation, Fence
-from esx_service.errors import BackendError, InsufficientSpace, UnknownDatastore
+from esx_service.errors import (
+    BackendError,
+    BadRequest,
+    InsufficientSpace,
+    InvalidOption,
+    UnknownDatastore,
+)
 from esx_service.options import MB
 from esx_service.vmdk import new_disk_uuid
 from esx_service.volumes import VolumeService
@@ -38,6 +46,7 @@ class FakeBackend:
     completed but whose answer was lost). Each injected failure fires once."""
 
     name = "fake"
+    storage_policies = None  # no VSAN: the admin's storage-policy commands are refused
 
     def __init__(self, datastores: dict[str, int] | None = None) -> None:
         # datastore name -> free bytes
@@ -116,10 +125,13 @@ class FakeBackend:
                                  "data": dict(data or {}), "number": self._next_disk}
         return disk_uuid
 
+    def close(self) -> None:
+        self.calls["close"] += 1
+
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
-                    policy: str | None) -> str:
+                    storage_policy: str | None) -> str:
         self._enter("create_disk")
-        disk_uuid = self._new_disk(loc, size_mb * MB, diskformat, policy=policy)
+        disk_uuid = self._new_disk(loc, size_mb * MB, diskformat, policy=storage_policy)
         self._leave("create_disk")
         return disk_uuid
 
@@ -199,6 +211,63 @@ class FakeBackend:
     def holder_of(self, name: str, datastore: str = "ds1", vmgroup: str = "_DEFAULT") -> str | None:
         holder = self.attached.get((datastore, vmgroup, name))
         return holder[0] if holder else None
+
+
+class FakeStoragePolicies:
+    """The StoragePolicyService in memory: policy name -> (profile id, rules). Rules are
+    parsed by the real ``vsan_rules.parse_rules``, as the PBM service does first, so bad ones
+    are refused alike; ``calls`` records (method, name) in order; ``fail[method] = exc``
+    raises once, after the rules were parsed (a policy service that went away)."""
+
+    def __init__(self, known: dict[str, str] | None = None) -> None:
+        self.policies: dict[str, tuple[str, str]] = {
+            name: (f"id-{i}", rules) for i, (name, rules) in enumerate((known or {}).items())}
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[str, BaseException] = {}
+        self._next = len(self.policies)
+
+    def _enter(self, method: str, name: str, content: str | None = None) -> None:
+        self.calls.append((method, name))
+        if content is not None:
+            from esx_service.vsphere.vsan_rules import parse_rules  # pyVmomi: only when used
+
+            parse_rules(content)
+        exc = self.fail.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def _find(self, name: str) -> str | None:
+        return next((n for n in self.policies if n.lower() == name.lower()), None)
+
+    def policy_id(self, name: str) -> str:
+        self._enter("policy_id", name)
+        found = self._find(name)
+        if found is None:
+            raise InvalidOption(f"unknown vsan-policy-name {name!r}; known storage policies: "
+                                f"{', '.join(sorted(self.policies)) or 'none'}")
+        return self.policies[found][0]
+
+    def create_policy(self, name: str, content: str) -> str:
+        self._enter("create_policy", name, content)
+        if self._find(name) is not None:
+            raise BadRequest(f"a storage policy named {self._find(name)!r} already exists")
+        self._next += 1
+        self.policies[name] = (f"id-{self._next}", content)
+        return self.policies[name][0]
+
+    def update_policy(self, name: str, content: str, *, in_use: bool = True) -> None:
+        self._enter("update_policy", name, content)
+        found = self._find(name)
+        if found is None:
+            self.create_policy(name, content)
+            return
+        self.policies[found] = (self.policies[found][0], content)  # in place, as PbmUpdate
+
+    def delete_policy(self, name: str) -> None:
+        self._enter("delete_policy", name)
+        found = self._find(name)
+        if found is not None:
+            del self.policies[found]
 
 
 class FakeLosetup:

@@ -21,7 +21,6 @@ import math
 import re
 import sqlite3
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,8 +35,6 @@ from ..vsphere.paths import split_ds_path
 from .db import AdminDb
 
 log = logging.getLogger("dockvols.import")
-Reply = tuple[int, dict]
-Handler = Callable[[list[str], dict[str, str], bytes, str], Reply]
 
 VDVS_DEFAULT_TENANT_UUID = "11111111-1111-1111-1111-111111111111"
 VDVS_DB_PATHS = ("dockvols/vmdkops_config.db", "/etc/vmware/vmdkops/auth-db")
@@ -78,12 +75,11 @@ def parse_vdvs_sidecar(raw: bytes) -> dict[str, str]:
 
 
 class Importer:
+    """The rules of adopting disks; its routes (``imports``, ``imports/vdvs``) are in
+    ``admin_api``."""
+
     def __init__(self, service: VolumeService, db: AdminDb) -> None:
         self.service, self.db = service, db
-
-    def routes(self) -> list[tuple[str, tuple[str, ...], Handler]]:
-        return [("POST", ("imports",), self._import_route),
-                ("POST", ("imports", "vdvs"), self._vdvs_route)]
 
     # -- one disk ---------------------------------------------------------------------
     def _datastore(self, asked: str) -> str:
@@ -138,16 +134,6 @@ class Importer:
                             options_from_facts(facts))
         return self.service.adopt(IMPORTER_VM, adoption.loc, source, adoption.options,
                                   adoption.origin)
-
-    def _import_route(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
-        req = _json(body)
-        path, name, group = req.get("path"), req.get("name"), req.get("vmgroup")
-        if not isinstance(path, str) or not isinstance(name, str):
-            raise BadRequest("an import needs \"path\" ([datastore] folder/disk.vmdk) and "
-                             "\"name\" strings")
-        if group is not None and not isinstance(group, str):
-            raise BadRequest(f"vmgroup must be a name, got {group!r}")
-        return 201, {"volume": self.import_disk(path, name, group)}
 
     # -- everything vDVS left ---------------------------------------------------------
     def from_vdvs(self, datastore: str | None, dry_run: bool) -> list[dict]:
@@ -260,15 +246,6 @@ class Importer:
                     log.warning("vDVS config DB %s on %s unreadable: %s", path, ds, exc)
         return {}
 
-    def _vdvs_route(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
-        req = _json(body)
-        datastore = req.get("datastore")
-        if datastore is not None and not isinstance(datastore, str):
-            raise BadRequest(f"datastore must be a name, got {datastore!r}")
-        dry_run = req.get("dry_run") is True
-        return 200, {"volumes": self.from_vdvs(datastore, dry_run), "dry_run": dry_run}
-
-
 class _Skip(Exception):
     """Why a file found in vDVS's layout is not adopted (not an error: reported)."""
 
@@ -292,14 +269,4 @@ def _tenants_from_db(raw: bytes) -> dict[str, str]:
         finally:
             conn.close()
     return {str(i): str(n) for i, n in rows}
-
-
-def _json(body: bytes) -> dict:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise BadRequest(f"request body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
-    return data
 

@@ -65,8 +65,36 @@ class Fence(Protocol):
         """The error to raise when the datastore refused a fenced write."""
 
 
+class StoragePolicyService(Protocol):
+    """VSAN storage policies (vSphere's PBM): the capability a backend offers through its
+    ``storage_policies`` attribute, None where it has none (local). Rules are vDVS's strings
+    (``esx_service.vsphere.vsan_rules``); bad rules raise InvalidOption before any change."""
+
+    def policy_id(self, name: str) -> str:
+        """The profile id of the policy ``name`` (any case); InvalidOption naming the known
+        ones when there is none."""
+
+    def create_policy(self, name: str, content: str) -> str:
+        """Make the policy ``name`` of the rules ``content``; its profile id. A name the
+        policy service already has is refused (BadRequest)."""
+
+    def update_policy(self, name: str, content: str, *, in_use: bool = True) -> None:
+        """New rules for ``name`` (made if missing). ``in_use``: volumes' disks carry its
+        id, so it must not be replaced by a new one."""
+
+    def delete_policy(self, name: str) -> None:
+        """Remove the policy ``name``; one that does not exist is already removed."""
+
+
 class Backend(Protocol):
     name: str
+
+    @property
+    def storage_policies(self) -> StoragePolicyService | None:
+        """VSAN storage policies, None when the backend has none: ask this, never the name."""
+
+    def close(self) -> None:
+        """Release what the backend holds (the vsphere backend logs its session out)."""
 
     def datastores(self) -> list[DatastoreInfo]:
         """All datastores this service can place volumes on."""
@@ -88,8 +116,10 @@ class Backend(Protocol):
         """Remove the metadata file, fenced like ``write_metadata``; missing is fine."""
 
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
-                    policy: str | None) -> str:
-        """Create the VMDK; returns the disk UUID. Raises InsufficientSpace/BackendError."""
+                    storage_policy: str | None) -> str:
+        """Create the VMDK (with the VSAN storage policy of that name, if given); returns the
+        disk UUID. Raises InsufficientSpace/BackendError, InvalidOption for a policy that is
+        unknown or that the backend cannot apply."""
 
     def clone_disk(self, src: DiskLocation, dst: DiskLocation, diskformat: str) -> str:
         """Copy a detached disk to a new one; returns the new disk's UUID."""

@@ -34,7 +34,7 @@ from ..vmdk import (
     resize_descriptor,
     with_extent_and_uuid,
 )
-from .base import DatastoreInfo, DiskLocation, Fence
+from .base import DatastoreInfo, DiskLocation, Fence, StoragePolicyService
 
 log = logging.getLogger("dockvols.local")
 DETACH_WAIT = 5.0  # seconds
@@ -47,6 +47,7 @@ _ZEROS = bytes(_CHUNK)
 
 class LocalBackend:
     name = "local"
+    storage_policies: StoragePolicyService | None = None  # no VSAN here
 
     def __init__(self, datastores: dict[str, str], run: CommandRunner = run_command,
                  sysfs_block: str | None = "/sys/block",
@@ -63,6 +64,9 @@ class LocalBackend:
         self._sysfs_block = sysfs_block if run is run_command else None
         for path in self._paths.values():
             os.makedirs(os.path.join(path, "dockvols"), exist_ok=True)
+
+    def close(self) -> None:
+        pass  # holds no connection: loop devices and files outlive the service by design
 
     # -- datastores -------------------------------------------------------------------
     def datastores(self) -> list[DatastoreInfo]:
@@ -152,9 +156,9 @@ class LocalBackend:
         return os.path.join(os.path.dirname(descriptor), os.path.basename(extent))
 
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
-                    policy: str | None) -> str:
-        if policy:
-            raise InvalidOption(f"vsan-policy-name {policy!r} needs the vsphere backend; "
+                    storage_policy: str | None) -> str:
+        if storage_policy:
+            raise InvalidOption(f"vsan-policy-name {storage_policy!r} needs the vsphere backend; "
                                 "the local backend has no storage policies")
         return self._write_disk(loc, size_mb * MB, diskformat, source=None)
 

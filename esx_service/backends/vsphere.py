@@ -63,7 +63,7 @@ class VsphereBackend:
         self._metadata_access = metadata_access
         self._files: DatastoreFiles | None = None
         self._vm_locks = NamedLocks()
-        self.storage_policies = StoragePolicies(session)
+        self.storage_policies = StoragePolicies(session)  # PBM: the admin's and create's
 
     @classmethod
     def from_settings(cls, settings: VsphereSettings, bound_vm: str | None = None,
@@ -196,12 +196,14 @@ class VsphereBackend:
         return self._run_task(start, what)
 
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
-                    policy: str | None) -> str:
+                    storage_policy: str | None) -> str:
         path = self._disk_path(loc)
         if diskformat not in DISK_TYPES:
             raise InvalidOption(f"invalid diskformat {diskformat!r}: allowed are "
                                 f"{', '.join(DISK_TYPES)}")
-        profile_id = self.policy_id(policy) if policy else None  # refuse before creating
+        # an unknown policy is refused before anything is created
+        profile_id = (self.storage_policies.policy_id(storage_policy) if storage_policy
+                      else None)
         spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
             diskType=DISK_TYPES[diskformat], adapterType=ADAPTER_TYPE, capacityKb=size_mb * 1024)
         if profile_id:
@@ -365,19 +367,6 @@ class VsphereBackend:
             sourceName=source, sourceDatacenter=dc, destName=target, destDatacenter=dc,
             force=False), f"moving disk {source} to {target}")
         return self._query_uuid(target)
-
-    # -- storage policies (esx_service.vsphere.storage_policies) ------------------------
-    def policy_id(self, name: str) -> str:
-        return self.storage_policies.policy_id(name)
-
-    def create_policy(self, name: str, content: str) -> str:
-        return self.storage_policies.create_policy(name, content)
-
-    def delete_policy(self, name: str) -> None:
-        self.storage_policies.delete_policy(name)
-
-    def update_policy(self, name: str, content: str, *, in_use: bool = True) -> None:
-        self.storage_policies.update_policy(name, content, in_use=in_use)
 
     # -- attach -----------------------------------------------------------------------
     def _require_vm(self, vm: str) -> VmRef:

@@ -9,19 +9,29 @@ vcsim has no PbmUpdate: an update is a delete + create there, refused for a poli
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyVmomi import pbm
 
+from bench.processes import Daemon, python_daemon
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
+from esx_service.admin.importer import Importer
+from esx_service.admin.service import AdminService
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.errors import InvalidOption
 from esx_service.volumes import VolumeService
+from plugin.errors import ServiceError
+from plugin.esx_client import HttpEsxClient
 
 from .conftest import Vcsim
 
@@ -32,10 +42,17 @@ GOLD = '(("hostFailuresToTolerate" i1) ("forceProvisioning" i0))'
 DEFAULT_POLICY = "vSAN Default Storage Policy"  # one of vcsim's built-in policies
 
 
+def admin_api(service: VolumeService, db: AdminDb) -> AdminApi:
+    """The admin routes wired as main() wires them: the backend's own policy service."""
+    storage_policies = service.backend.storage_policies
+    assert storage_policies is not None  # the vsphere backend has one
+    return AdminApi(AdminService(service, db, storage_policies), Importer(service, db))
+
+
 @pytest.fixture
 def admin(service: VolumeService, tmp_path: Path) -> Iterator[AdminApi]:
     db = AdminDb(str(tmp_path / "dockvols.db"))
-    yield AdminApi(service, db)
+    yield admin_api(service, db)
     db.close()
 
 
@@ -167,7 +184,7 @@ def test_a_policy_service_that_fails_leaves_no_db_row(fresh_vcsim: Vcsim, tmp_pa
     with fresh_vcsim.backend() as backend:
         assert DEFAULT_POLICY in backend.storage_policies.policies()  # logged in, PBM found
         db = AdminDb(str(tmp_path / "dockvols.db"))
-        admin = AdminApi(VolumeService(backend), db)
+        admin = admin_api(VolumeService(backend), db)
         fresh_vcsim.stop()
         status, reply = call(admin, "POST", "policies", {"name": policy, "content": GOLD})
         assert (status, reply["error"]["code"]) == (502, "BackendError")
@@ -205,3 +222,85 @@ def test_a_policy_in_use_is_not_replaced_where_pbm_cannot_update_in_place(
     assert db_policies(admin)[policy]["content"] == GOLD
     service.remove(VM0, name)
     assert call(admin, "DELETE", f"policies/{policy}")[0] == 200
+
+
+# -- dockvols-admin, against a real dockvols-esx-service on vcsim ---------------------------
+@dataclass
+class Service:
+    daemon: Daemon
+    admin_socket: str
+    vm_client: HttpEsxClient  # the VM-facing socket, as the plugin of DC0_H0_VM0 calls it
+
+
+@pytest.fixture
+def esx_on_vcsim(vcsim: Vcsim) -> Iterator[Service]:
+    """dockvols-esx-service with the vsphere backend on the session vcsim, wired by its own
+    main(): the admin routes reach PBM through the backend's policy service, nothing faked."""
+    short = tempfile.mkdtemp(prefix="dvp-", dir="/tmp")  # unix socket paths: 107 bytes at most
+    sock, admin_sock = f"{short}/esx.sock", f"{short}/admin.sock"
+    daemon = python_daemon("esx_service", "esx_service", {
+        "DOCKVOLS_CONFIG": "", "DOCKVOLS_BACKEND": "vsphere", "DOCKVOLS_VM_NAME": VM0,
+        "DOCKVOLS_VSPHERE_HOST": vcsim.host, "DOCKVOLS_VSPHERE_PORT": str(vcsim.port),
+        "DOCKVOLS_VSPHERE_USER": vcsim.user, "DOCKVOLS_VSPHERE_PASSWORD": vcsim.password,
+        "DOCKVOLS_VSPHERE_INSECURE": "true", "DOCKVOLS_SOCKET": sock,
+        "DOCKVOLS_ADMIN_SOCKET": admin_sock, "DOCKVOLS_DB": f"{short}/dockvols.db",
+        "DOCKVOLS_DATA_DIR": f"{short}/data", "DOCKVOLS_LOG_LEVEL": "DEBUG",
+    }, Path(short) / "esx_service.log", admin_sock)
+    daemon.start()
+    try:
+        yield Service(daemon, admin_sock, HttpEsxClient(f"unix://{sock}", timeout=30))
+    finally:
+        daemon.stop()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def admin_cli(service: Service, *argv: str) -> subprocess.CompletedProcess:
+    """dockvols-admin as an admin runs it: its own process, over the admin socket."""
+    return subprocess.run([sys.executable, "-m", "esx_service.admin.cli", *argv,
+                           "--socket", service.admin_socket],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_dockvols_admin_policy_commands_reach_pbm_through_the_running_service(
+        esx_on_vcsim: Service, backend: VsphereBackend, name: str, policy: str) -> None:
+    svc = esx_on_vcsim
+    made = admin_cli(svc, "policy", "create", "--name", policy, "--content", GOLD)
+    assert made.returncode == 0, made.stderr + svc.daemon.log_tail()
+    assert made.stdout.strip() == f"policy {policy} created"
+    assert rules_of(in_pbm(backend)[policy]) == [("VSAN", "hostFailuresToTolerate", 1),
+                                                 ("VSAN", "forceProvisioning", 0)]
+    created = svc.vm_client.create(name, {"vsan-policy-name": policy.upper()})
+    assert created["vsan_policy_name"] == policy.upper()
+    listed = json.loads(admin_cli(svc, "policy", "ls", "--json").stdout)["policies"]
+    assert [(p["name"], p["content"], p["volumes"]) for p in listed] == [
+        (policy, GOLD, [created["name"]])]
+    # in use: PBM here cannot update in place, and nothing may remove it
+    update = admin_cli(svc, "policy", "update", "--name", policy, "--content",
+                       '(("hostFailuresToTolerate" i2))')
+    assert update.returncode == 1
+    assert f"BackendError: storage policy {policy!r} is used by volumes" in update.stderr
+    refused = admin_cli(svc, "policy", "rm", "--name", policy)
+    assert refused.returncode == 1
+    assert f"is used by volume(s) {created['name']}" in refused.stderr
+    assert rules_of(in_pbm(backend)[policy])[0] == ("VSAN", "hostFailuresToTolerate", 1)
+    svc.vm_client.remove(name)
+    removed = admin_cli(svc, "policy", "rm", "--name", policy)
+    assert removed.returncode == 0, removed.stderr
+    assert policy not in in_pbm(backend)
+    assert json.loads(admin_cli(svc, "policy", "ls", "--json").stdout)["policies"] == []
+    with pytest.raises(ServiceError) as gone:
+        svc.vm_client.create(name, {"vsan-policy-name": policy})
+    assert gone.value.code == "InvalidOption"
+    assert f"unknown vsan-policy-name {policy!r}" in gone.value.message
+
+
+def test_dockvols_admin_refuses_bad_rules_before_pbm_or_the_db_changes(
+        esx_on_vcsim: Service, backend: VsphereBackend, policy: str) -> None:
+    before = set(in_pbm(backend))
+    bad = admin_cli(esx_on_vcsim, "policy", "create", "--name", policy, "--content",
+                    '(("hostFailuresToTolerate" x1))')
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("dockvols-admin: InvalidOption: invalid value 'x1'")
+    assert set(in_pbm(backend)) == before
+    assert json.loads(admin_cli(esx_on_vcsim, "policy", "ls", "--json").stdout) == {
+        "policies": []}

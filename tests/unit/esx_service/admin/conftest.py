@@ -1,5 +1,7 @@
 """An admin stack in-process: LocalBackend on tmp datastores (losetup faked), the admin DB,
-DbAccess, VolumeService, and AdminApi served on a real unix socket for the CLI."""
+DbAccess, VolumeService, AdminService (with the ``storage_policies`` fixture's VSAN policy
+service: none, as on local, unless a test gives one) and AdminApi served on a real unix
+socket for the CLI."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from esx_service.admin import cli
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
 from esx_service.admin.db_access import DbAccess
+from esx_service.admin.importer import Importer
+from esx_service.admin.service import AdminService
+from esx_service.backends.base import StoragePolicyService
 from esx_service.backends.local import LocalBackend
 from esx_service.server import UnixApiServer
 from esx_service.volumes import VolumeService
@@ -69,12 +74,21 @@ def db(tmp_path: Path) -> Iterator[AdminDb]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, short_dir: str, db: AdminDb) -> Iterator[Stack]:
+def storage_policies() -> StoragePolicyService | None:
+    """The admin service's VSAN policy service: none, as the local backend has none.
+    ``@pytest.mark.parametrize("storage_policies", [FakeStoragePolicies()])`` gives one."""
+    return None
+
+
+@pytest.fixture
+def stack(tmp_path: Path, short_dir: str, db: AdminDb,
+          storage_policies: StoragePolicyService | None) -> Iterator[Stack]:
     losetup = FakeLosetup()
     backend = LocalBackend({"ds1": str(tmp_path / "ds1"), "ds2": str(tmp_path / "ds2")},
                            run=losetup)
     service = VolumeService(backend, "ds1", DbAccess(db))
-    admin = AdminApi(service, db, log_file="/var/log/dockvols.log", config_source="test",
+    admin = AdminApi(AdminService(service, db, storage_policies), Importer(service, db),
+                     log_file="/var/log/dockvols.log", config_source="test",
                      listeners=["/run/dockvols/esx.sock (VM host1)"])
     path = os.path.join(short_dir, "admin.sock")
     server = UnixApiServer(path, admin, "admin", mode=0o600)

@@ -10,6 +10,8 @@ import pytest
 
 from esx_service.admin import cli
 from esx_service.admin.db import AdminDb
+from esx_service.errors import BackendError
+from tests.fakes import FakeStoragePolicies
 
 GOLD = '(("hostFailuresToTolerate" i1) ("forceProvisioning" i0))'
 
@@ -127,25 +129,55 @@ def test_policies_need_the_vsphere_backend(run) -> None:
     assert run("policy", "ls", "--json").out.strip().startswith('{\n  "policies": []')
 
 
-def test_policy_create_ls_update_rm_on_vsphere(stack, run,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack.service.backend, "name", "vsphere")
+@pytest.mark.parametrize("storage_policies", [FakeStoragePolicies()])
+def test_policy_create_ls_update_rm_through_the_storage_policy_service(
+        stack, run, storage_policies: FakeStoragePolicies) -> None:
+    """Unit test only, with a fake policy service on the local backend: the same commands run
+    against vcsim's PBM through the real one in tests/integration/vsphere/
+    test_storage_policies.py; the in-place update of a policy in use needs PbmUpdate, which
+    vcsim 0.24 lacks, so this is where it is proven at all."""
     assert run("policy", "create", "--name", "gold", "--content", GOLD).code == 0
+    assert storage_policies.policies["gold"][1] == GOLD
     result = run("policy", "create", "--name", "bad", "--content", "hostFailuresToTolerate=1")
-    assert "BadRequest: invalid policy content" in result.err
-    assert run("policy", "update", "--name", "gold", "--content",
-               '(("hostFailuresToTolerate" i2))').code == 0
+    assert result.code == 1
+    assert "InvalidOption: invalid policy rules 'hostFailuresToTolerate=1'" in result.err
+    assert "bad" not in storage_policies.policies
+    assert [p["name"] for p in json.loads(run("policy", "ls", "--json").out)["policies"]] \
+        == ["gold"]  # the refused one left no DB row
     stack.service.create("host1", "db", {"size": "10mb"})
     meta_path = stack.datastore("ds1") / "dockvols" / "_DEFAULT" / "db.json"
     meta = json.loads(meta_path.read_text())
-    meta["options"]["vsan_policy_name"] = "gold"
+    meta["options"]["vsan_policy_name"] = "gold"  # the local backend refuses to make one
     meta_path.write_text(json.dumps(meta))
+    new = '(("hostFailuresToTolerate" i2))'
+    assert run("policy", "update", "--name", "gold", "--content", new).code == 0
+    assert storage_policies.policies["gold"][1] == new  # updated in place, though in use
     rows = run("policy", "ls").out.splitlines()
     assert rows[2].split("  ")[0] == "gold" and '"hostFailuresToTolerate" i2' in rows[2]
     assert rows[2].split()[-2] == "db@ds1"
     result = run("policy", "rm", "--name", "gold")
     assert result.code == 1 and "is used by volume(s) db@ds1" in result.err
+    assert "gold" in storage_policies.policies
     stack.service.remove("host1", "db")
     assert run("policy", "rm", "--name", "gold").code == 0
+    assert storage_policies.policies == {}
     assert "NotFound: policy 'gold' does not exist" in run("policy", "rm", "--name",
                                                            "gold").err
+    assert [c for c in storage_policies.calls if c[0] != "policy_id"] == [
+        ("create_policy", "gold"), ("create_policy", "bad"), ("update_policy", "gold"),
+        ("delete_policy", "gold")]
+
+
+@pytest.mark.parametrize("storage_policies", [FakeStoragePolicies()])
+def test_a_policy_the_policy_service_fails_to_make_leaves_no_db_row(
+        stack, run, storage_policies: FakeStoragePolicies) -> None:
+    storage_policies.fail["create_policy"] = BackendError("PBM at vc1 is unreachable")
+    result = run("policy", "create", "--name", "gold", "--content", GOLD)
+    assert result.code == 1 and "BackendError: PBM at vc1 is unreachable" in result.err
+    assert stack.db.policies() == []
+
+
+def test_removing_a_policy_without_a_policy_service_removes_only_its_db_row(stack, run) -> None:
+    stack.db.create_policy("gold", GOLD)  # e.g. a DB shared with hosts that run vsphere
+    assert run("policy", "rm", "--name", "gold").code == 0
+    assert stack.db.policies() == []

@@ -15,7 +15,10 @@ from dockvols_common.http_client import UnixHTTPConnection, request
 from esx_service.admin.admin_api import AdminApi
 from esx_service.admin.db import AdminDb
 from esx_service.admin.db_access import DbAccess
+from esx_service.admin.importer import Importer
 from esx_service.admin.inventory import InventoryCollector, Snapshot, families
+from esx_service.admin.observe import ObserveRoutes
+from esx_service.admin.service import AdminService
 from esx_service.api import Api
 from esx_service.backends.local import LocalBackend
 from esx_service.errors import DockvolsError
@@ -35,7 +38,8 @@ class Observed:
         self.db = db
         self.service = VolumeService(self.backend, "ds1", DbAccess(db),
                                      observer=self.telemetry)
-        self.admin = AdminApi(self.service, db, telemetry=self.telemetry)
+        self.admin = AdminApi(AdminService(self.service, db), Importer(self.service, db),
+                              ObserveRoutes(self.service, db, self.telemetry))
         self.socket = os.path.join(short_dir, "admin.sock")
         self.server = UnixApiServer(self.socket, self.admin, "admin", mode=0o600)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
