@@ -21,17 +21,19 @@ from .volumes import VolumeService
 log = logging.getLogger("dockvols.api")
 MAX_BODY = 64 * 1024
 
-Reply = tuple[int, dict]
-B = TypeVar("B")  # a reply's body: dict, or Text on the admin socket
+B = TypeVar("B")  # a reply's body: dict, or Text (the admin socket's metrics, List)
 
 
 @dataclass(frozen=True)
 class Text:
-    """A reply body that is not JSON (the Prometheus text format of ``/v1/admin/metrics``)."""
+    """A reply body sent as it is: not JSON (the Prometheus text format of
+    ``/v1/admin/metrics``), or JSON already encoded (List)."""
 
     body: str
     content_type: str
 
+
+Reply = tuple[int, dict | Text]
 
 def answer(route: Callable[[], tuple[int, B]], method: str, path: str,
            caller: str) -> tuple[int, B | dict]:
@@ -72,7 +74,7 @@ class Api:
                 {**d.__dict__, "default": d.name == default} for d in infos]}
         if rest == ["volumes"]:
             if method == "GET":
-                return 200, {"volumes": svc.list(vm)}
+                return 200, Text(svc.list_json(vm), "application/json")
             if method == "POST":
                 req = _json_body(body)
                 return 201, {"volume": svc.create(vm, req.get("name"), req.get("opts"))}

@@ -37,6 +37,7 @@ from .errors import (
     VolumeInUse,
     VolumeNotFound,
 )
+from .listing import Listed, ListingMemo
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
 from .op_gate import OperationGate, OpObserver
@@ -55,6 +56,7 @@ class VolumeService:
         # Without leases (one process owns the datastores): unit tests, benches.
         self._locks: VolumeLocks = locks or LocalVolumeLocks()
         self.gate = OperationGate(observer)
+        self._listing = ListingMemo()
 
     # -- naming -----------------------------------------------------------------------
     def datastores(self) -> list[DatastoreInfo]:
@@ -299,28 +301,39 @@ class VolumeService:
 
     def volumes_in(self, datastore: str, vmgroup: str | None) -> list[VolumeMeta]:
         """Metadata of every volume on a datastore (of one vmgroup, or all), any status."""
-        metas = []
-        for data in self.backend.list_metadata(datastore):
+        return [e.meta for e in self._listed(datastore, vmgroup)]
+
+    def _listed(self, datastore: str, vmgroup: str | None) -> list[Listed]:
+        def parse(data: dict) -> VolumeMeta | None:
             try:
-                meta = VolumeMeta.from_dict(data)
+                return VolumeMeta.from_dict(data)
             except (TypeError, ValueError, KeyError):
                 log.warning("skipping unreadable metadata on %s: %r", datastore, data)
-                continue
-            if vmgroup is None or meta.vmgroup == vmgroup:
-                metas.append(meta)
-        return metas
+                return None
+
+        listed = self._listing.parse(datastore, self.backend.list_metadata(datastore), parse)
+        return [e for e in listed if vmgroup is None or e.meta.vmgroup == vmgroup]
 
     def get(self, vm: str, name: object) -> dict:
         with self.gate.operation("get", vm, str(name)):
             _, loc = self._locate(vm, name)
             return self.view(self._visible(loc), loc)
 
+    def _visible_listed(self, vm: str) -> list[Listed]:
+        vmgroup = self.access.vmgroup_of(vm)
+        return [e for ds in self.backend.datastores()
+                for e in self._listed(ds.name, vmgroup) if e.meta.visible]
+
     def list(self, vm: str) -> list[dict]:
         with self.gate.operation("list", vm):
-            vmgroup = self.access.vmgroup_of(vm)
-            return [self.view(meta)
-                    for ds in self.backend.datastores()
-                    for meta in self.volumes_in(ds.name, vmgroup) if meta.visible]
+            return [dict(e.view(self.view)) for e in self._visible_listed(vm)]
+
+    def list_json(self, vm: str) -> str:
+        """``list`` as the API's JSON answer, ``{"volumes": [...]}``: each volume's part is
+        encoded once per metadata version (esx_service/listing.py)."""
+        with self.gate.operation("list", vm):
+            return '{"volumes": [' + ", ".join(
+                e.view_json(self.view) for e in self._visible_listed(vm)) + "]}"
 
     def remove(self, vm: str, name: object) -> None:
         with self.gate.operation("remove", vm, str(name)):

@@ -27,6 +27,30 @@ class EsxClient(Protocol):
     def status(self, timeout: float | None = None) -> dict: ...
 
 
+LIST_PATH = "/v1/volumes"
+
+
+class _SameAnswer:
+    """The last answer to one GET and its parsed form: a List of thousands of volumes that
+    did not change is compared byte for byte, not parsed again (issue 15). What it hands
+    out is shared: callers only read it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._raw = b""
+        self._data: dict | None = None
+
+    def loads(self, raw: bytes) -> dict:
+        with self._lock:
+            if self._data is not None and raw == self._raw:
+                return self._data
+        data = json.loads(raw)
+        if isinstance(data, dict):
+            with self._lock:
+                self._raw, self._data = raw, data
+        return data
+
+
 class HttpEsxClient:
     """Reads (GET) reuse one kept-alive connection per thread: a Get is two hops, and a new
     connection costs esx_service a thread and us a connect (issue 15). Changes (create,
@@ -39,6 +63,7 @@ class HttpEsxClient:
         self.timeout = timeout
         self.tls = tls
         self._kept = threading.local()
+        self._lists = _SameAnswer()
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         return open_connection(self.address, timeout, self.tls)
@@ -63,7 +88,10 @@ class HttpEsxClient:
                 f"dockvols service at {self.address} is unreachable ({method} {path}): "
                 f"{exc or type(exc).__name__}") from exc
         try:
-            data = json.loads(raw or b"{}")
+            if method == "GET" and path == LIST_PATH and response.status == 200:
+                data = self._lists.loads(raw)
+            else:
+                data = json.loads(raw or b"{}")
         except ValueError as exc:
             raise ServiceUnreachable(f"dockvols service answered {method} {path} with "
                                      f"non-JSON (HTTP {response.status})") from exc
@@ -118,7 +146,7 @@ class HttpEsxClient:
         return self.call("GET", self._vol(name), timeout=timeout)["volume"]
 
     def list(self, timeout: float | None = None) -> list[dict]:
-        return self.call("GET", "/v1/volumes", timeout=timeout)["volumes"]
+        return self.call("GET", LIST_PATH, timeout=timeout)["volumes"]
 
     def remove(self, name: str) -> None:
         self.call("DELETE", self._vol(name))

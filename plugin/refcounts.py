@@ -82,6 +82,12 @@ class RefCounts:
         with self._lock:
             return self._total(volume)
 
+    def in_use(self) -> set[str]:
+        """Every volume with users (``total`` > 0), under one hold of the lock: List asks
+        this once rather than ``total`` per volume."""
+        with self._lock:
+            return {v for v in self._refs if self._total(v)}
+
     def ids(self, volume: str) -> dict[str, int]:
         with self._lock:
             return dict(self._refs.get(volume, {}))

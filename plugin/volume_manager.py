@@ -162,10 +162,11 @@ class VolumeManager:
             except ServiceUnreachable:
                 log.warning("esx_service unreachable: answering List from the cache")
                 views = self.cache.all()
+            in_use = self.refs.in_use()
             result = []
             for name, view in sorted(views.items()):
                 entry = {"Name": name}
-                if self.refs.total(view["name"]):
+                if view["name"] in in_use:
                     entry["Mountpoint"] = self.mountpoint(view["name"])
                 result.append(entry)
             return result

@@ -18,7 +18,7 @@ import json
 import os
 from collections import Counter
 
-from esx_service.api import Api
+from esx_service.api import Api, Text
 from esx_service.backends.base import DatastoreInfo, DiskLocation, Fence
 from esx_service.errors import (
     BackendError,
@@ -331,7 +331,8 @@ class FakeEsxClient(HttpEsxClient):
                                      f"({method} {path}): [Errno 111] Connection refused")
         raw = json.dumps(body).encode() if body is not None else b""
         status, reply = self.api.handle(method, path, raw, self.vm)
-        reply = json.loads(json.dumps(reply))  # only what survives the wire
+        # only what survives the wire (List's answer is JSON already)
+        reply = json.loads(reply.body if isinstance(reply, Text) else json.dumps(reply))
         if status >= 400:
             err = reply.get("error") or {}
             raise ServiceError(err.get("code", "InternalError"),

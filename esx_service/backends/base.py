@@ -103,7 +103,9 @@ class Backend(Protocol):
         """The datastore of the calling VM, or None when the backend has no such notion."""
 
     def list_metadata(self, datastore: str) -> list[dict]:
-        """Raw metadata of every volume on a datastore, all vmgroups, every status."""
+        """Raw metadata of every volume on a datastore, all vmgroups, every status. A
+        backend may hand back the same dict objects again while the metadata is unchanged
+        (the local backend does): callers must not change them."""
 
     def read_metadata(self, loc: DiskLocation) -> dict | None:
         """The metadata of one volume, None when there is no metadata file."""

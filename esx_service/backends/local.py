@@ -22,6 +22,7 @@ from ..errors import (
     InvalidOption,
     UnknownDatastore,
 )
+from ..file_cache import ParsedFiles
 from ..loopdev import DELETED, KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
@@ -62,6 +63,9 @@ class LocalBackend:
         # check costs a process, and recovery checks every volume. A runner of one's own
         # (tests) answers the listing too.
         self._sysfs_block = sysfs_block if run is run_command else None
+        # Listings reuse each metadata file's parsed form while a stat proves the file
+        # unchanged (esx_service/file_cache.py); reads under a volume's lock never do.
+        self._listed: ParsedFiles[dict | None] = ParsedFiles(_parse_json)
         for path in self._paths.values():
             os.makedirs(os.path.join(path, "dockvols"), exist_ok=True)
 
@@ -98,15 +102,20 @@ class LocalBackend:
             # config DB may sit beside the folders
             if os.path.islink(folder) or not os.path.isdir(folder):
                 continue
-            for entry in _listdir(folder):
-                if entry.endswith(".json") and not entry.startswith("."):
-                    try:
-                        data = _read_json(os.path.join(folder, entry))
-                    except BackendError as exc:  # one bad file must not hide the others
-                        log.warning("skipping %s", exc)
-                        continue
-                    if data is not None:
-                        found.append(data)
+            entries = [e for e in _listdir(folder) if e.endswith(".json")
+                       and not e.startswith(".")]
+            self._listed.forget_missing(folder, set(entries))
+            for entry in entries:
+                try:
+                    data = self._listed.get(folder, entry)
+                except FileNotFoundError:
+                    continue  # removed since the listing
+                except (OSError, ValueError) as exc:  # one bad file must not hide the others
+                    log.warning("skipping unreadable metadata %s: %s",
+                                os.path.join(folder, entry), exc)
+                    continue
+                if data is not None:
+                    found.append(data)
         return found
 
     def read_metadata(self, loc: DiskLocation) -> dict | None:
@@ -440,6 +449,11 @@ def _read_json(path: str) -> dict | None:
         return None
     except (OSError, ValueError) as exc:
         raise BackendError(f"unreadable metadata {path}: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def _parse_json(raw: bytes) -> dict | None:
+    data = json.loads(raw)
     return data if isinstance(data, dict) else None
 
 

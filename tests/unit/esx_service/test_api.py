@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from esx_service import __version__
-from esx_service.api import MAX_BODY, Api
+from esx_service.api import MAX_BODY, Api, Text
 from esx_service.errors import BackendError, ServiceStopping
 from esx_service.volumes import VolumeService
 from tests.fakes import FakeBackend
@@ -29,6 +29,8 @@ def call(api: Api, method: str, path: str, body: object = None, vm: str = "vm1",
          raw: bytes | None = None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
     status, reply = api.handle(method, path, data, vm)
+    if isinstance(reply, Text):  # already encoded (List)
+        return status, json.loads(reply.body)
     return status, json.loads(json.dumps(reply))  # only what survives the wire
 
 

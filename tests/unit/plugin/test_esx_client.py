@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -224,3 +225,17 @@ def test_a_read_with_the_service_down_is_unreachable(short_tmp, backend):
     client._kept.conn.sock.shutdown(socket.SHUT_RDWR)
     with pytest.raises(ServiceUnreachable):
         client.status()
+
+
+def test_a_list_answer_that_did_not_change_is_not_parsed_again(client, monkeypatch):
+    client.create("db", {})
+    first = client.list()
+    parsed = []
+    real = json.loads
+    monkeypatch.setattr("plugin.esx_client.json.loads",
+                        lambda raw, *a, **k: (parsed.append(raw), real(raw, *a, **k))[1])
+    assert client.list() is first  # the same bytes: the same parsed answer
+    client.create("logs", {})
+    assert [v["volume"] for v in client.list()] == ["db", "logs"]
+    # (the service in this process parses its requests with the same json module)
+    assert len([raw for raw in parsed if isinstance(raw, bytes) and b'"volumes"' in raw]) == 1

@@ -167,3 +167,15 @@ def test_unbacked_ids_tell_old_ids_from_those_a_previous_plugin_counted(path):
     assert refs.unbacked_ids("w", grace=-1) == ([], [])  # recovered users are not IDs
     refs.drop("v", ["before-restart", "fresh"])
     assert refs.total("v") == 0 and refs.volumes() == ["w"]
+
+
+def test_in_use_names_exactly_the_volumes_whose_total_is_above_zero(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m1")
+    refs.add("gone@ds1", "m1")
+    refs.release("gone@ds1", "m1")
+    refs.replace("v@ds1", {"recovered:A": 1})
+    assert refs.in_use() == {"db@ds1", "v@ds1"}
+    assert refs.release("v@ds1", "unknown-id") is True  # the recovered user departing
+    assert refs.in_use() == {"db@ds1"}
+    assert {v for v in ("db@ds1", "gone@ds1", "v@ds1") if refs.total(v)} == refs.in_use()

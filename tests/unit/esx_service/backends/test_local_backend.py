@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import pytest
 
+from esx_service import file_cache
 from esx_service.backends import local as local_module
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
@@ -280,3 +282,45 @@ def test_an_unexpected_sysfs_error_names_the_file(tmp_path, losetup, monkeypatch
     monkeypatch.setattr("builtins.open", eio)
     with pytest.raises(BackendError, match="loop0.*Input/output error"):
         backend.is_attached(LOC, "vm1", None)
+
+
+@pytest.fixture
+def trusting(monkeypatch):
+    """Listings keep a file's parsed form however fresh the file (no racy margin)."""
+    monkeypatch.setattr(file_cache, "RACY_SECONDS", 0.0)
+
+
+def _age_metadata(backend: LocalBackend) -> None:
+    time.sleep(0.02)  # past a coarse timestamp tick
+
+
+def test_a_listing_sees_what_another_host_changed_since_the_last_one(tmp_path, losetup,
+                                                                    trusting):
+    here = VolumeService(LocalBackend({"ds1": str(tmp_path / "ds1")}, run=losetup))
+    there = VolumeService(LocalBackend({"ds1": str(tmp_path / "ds1")}, run=losetup))
+    here.create("vm1", "db", {})
+    here.create("vm1", "logs", {})
+    _age_metadata(here.backend)
+    assert [v["status"] for v in here.list("vm1")] == ["detached", "detached"]
+    assert [v["status"] for v in here.list("vm1")] == ["detached", "detached"]  # cached
+    there.attach("vm2", "db")
+    there.remove("vm1", "logs")
+    there.create("vm1", "new", {})
+    assert [(v["volume"], v["status"], v["attached_to"]) for v in here.list("vm1")] == [
+        ("db", "attached", "vm2"), ("new", "detached", None)]
+    assert json.loads(here.list_json("vm1")) == {"volumes": here.list("vm1")}
+
+
+def test_a_listing_parses_an_unchanged_metadata_file_once(tmp_path, losetup, trusting,
+                                                          monkeypatch):
+    local_backend = LocalBackend({"ds1": str(tmp_path / "ds1")}, run=losetup)
+    service = VolumeService(local_backend)
+    service.create("vm1", "db", {})
+    _age_metadata(local_backend)
+    service.list("vm1")
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open",
+                        lambda *a, **k: (reads.append(a[0]), real_open(*a, **k))[1])
+    assert [v["name"] for v in service.list("vm1")] == ["db@ds1"]
+    assert not [p for p in reads if str(p).endswith(".json")]
