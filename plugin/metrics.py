@@ -87,11 +87,17 @@ class PluginMetrics:
             if n:
                 self.reconcile_actions.labels(phase=phase, action=action).inc(n)
 
+    def observe(self, endpoint: str, outcome: str, seconds: float) -> None:
+        """One VolumeDriver call (plugin/dispatch.py times them)."""
+        self.calls.labels(endpoint=endpoint if endpoint in ENDPOINTS else "other",
+                          outcome=outcome).observe(seconds)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
     def instrument(self, app: Flask) -> None:
-        """Time every request by endpoint and outcome, and serve ``GET /metrics``."""
+        """Time every request flask answers (what plugin/dispatch.py does not: unknown
+        paths) by endpoint and outcome, and serve ``GET /metrics``."""
 
         @app.before_request
         def started() -> None:
@@ -106,9 +112,8 @@ class PluginMetrics:
                 outcome = "ok"
             else:  # the error handlers name the error; werkzeug's 404/405/413 do not
                 outcome = g.get("dockvols_error") or f"http_{response.status_code}"
-            self.calls.labels(endpoint=endpoint if endpoint in ENDPOINTS else "other",
-                              outcome=outcome).observe(
-                time.monotonic() - g.get("dockvols_started", time.monotonic()))
+            self.observe(endpoint, outcome,
+                         time.monotonic() - g.get("dockvols_started", time.monotonic()))
             return response
 
         @app.get("/metrics")
