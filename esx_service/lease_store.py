@@ -132,6 +132,16 @@ class LocalLeaseStore:
     def remove_tree(self, datastore: str, relative: str) -> None:
         path = self.path(datastore, relative)
         try:
+            # A released lease's staging folder is empty (its writes were renamed into
+            # place): one rmdir, not rmtree's scan of it (issue 15: two per operation).
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+        try:
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:

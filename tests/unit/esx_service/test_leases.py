@@ -313,3 +313,14 @@ def test_a_mounted_datastore_keeps_no_lease(root):
     with locks.hold("ds1/_DEFAULT/db"):
         pass
     assert not (root / PATH).exists()
+
+
+def test_the_local_store_removes_empty_and_full_folders_files_and_nothing(tmp_path):
+    store = LocalLeaseStore(lambda ds: str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full" / "deeper").mkdir(parents=True)
+    (tmp_path / "full" / "deeper" / ".x.tmp").write_text("left by a dead writer")
+    (tmp_path / "file").write_text("x")
+    for name in ("empty", "full", "file", "missing"):
+        store.remove_tree("ds", name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
