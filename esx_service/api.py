@@ -35,6 +35,7 @@ class Text:
 
 Reply = tuple[int, dict | Text]
 
+
 def answer(route: Callable[[], tuple[int, B]], method: str, path: str,
            caller: str) -> tuple[int, B | dict]:
     """The error boundary of every route, VM-facing and admin: ``route()``'s reply, or the
