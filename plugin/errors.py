@@ -28,6 +28,13 @@ class ServiceUnreachable(PluginError):
     code = "ServiceUnreachable"
 
 
+class DockerUnreachable(PluginError):
+    """The Docker engine could not be asked which containers use volumes (not up yet, or
+    its socket is missing)."""
+
+    code = "DockerUnreachable"
+
+
 class VolumeInUse(PluginError):
     code = "VolumeInUse"
 

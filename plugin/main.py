@@ -26,6 +26,7 @@ from .refcounts import RefCounts
 from .settings import PluginSettings, SettingsError, load_settings
 from .volume_cache import VolumeCache
 from .volume_manager import VolumeManager
+from .volume_names import VolumeNames
 
 log = logging.getLogger("dockvols.plugin.main")
 
@@ -34,24 +35,31 @@ def build_app(settings: PluginSettings) -> Flask:
     tls = None
     if settings.tls_cert and settings.tls_key and settings.tls_ca:
         tls = client_tls_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    client = HttpEsxClient(settings.esx_address, timeout=settings.esx_timeout, tls=tls)
+    refs = RefCounts(os.path.join(settings.state_dir, "refcounts.json"))
+    cache = VolumeCache(os.path.join(settings.state_dir, "volumes-cache.json"))
+    names = VolumeNames(client, refs, cache)
+    docker_users = (DockerUsers(settings.docker_host, settings.driver_name, names.canonical)
+                    if settings.recover_on_start else None)
     manager = VolumeManager(
-        client=HttpEsxClient(settings.esx_address, timeout=settings.esx_timeout, tls=tls),
+        client=client,
         mounter=SystemMounter(),
         devices=AttachedDeviceFinder(timeout=settings.device_timeout),
-        refs=RefCounts(os.path.join(settings.state_dir, "refcounts.json")),
-        cache=VolumeCache(os.path.join(settings.state_dir, "volumes-cache.json")),
+        refs=refs,
+        cache=cache,
         mount_root=settings.mount_root,
         blocks=SystemBlockDevices(),
         query_timeout=settings.query_timeout,
+        users=docker_users,
+        names=names,
     )
     os.makedirs(settings.mount_root, exist_ok=True)
     metrics = PluginMetrics(lambda: manager.mounter.mounts_under(settings.mount_root))
     if settings.metrics_address:
         host, port = settings.metrics_address
         start_http_server(port, host, registry=metrics.registry)
-    if settings.recover_on_start:
-        start_recovery(manager, DockerUsers(settings.docker_host, settings.driver_name, manager),
-                       on_report=metrics.record_reconcile,
+    if docker_users is not None:
+        start_recovery(manager, docker_users, on_report=metrics.record_reconcile,
                        reconcile_period=settings.reconcile_period,
                        reconcile_grace=settings.reconcile_grace)
     else:

@@ -16,20 +16,14 @@ kind of action, each a small rule, so another (e.g. noticing a grown disk) fits 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from .errors import PluginError
-from .volume_manager import VolumeManager
+from .errors import DockerUnreachable, PluginError, ServiceUnreachable
+from .volume_manager import LiveUsers, VolumeManager
 
 log = logging.getLogger("dockvols.reconcile")
-
-
-class LiveUsers(Protocol):
-    def by_volume(self) -> dict[str, set[str]]: ...
 
 
 @dataclass
@@ -63,7 +57,7 @@ class Reconciler:
         snap = self._snapshot()
         m = self.manager
         for canonical in sorted(snap.mounted | snap.attached | set(m.refs.volumes())):
-            with m.locks.hold(canonical):
+            with m.holding(canonical):
                 try:
                     self._settle(canonical, snap)
                 except PluginError as exc:
@@ -78,12 +72,10 @@ class Reconciler:
     def _snapshot(self) -> Snapshot:
         m = self.manager
         users = self.docker.by_volume()  # raises when Docker is down: skip the pass
-        mounted = {os.path.basename(p) for p in m.mounter.mounts_under(m.mount_root)}
+        mounted = m.mounted_volumes()
         try:
             # the query timeout: a stuck service must not make each pass hold a connection
-            me = m.client.status(timeout=m.query_timeout)["vm"]
-            views = {v["name"]: v for v in m.client.list(timeout=m.query_timeout)
-                     if v.get("attached_to") == me}
+            views = m.attached_here(timeout=m.query_timeout)
         except PluginError as exc:
             log.warning("reconcile: service unreachable, only mounts are checked: %s", exc)
             views = {}
@@ -120,9 +112,8 @@ class Reconciler:
 
     def _recount_lost(self, canonical: str, live: set[str], snap: Snapshot) -> None:
         """Mounted with no count but live users: counts were lost; count Docker's users."""
-        refs = self.manager.refs
-        if live and refs.total(canonical) == 0 and self._is_mounted(canonical):
-            refs.replace(canonical, {f"recovered:{c}": 1 for c in live})
+        if live and self.manager.refs.total(canonical) == 0 and self._is_mounted(canonical):
+            self.manager.recount(canonical, live)
             snap.count("recounted")
 
     def _drop_stale_ids(self, canonical: str, live: set[str], snap: Snapshot) -> None:
@@ -165,5 +156,9 @@ class Reconciler:
         while not stop.wait(period):
             try:
                 self.run_once()
-            except Exception as exc:  # Docker or the service down: try again next period
+            except (DockerUnreachable, ServiceUnreachable) as exc:  # try again next period
                 log.warning("reconcile pass skipped: %s", exc)
+            except Exception:
+                # A bug, not a daemon that is down: say so with its traceback; the next
+                # period tries again (the plugin serves on without its reconcile otherwise).
+                log.exception("reconcile pass failed")

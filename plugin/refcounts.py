@@ -24,6 +24,11 @@ from dockvols_common.atomic import atomic_write_json
 RECOVERED = "recovered:"
 
 
+def recovered_ids(containers: set[str]) -> dict[str, int]:
+    """The counts that stand for these live containers: one ``recovered:<id>`` each."""
+    return {f"{RECOVERED}{c}": 1 for c in containers}
+
+
 class RefCounts:
     def __init__(self, path: str) -> None:
         self._path = path

@@ -7,8 +7,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 from dockvols_common.faults import fault_point
 from dockvols_common.locks import NamedLocks
@@ -20,8 +20,9 @@ from .devices import DeviceFinder
 from .errors import PluginError, RecoveryPending, ServiceError, ServiceUnreachable, VolumeInUse
 from .esx_client import EsxClient
 from .filesystem import Mounter
-from .refcounts import RefCounts
+from .refcounts import RefCounts, recovered_ids
 from .volume_cache import VolumeCache
+from .volume_names import VolumeNames
 
 log = logging.getLogger("dockvols.plugin")
 MB = 1024 * 1024
@@ -30,8 +31,13 @@ GROW_SLACK_BYTES = MB
 # How long a guest's resize request waits for its device to show the new size.
 RESCAN_WAIT = 10.0
 
-# Answers Unmount for IDs nobody counted: which containers use a volume now (from Docker).
-UsersOf = Callable[[str], set[str]]
+
+class LiveUsers(Protocol):
+    """Which live containers use which volumes, as the Docker engine says (recovery.py)."""
+
+    def by_volume(self) -> dict[str, set[str]]: ...
+
+    def users_of(self, canonical: str) -> set[str]: ...
 
 
 def status_of(view: dict) -> dict:
@@ -64,7 +70,8 @@ def status_of(view: dict) -> dict:
 class VolumeManager:
     def __init__(self, client: EsxClient, mounter: Mounter, devices: DeviceFinder,
                  refs: RefCounts, cache: VolumeCache, mount_root: str, blocks: BlockDevices,
-                 query_timeout: float = 10.0) -> None:
+                 query_timeout: float = 10.0, users: LiveUsers | None = None,
+                 names: VolumeNames | None = None) -> None:
         self.client = client
         self.mounter = mounter
         self.devices = devices
@@ -78,7 +85,10 @@ class VolumeManager:
         self.cache = cache
         self.mount_root = mount_root
         self.query_timeout = query_timeout
-        self.users_of: UsersOf | None = None
+        # Answers Unmount for IDs nobody counted once recovery is done; None when the
+        # plugin does not recover from Docker (DOCKVOLS_RECOVER=0).
+        self.users = users
+        self.names = names or VolumeNames(client, refs, cache)
         self.recovered = threading.Event()
         self.locks = NamedLocks()
         # Volumes a Mount or Unmount from dockerd has handled since this process started:
@@ -96,13 +106,42 @@ class VolumeManager:
 
     def canonical(self, name: str) -> str:
         """``name@datastore`` for a name as docker gave it (cached: names never move)."""
-        known = self.refs.alias(name)
-        if known:
-            return known
-        view = self.client.get(name)
-        self.refs.set_alias(name, view["name"])
-        self.cache.put(name, view)
-        return view["name"]
+        return self.names.canonical(name)
+
+    # -- for recovery and reconcile: the local truth, settled one volume at a time ------
+    def holding(self, canonical: str) -> AbstractContextManager[None]:
+        """The volume's lock, the one every VolumeDriver call on it takes."""
+        return self.locks.hold(canonical)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Every counted volume's mount IDs (a snapshot)."""
+        return {volume: self.refs.ids(volume) for volume in self.refs.volumes()}
+
+    def ids(self, canonical: str) -> dict[str, int]:
+        return self.refs.ids(canonical)
+
+    def mounted_volumes(self) -> set[str]:
+        """Canonical names of the volumes mounted under the mount root now."""
+        return {os.path.basename(p) for p in self.mounter.mounts_under(self.mount_root)}
+
+    def attached_here(self, timeout: float | None = None) -> dict[str, dict]:
+        """The service's view of each volume it says is attached to this VM, by name."""
+        me = self.client.status(timeout=timeout)["vm"]
+        return {v["name"]: v for v in self.client.list(timeout=timeout)
+                if v.get("attached_to") == me}
+
+    def touched_by_docker(self, canonical: str) -> bool:
+        """True once dockerd's own Mount or Unmount of the volume ran in this process."""
+        return canonical in self.touched
+
+    def recount(self, canonical: str, containers: set[str]) -> bool:
+        """Count the volume's users as one recovered ID per live container (their mount IDs
+        are unknown after a restart); none clears its counts. True when that changed them."""
+        kept = recovered_ids(containers)
+        if self.refs.ids(canonical) == kept:
+            return False
+        self.refs.replace(canonical, kept)
+        return True
 
     # -- VolumeDriver calls ------------------------------------------------------------
     def create(self, name: str, opts: dict | None) -> None:
@@ -353,9 +392,10 @@ class VolumeManager:
     def _mounted_for_nobody(self, canonical: str) -> bool:
         """Counts lost (a state file set aside) but the volume is mounted: release it when
         Docker says no live container uses it."""
-        return (self.refs.total(canonical) == 0 and self.users_of is not None
+        return (self.refs.total(canonical) == 0 and self.users is not None
+                and self.recovered.is_set()
                 and self.mountpoint(canonical) in self.mounter.mounts_under(self.mount_root)
-                and not self.users_of(canonical))
+                and not self.users.users_of(canonical))
 
     def unmount_and_detach(self, name: str, canonical: str) -> None:
         self.release_mount(canonical)

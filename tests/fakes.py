@@ -30,7 +30,13 @@ from esx_service.errors import (
 from esx_service.options import MB
 from esx_service.vmdk import new_disk_uuid
 from esx_service.volumes import VolumeService
-from plugin.errors import DeviceError, FilesystemError, ServiceError, ServiceUnreachable
+from plugin.errors import (
+    DeviceError,
+    DockerUnreachable,
+    FilesystemError,
+    ServiceError,
+    ServiceUnreachable,
+)
 from plugin.esx_client import HttpEsxClient
 
 GB = 1024 * MB
@@ -464,7 +470,8 @@ class FakeDockerUsers:
         self.queries += 1
         if self.fail_times:
             self.fail_times -= 1
-            raise ConnectionError("docker.sock: connection refused")
+            raise DockerUnreachable("Docker at unix:///fake/docker.sock cannot be asked: "
+                                    "connection refused")
         return {k: set(v) for k, v in self.users.items() if v}
 
     def users_of(self, canonical: str) -> set[str]:

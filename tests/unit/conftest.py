@@ -19,7 +19,7 @@ from esx_service.backends.local import LocalBackend  # noqa: E402
 from esx_service.volumes import VolumeService  # noqa: E402
 from plugin.refcounts import RefCounts  # noqa: E402
 from plugin.volume_cache import VolumeCache  # noqa: E402
-from plugin.volume_manager import VolumeManager  # noqa: E402
+from plugin.volume_manager import LiveUsers, VolumeManager  # noqa: E402
 from tests.fakes import (  # noqa: E402
     FakeBackend,
     FakeBlockDevices,
@@ -73,14 +73,15 @@ class PluginRig:
         self.manager = self.restart()
         self.manager.recovered.set()
 
-    def restart(self) -> VolumeManager:
+    def restart(self, users: LiveUsers | None = None) -> VolumeManager:
         """A fresh manager on the same state files, mount table and service: a plugin
-        restart. ``recovered`` is left unset, as after a real start."""
+        restart, with ``users`` as its view of Docker. ``recovered`` is left unset, as after
+        a real start."""
         self.manager = VolumeManager(
             client=self.client, mounter=self.mounter, devices=self.devices,
             refs=RefCounts(str(self.tmp_path / "state" / "refcounts.json")),
             cache=VolumeCache(str(self.tmp_path / "state" / "volumes-cache.json")),
-            mount_root=self.mount_root, blocks=self.blocks, query_timeout=1.0)
+            mount_root=self.mount_root, blocks=self.blocks, query_timeout=1.0, users=users)
         return self.manager
 
     def target(self, canonical: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plugin.errors import DockerUnreachable
 from plugin.reconcile import Reconciler
 from plugin.recovery import recover
 from tests.fakes import FakeDockerUsers
@@ -80,11 +81,10 @@ def test_a_disk_attached_to_another_vm_is_left_alone(rig):
 def test_gone_recovered_users_are_forgotten_and_the_last_unmount_releases(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m1")
-    manager = rig.restart()
     docker = FakeDockerUsers({DB: {"A", "B"}})
+    manager = rig.restart(users=docker)
     recover(manager, docker)
     manager.recovered.set()
-    manager.users_of = docker.users_of
     manager.unmount("db", "idA")  # A leaves (one departure)
     docker.users[DB] = {"B"}
     assert Reconciler(manager, docker).run_once() == {"forgotten": 1}
@@ -103,7 +103,7 @@ def test_a_pass_with_docker_down_changes_nothing(rig):
     docker.fail_times = 1
     try:
         Reconciler(rig.manager, docker, grace=0).run_once()
-    except ConnectionError:
+    except DockerUnreachable:
         pass
     else:
         raise AssertionError("a pass without Docker's view must not go on")

@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from plugin.errors import DockerUnreachable
 from plugin.recovery import DockerUsers, recover, start_recovery
 from tests.fakes import FakeDockerUsers
 
@@ -76,10 +77,9 @@ def test_counts_are_rebuilt_as_containers_even_when_the_totals_agree(rig):
 def test_an_unknown_unmount_id_after_recovery_is_one_recovered_user_leaving(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m-before-restart")
-    manager = rig.restart()
     docker = FakeDockerUsers({DB: {"c1", "c2"}})
+    manager = rig.restart(users=docker)
     recover(manager, docker)
-    manager.users_of = docker.users_of
     manager.recovered.set()
 
     # c1 stops; Docker still shows it running while its Unmount (an ID we never saw) runs
@@ -99,10 +99,9 @@ def test_the_restart_sequence_of_issue_10_counts_no_container_twice(rig):
     rig.manager.create("v", {})
     rig.manager.mount("v", "idA")
     rig.manager.mount("v", "idC")
-    manager = rig.restart()  # C's Unmount never reached the dead plugin
     docker = FakeDockerUsers({"v@ds1": {"A"}})
+    manager = rig.restart(users=docker)  # C's Unmount never reached the dead plugin
     recover(manager, docker)
-    manager.users_of = docker.users_of
     manager.recovered.set()
     manager.mount("v", "idB")
     docker.users["v@ds1"] = {"A", "B"}
@@ -127,14 +126,14 @@ def test_one_failing_volume_does_not_stop_the_others(rig):
 
 def test_start_recovery_retries_until_docker_answers_then_opens_the_gate(rig):
     rig.manager.create("db", {})
-    manager = rig.restart()
     docker = FakeDockerUsers({DB: {"c1"}})
+    manager = rig.restart(users=docker)
     docker.fail_times = 1
     assert not manager.recovered.is_set()
     start_recovery(manager, docker, deadline=30).join(10)
     assert manager.recovered.is_set()
     assert docker.queries == 2
-    assert manager.users_of == docker.users_of
+    assert manager.users is docker
     assert _mounted(rig) == {rig.target(DB)}
 
 
@@ -144,6 +143,22 @@ def test_start_recovery_gives_up_after_the_deadline_but_opens_the_gate(rig):
     docker.fail_times = 100
     start_recovery(manager, docker, deadline=0).join(10)
     assert manager.recovered.is_set()
+
+
+class _BuggyDockerUsers(FakeDockerUsers):
+    def by_volume(self):
+        self.queries += 1
+        raise KeyError("Mounts")  # a bug, not Docker starting
+
+
+def test_start_recovery_does_not_retry_a_bug_as_waiting_for_docker(rig, caplog):
+    manager = rig.restart()
+    docker = _BuggyDockerUsers()
+    start_recovery(manager, docker, deadline=30).join(10)
+    assert manager.recovered.is_set()  # serves with the persisted counts
+    assert docker.queries == 1
+    assert "recovery failed" in caplog.text and "KeyError" in caplog.text
+    assert "waiting for Docker" not in caplog.text
 
 
 class _FakeDockerApi:
@@ -194,7 +209,7 @@ def test_docker_users_counts_live_containers_of_this_driver(rig, fake_docker_sdk
         _container("c7", "created", _vol("db")),
         _container("c8", "running", _vol("db", "vsphere-other")),
     ])
-    users = DockerUsers("unix:///fake/docker.sock", "vsphere", rig.manager)
+    users = DockerUsers("unix:///fake/docker.sock", "vsphere", rig.manager.canonical)
     assert users.by_volume() == {DB: {"c1", "c4"}, "web@ds2": {"c3"}}
     assert users.users_of(DB) == {"c1", "c4"}
     assert users.users_of("nobody@ds1") == set()
@@ -232,3 +247,9 @@ def test_a_volume_mounted_by_dockerd_before_recovery_looked_is_left_mounted(rig)
     assert report["unmounted"] == 0
     assert _mounted(rig) == {rig.target(DB)}
     assert manager.refs.ids(DB) == {"m-during-recovery": 1}
+
+
+def test_docker_users_says_docker_is_unreachable_when_nothing_listens(rig):
+    users = DockerUsers("unix:///nonexistent/docker.sock", "vsphere", rig.manager.canonical)
+    with pytest.raises(DockerUnreachable, match="cannot be asked"):
+        users.by_volume()

@@ -14,6 +14,7 @@ from plugin.errors import (
     ServiceUnreachable,
     VolumeInUse,
 )
+from tests.fakes import FakeDockerUsers
 
 
 def _attached_to(rig, name: str = "db") -> str | None:
@@ -86,7 +87,7 @@ def test_an_unknown_unmount_releases_a_mount_whose_counts_were_lost(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m1")
     rig.manager.refs.replace("db@ds1", {})  # the refcount file was lost
-    rig.manager.users_of = lambda canonical: set()  # and Docker says nobody uses it
+    rig.restart(users=FakeDockerUsers({})).recovered.set()  # and Docker says nobody uses it
     rig.manager.unmount("db", "m1")
     assert rig.target("db@ds1") not in rig.mounter.table
     assert _attached_to(rig) is None
@@ -96,7 +97,7 @@ def test_an_unknown_unmount_keeps_a_mount_docker_still_uses(rig):
     rig.manager.create("db", {})
     rig.manager.mount("db", "m1")
     rig.manager.refs.replace("db@ds1", {})
-    rig.manager.users_of = lambda canonical: {"c1"}
+    rig.restart(users=FakeDockerUsers({"db@ds1": {"c1"}})).recovered.set()
     rig.manager.unmount("db", "m1")
     assert rig.target("db@ds1") in rig.mounter.table
     assert _attached_to(rig) == "vm1"
