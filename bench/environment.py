@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from dockvols_common.http_client import UnixHTTPConnection
+from dockvols_common.loop_table import loops_under
+from dockvols_common.mountinfo import mounts_under
 
 from .processes import REPO, Daemon, python_daemon, wait_for
 
@@ -141,23 +143,6 @@ def run(argv: Sequence[str], check: bool = True, timeout: float = 180,
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): "
                            f"{(done.stderr or done.stdout).strip()}")
     return done
-
-
-def _mounts_under(root: str) -> list[str]:
-    prefix = root.rstrip("/") + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p.startswith(prefix)]
-
-
-def loops_under(root: str) -> list[str]:
-    out = run(["losetup", "--noheadings", "-O", "NAME,BACK-FILE", "--list"], check=False).stdout
-    found = []
-    for line in out.splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2 and parts[1].strip().startswith(root.rstrip("/") + "/"):
-            found.append(parts[0])
-    return found
 
 
 class BenchEnv:
@@ -283,7 +268,7 @@ class BenchEnv:
                 proc.stop(timeout=30)
             except Exception as exc:  # noqa: BLE001 - keep sweeping
                 print(f"bench: stopping {proc.name} failed: {exc}", file=sys.stderr)
-        for point in sorted(_mounts_under(root), key=len, reverse=True):
+        for point in sorted({m.point for m in mounts_under(root)}, key=len, reverse=True):
             if run(["umount", point], check=False).returncode != 0:
                 run(["umount", "-l", point], check=False)
         for device in loops_under(root):

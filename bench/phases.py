@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from dockvols_common.atomic import atomic_write_json
 from dockvols_common.locks import NamedLocks
+from dockvols_common.loop_table import backing_file_path
 from esx_service.loopdev import KernelLoopDevices
 from plugin import superblock, syscalls
 from plugin.filesystem import _MKFS
@@ -59,7 +60,7 @@ def _run(argv: list[str]) -> str:
 
 
 def _wait_free(device: str) -> None:
-    path = f"/sys/block/{os.path.basename(device)}/loop/backing_file"
+    path = backing_file_path(device)
     pause = 0.001
     while os.path.exists(path):
         time.sleep(pause)

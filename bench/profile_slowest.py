@@ -26,6 +26,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 from .environment import (
     REPO,
     VOLUME_SIZE,
@@ -55,11 +57,10 @@ def py_spy() -> str:
 
 def _worker_pid(master: int) -> int:
     """gunicorn serves from a forked worker, not the master."""
-    with open(f"/proc/{master}/task/{master}/children", encoding="ascii") as f:
-        children = f.read().split()
+    children = psutil.Process(master).children()
     if not children:
         raise RuntimeError(f"gunicorn master {master} has no worker")
-    return int(children[0])
+    return children[0].pid
 
 
 def attribute(raw: str, anchor: str) -> tuple[int, Counter, Counter]:

@@ -19,6 +19,8 @@ import time
 import traceback
 from pathlib import Path
 
+import psutil
+
 from .environment import DRIVER, REPO, BenchEnv, install_signal_handlers
 from .stats import fmt_ms, fmt_ratio, md_table, verdict
 
@@ -47,12 +49,8 @@ def machine() -> dict:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "unknown"
 
-    mem_kb = 0
     cpu = "unknown"
-    with open("/proc/meminfo", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
+    # /proc/cpuinfo by hand: psutil gives CPU counts and frequencies, not the model name
     with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith("model name"):
@@ -62,7 +60,7 @@ def machine() -> dict:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "memory_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "docker_client": first(["docker", "--version"]),

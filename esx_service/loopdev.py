@@ -24,6 +24,8 @@ import struct
 import time
 from typing import Protocol
 
+from dockvols_common.loop_table import DELETED, backing_file
+
 from .commands import CommandRunner
 from .errors import BackendError
 
@@ -46,7 +48,6 @@ _CONFIG = struct.Struct(f"=2I{_INFO64.size}s64x")
 _INFO_FLAGS = 8  # index of lo_flags in the unpacked loop_info64
 
 CONTROL = "/dev/loop-control"
-DELETED = " (deleted)"  # how sysfs shows a loop device's backing file once it is unlinked
 GET_FREE_TRIES = 16  # each EBUSY means another process bound "our" free device first
 NODE_WAIT = 2.0  # seconds for devtmpfs/udev to create /dev/loopN of a device just added
 
@@ -172,7 +173,7 @@ class KernelLoopDevices:
             # Holding the device open pins its binding (a concurrent clear only sets
             # autoclear), so this check and the clear below are about the same file.
             if path.endswith(DELETED):  # no inode to compare: what sysfs says, while pinned
-                if self._backing_file(device) != path:
+                if backing_file(device, self._sysfs_block) != path:
                     return
             elif not _bound_to(fd, path):
                 return
@@ -186,13 +187,6 @@ class KernelLoopDevices:
         finally:
             os.close(fd)  # the last close is what really releases it on current kernels
 
-    def _backing_file(self, device: str) -> str | None:
-        path = os.path.join(self._sysfs_block, os.path.basename(device), "loop", "backing_file")
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                return f.read().rstrip("\n")
-        except OSError:
-            return None
 
     def set_capacity(self, device: str) -> None:
         fd = _open(device, os.O_RDONLY)

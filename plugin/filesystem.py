@@ -12,6 +12,8 @@ import os
 import subprocess
 from typing import Protocol
 
+from dockvols_common.mountinfo import MOUNTINFO, mounts_under
+
 from . import superblock, syscalls
 from .errors import FilesystemError
 
@@ -54,34 +56,8 @@ def fs_label(name: str, limit: int) -> str:
     return name.encode("utf-8", "ignore")[:limit].decode("utf-8", "ignore")
 
 
-def unescape_mountinfo(field: str) -> str:
-    """/proc/self/mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> dict[str, str]:
-    """Mount point -> source device, for every line of a mountinfo table."""
-    mounts: dict[str, str] = {}
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5:
-            continue
-        source = right.split()[1] if len(right.split()) > 1 else ""
-        mounts[unescape_mountinfo(fields[4])] = unescape_mountinfo(source)
-    return mounts
-
-
 class SystemMounter:
-    def __init__(self, mountinfo: str = "/proc/self/mountinfo") -> None:
+    def __init__(self, mountinfo: str = MOUNTINFO) -> None:
         self._mountinfo = mountinfo
 
     def filesystem_of(self, device: str) -> str | None:
@@ -149,7 +125,5 @@ class SystemMounter:
         _check(_run(["resize2fs", device]), f"growing the ext4 filesystem on {device}")
 
     def mounts_under(self, root: str) -> dict[str, str]:
-        with open(self._mountinfo, encoding="utf-8") as f:
-            table = parse_mountinfo(f.read())
-        prefix = root.rstrip("/") + "/"
-        return {path: dev for path, dev in table.items() if path.startswith(prefix)}
+        """Mount point -> source device of every mount below ``root``."""
+        return {m.point: m.source for m in mounts_under(root, self._mountinfo)}

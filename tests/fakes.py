@@ -46,6 +46,18 @@ def _key(loc: DiskLocation) -> tuple[str, str, str]:
     return (loc.datastore, loc.vmgroup, loc.name)
 
 
+# A mountinfo table with what the readers must get right: escapes, optional fields, a line
+# without the separator.
+MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /proc rw,nosuid - proc proc rw
+61 22 7:3 / /mnt/vmdk/db@ds1 rw,relatime shared:30 - ext4 /dev/loop3 rw
+62 22 7:4 / /mnt/vmdk/with\040space@ds1 rw,relatime - xfs /dev/loop4 rw,attr2
+63 22 7:5 / /mnt/vmdk/tab\011and\012newline\134back ro - ext4 /dev/loop5 ro
+64 22 7:6 / /mnt/vmdk2/not-ours rw - ext4 /dev/loop6 rw
+65 22 0:40 /sub /mnt/bind\040src rw master:2 other:3 - ext4 /dev/dm\0400 rw
+garbage line without separator
+"""
+
 class FakeBackend:
     """The Backend protocol in memory. ``fail_before[method] = exc`` raises before the
     method does anything, ``fail_after[method] = exc`` after it did its work (a task that

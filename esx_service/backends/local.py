@@ -12,6 +12,7 @@ import time
 
 from dockvols_common.atomic import atomic_write_bytes, atomic_write_json
 from dockvols_common.faults import fault_point
+from dockvols_common.loop_table import DELETED, loop_table
 
 from ..commands import CommandRunner, run_command
 from ..errors import (
@@ -23,7 +24,7 @@ from ..errors import (
     UnknownDatastore,
 )
 from ..file_cache import ParsedFiles
-from ..loopdev import DELETED, KernelLoopDevices, LoopDevices, LosetupLoopDevices
+from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..options import MB
 from ..telemetry import report_progress
 from ..vmdk import (
@@ -39,9 +40,6 @@ from .base import DatastoreInfo, DiskLocation, Fence, StoragePolicyService
 
 log = logging.getLogger("dockvols.local")
 DETACH_WAIT = 5.0  # seconds
-# What the kernel answers for a loop device being set up or torn down under us: its sysfs
-# entry vanishes (ENOENT, ENOTDIR) or answers ENODEV/ENXIO while it goes.
-_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO)
 _CHUNK = 4 * MB
 _ZEROS = bytes(_CHUNK)
 
@@ -338,18 +336,10 @@ class LocalBackend:
             out = self._run(["losetup", "--noheadings", "--output", "NAME,BACK-FILE", "--list"])
             return [(p[0], p[1].strip()) for p in (line.split(None, 1)
                                                    for line in out.splitlines()) if len(p) == 2]
-        table = []
-        for entry in _listdir(self._sysfs_block):
-            if entry.startswith("loop"):
-                path = os.path.join(self._sysfs_block, entry, "loop", "backing_file")
-                try:
-                    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                        table.append((f"/dev/{entry}", f.read().rstrip("\n")))
-                except OSError as exc:
-                    if exc.errno in _GONE:
-                        continue  # not bound, or being torn down right now
-                    raise BackendError(f"cannot read {path}: {exc}") from exc
-        return table
+        try:
+            return loop_table(self._sysfs_block)
+        except OSError as exc:
+            raise BackendError(f"cannot read {exc.filename}: {exc}") from exc
 
     def _loop_devices_of(self, extent: str) -> list[str]:
         return [dev for dev, backing in self._loop_table() if _same_file(backing, extent)]

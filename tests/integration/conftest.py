@@ -22,6 +22,8 @@ from bench.processes import (
     remove_dead_socket,
     wait_for,
 )
+from dockvols_common.loop_table import loop_table
+from dockvols_common.mountinfo import mounts_under as read_mounts_under
 
 # Another name lets two suites (or `make run`) share a host: legacy sockets are host-wide.
 DRIVER = os.environ.get("DOCKVOLS_TEST_DRIVER", "vsphere")
@@ -196,9 +198,7 @@ def restart_plugin_and_wait_for_recovery(plugin: Daemon, extra_env: dict | None 
 
 def all_mounts_under(root: Path) -> list[str]:
     """Every mount point under ``root``, shadowed ones included (for cleaning up)."""
-    prefix = str(root) + "/"
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+    return [m.point for m in read_mounts_under(str(root))]
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -208,15 +208,11 @@ def mounts_under(root: Path) -> list[str]:
     /mnt/vmdk reaches the host twice at the same path (on the propagated mount, and on the
     data root's peer): copies side by side count once. A volume mounted twice by the plugin
     is stacked (the second's parent is the first) and counts twice."""
-    prefix = str(root) + "/"
-    with open("/proc/self/mountinfo") as f:
-        entries = [line.split() for line in f]
     by_path: dict[str, set[str]] = {}
     parents: dict[str, str] = {}
-    for fields in entries:
-        if fields[4].startswith(prefix):
-            by_path.setdefault(fields[4], set()).add(fields[0])
-            parents[fields[0]] = fields[1]
+    for m in read_mounts_under(str(root)):
+        by_path.setdefault(m.point, set()).add(m.mount_id)
+        parents[m.mount_id] = m.parent_id
     result = []
     for path, ids in sorted(by_path.items()):
         stacked = sum(1 for i in ids if parents[i] in ids)
@@ -225,9 +221,8 @@ def mounts_under(root: Path) -> list[str]:
 
 
 def loops_on(root: Path) -> list[str]:
-    out = subprocess.run(["losetup", "--noheadings", "-O", "NAME,BACK-FILE", "--list"],
-                         capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if str(root) in line]
+    """``<device> <backing file>`` of each loop device bound to a file under ``root``."""
+    return [f"{dev} {backing}" for dev, backing in loop_table() if str(root) in backing]
 
 
 @pytest.fixture

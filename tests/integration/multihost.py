@@ -10,13 +10,13 @@ import json
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import Daemon, python_daemon
+from dockvols_common.loop_table import DELETED, loop_table
 from plugin.errors import ServiceError, ServiceUnreachable
 from plugin.esx_client import HttpEsxClient
 
@@ -128,16 +128,8 @@ def at_once(calls: list[Callable[[], object]]) -> list[object]:
 
 def loops_on(path: Path) -> list[str]:
     """Loop devices bound to ``path`` (or to a deleted file of that name), from sysfs."""
-    found = []
-    for entry in os.listdir("/sys/block"):
-        try:
-            with open(f"/sys/block/{entry}/loop/backing_file") as f:
-                backing = f.read().strip()
-        except OSError:
-            continue
-        if backing.removesuffix(" (deleted)") == str(path):
-            found.append(f"/dev/{entry}")
-    return found
+    return [dev for dev, backing in loop_table()
+            if backing.removesuffix(DELETED) == str(path)]
 
 
 def datastore_problems(cluster: Cluster, hosts: list[Host]) -> list[str]:
@@ -186,12 +178,6 @@ def _metadata_problems(group: Path, path: Path, visible: set[str]) -> list[str]:
     if meta["status"] == "detached" and bound:
         problems.append(f"{meta['name']} detached, but bound as {bound}")
     return problems
-
-
-def wait_gone(path: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def kill9(host: Host) -> None:

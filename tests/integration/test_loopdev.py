@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dockvols_common.loop_table import backing_file, loop_table
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.loopdev import KernelLoopDevices
@@ -17,16 +18,9 @@ from esx_service.loopdev import KernelLoopDevices
 SIZE = 16 * 1024 * 1024
 
 
-def _backing(device: str) -> str | None:
-    try:
-        return Path(f"/sys/block/{os.path.basename(device)}/loop/backing_file").read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
 def _wait_released(device: str, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
-    while _backing(device) is not None:
+    while backing_file(device) is not None:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
@@ -46,17 +40,16 @@ def images(tmp_path: Path):
 
     yield make
     loops = KernelLoopDevices()
-    for entry in os.listdir("/sys/block"):  # never leave a device bound to our files
-        backing = _backing(f"/dev/{entry}") if entry.startswith("loop") else None
+    for device, backing in loop_table():  # never leave a device bound to our files
         if backing in made:
-            loops.detach(f"/dev/{entry}", backing)
+            loops.detach(device, backing)
 
 
 def test_attach_binds_the_file_and_detach_releases_it(images):
     loops = KernelLoopDevices()
     path = images()
     device = loops.attach(path, read_only=False)
-    assert _backing(device) == path
+    assert backing_file(device) == path
     assert Path(f"/sys/block/{os.path.basename(device)}/ro").read_text().strip() == "0"
     loops.detach(device, path)
     assert _wait_released(device)
@@ -82,7 +75,7 @@ def test_detach_leaves_a_device_bound_to_another_file_alone(images):
     mine, theirs = images("mine.img"), images("theirs.img")
     device = loops.attach(theirs, read_only=False)
     loops.detach(device, mine)  # the device was reused for someone else's file
-    assert _backing(device) == theirs
+    assert backing_file(device) == theirs
     loops.detach(device, theirs)
     assert _wait_released(device)
     loops.detach(device, theirs)  # not bound any more: fine
@@ -95,7 +88,7 @@ def test_a_device_held_open_is_released_when_its_last_opener_closes(images):
     holder = os.open(device, os.O_RDONLY)  # as udev's probe does after an umount
     try:
         loops.detach(device, path)
-        assert _backing(device) == path  # lazy: still bound while held
+        assert backing_file(device) == path  # lazy: still bound while held
     finally:
         os.close(holder)
     assert _wait_released(device)
@@ -109,7 +102,7 @@ def test_a_free_device_taken_by_someone_else_first_is_skipped(images, monkeypatc
     real_free = loops._free_device
     monkeypatch.setattr(loops, "_free_device", lambda: next(answers, None) or real_free())
     device = loops.attach(path, read_only=False)  # EBUSY on `taken`, then another device
-    assert device != taken and _backing(device) == path and _backing(taken) == other
+    assert device != taken and backing_file(device) == path and backing_file(taken) == other
     loops.detach(device, path)
     loops.detach(taken, other)
 
@@ -141,20 +134,20 @@ def test_a_device_on_a_deleted_extent_is_released_by_detach_and_by_recovery(tmp_
             devices.append(loops.attach(str(folder / f"{name}-flat.vmdk"), read_only=False))
         os.unlink(folder / "db-flat.vmdk")
         os.unlink(folder / "gone-flat.vmdk")
-        assert _backing(devices[0]) == f"{folder / 'db-flat.vmdk'} (deleted)"
+        assert backing_file(devices[0]) == f"{folder / 'db-flat.vmdk'} (deleted)"
         backend.create_disk(DiskLocation("ds1", "_DEFAULT", "db"), 8, "thin", None)  # anew
         live = loops.attach(str(folder / "db-flat.vmdk"), read_only=False)
         devices.append(live)
         backend.detach_disk(DiskLocation("ds1", "_DEFAULT", "db"), "vm1", {"device": live})
         assert _wait_released(live)
-        assert _backing(devices[0]) is not None  # not the attach the API was asked about
+        assert backing_file(devices[0]) is not None  # not the attach the API was asked about
         backend.detach_disk(DiskLocation("ds1", "_DEFAULT", "db"), "vm1", None)
         assert _wait_released(devices[0])
-        assert _backing(devices[1]) is not None
+        assert backing_file(devices[1]) is not None
         assert backend.release_orphans("ds1") == 1
         assert _wait_released(devices[1])
     finally:
         for device in devices:
-            backing = _backing(device)
+            backing = backing_file(device)
             if backing and backing.removesuffix(" (deleted)").startswith(str(root)):
                 loops.detach(device, backing)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.processes import REPO, answers_activate, wait_for
@@ -27,19 +28,12 @@ def _free_port() -> int:
 def session_processes(sid: int) -> list[str]:
     """'pid command' of every live process in session ``sid``."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for proc in psutil.process_iter(["status", "cmdline"]):
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(proc.pid) == sid:
+                found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])}".strip())
         except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            found.append(f"{entry} {cmd}")
+            continue  # gone meanwhile
     return found
 
 
@@ -87,6 +81,7 @@ def make_run(docker: Docker, busybox: str, run_dir: Path) -> Iterator:
 
 
 def _signal_masks(pid: str) -> str:
+    # /proc by hand: psutil does not show a process's ignored and caught signals
     try:
         with open(f"/proc/{pid}/status") as f:
             return pid + " " + " ".join(line.split()[1] for line in f

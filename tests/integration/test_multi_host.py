@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.processes import python_daemon, wait_for
@@ -210,8 +211,8 @@ def _kill_the_holder(cluster: Cluster, figures: Figures, point: str, first: str,
 def _pid_in_namespace(host: Host) -> int:
     """The esx_service process's PID inside its own namespace (NSpid's last field)."""
     assert host.daemon.proc is not None
-    children = Path(f"/proc/{host.daemon.proc.pid}/task/{host.daemon.proc.pid}/children")
-    child = int(children.read_text().split()[0])
+    child = psutil.Process(host.daemon.proc.pid).children()[0].pid
+    # NSpid by hand: psutil shows only the PID as this namespace sees it
     for line in Path(f"/proc/{child}/status").read_text().splitlines():
         if line.startswith("NSpid:"):
             return int(line.split()[-1])

@@ -21,6 +21,7 @@ from .conftest import DRIVER, Docker, make_volume, restart_plugin_and_wait_for_r
 BIN = Path(sys.executable).parent
 # Online ext4 growth (resize2fs on a mounted filesystem) needs CAP_SYS_RESOURCE; a machine
 # whose bounding set lacks it cannot prove that path (xfs_growfs needs only CAP_SYS_ADMIN).
+# Read from /proc by hand: psutil does not show capability sets.
 HAS_SYS_RESOURCE = bool(int(next(
     line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
     if line.startswith("CapBnd:")), 16) >> 24 & 1)

@@ -1,0 +1,64 @@
+"""Which file each bound loop device is backed by, read from sysfs
+(/sys/block/loopN/loop/backing_file): no `losetup` process per look.
+
+Not psutil: it knows nothing of loop devices or their backing files. Standard library only
+(esx_service's local backend reads this; so do the bench and the tests)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+SYSFS_BLOCK = "/sys/block"
+DELETED = " (deleted)"  # how sysfs shows a loop device's backing file once it is unlinked
+# What the kernel answers for a loop device being set up or torn down under us: its sysfs
+# entry vanishes (ENOENT, ENOTDIR) or answers ENODEV/ENXIO while it goes.
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO)
+
+
+def backing_file_path(device: str, sysfs_block: str = SYSFS_BLOCK) -> str:
+    """The sysfs file that names ``device``'s backing file while it is bound."""
+    return os.path.join(sysfs_block, os.path.basename(device), "loop", "backing_file")
+
+
+def _read_backing(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read().rstrip("\n")
+
+
+def backing_file(device: str, sysfs_block: str = SYSFS_BLOCK) -> str | None:
+    """The file ``device`` is bound to, None when it is not bound (or cannot be read)."""
+    try:
+        return _read_backing(backing_file_path(device, sysfs_block))
+    except OSError:
+        return None
+
+
+def loop_table(sysfs_block: str = SYSFS_BLOCK) -> list[tuple[str, str]]:
+    """(``/dev/loopN``, backing file) of every bound loop device, by device name. A device
+    being torn down meanwhile is left out; any other error is raised as the OSError it is,
+    with the sysfs file it came from as its ``filename``."""
+    try:
+        entries = sorted(os.listdir(sysfs_block))
+    except FileNotFoundError:
+        return []
+    table = []
+    for entry in entries:
+        if not entry.startswith("loop"):
+            continue
+        path = backing_file_path(entry, sysfs_block)
+        try:
+            table.append((f"/dev/{entry}", _read_backing(path)))
+        except OSError as exc:
+            if exc.errno in _GONE:
+                continue  # not bound, or being torn down right now
+            exc.filename = exc.filename or path
+            raise
+    return table
+
+
+def loops_under(root: str, sysfs_block: str = SYSFS_BLOCK) -> list[str]:
+    """Loop devices whose backing file lies below ``root`` (deleted ones too): what a test
+    run or a bench run must release before removing its directory."""
+    prefix = root.rstrip("/") + "/"
+    return [dev for dev, backing in loop_table(sysfs_block) if backing.startswith(prefix)]

@@ -1,0 +1,52 @@
+"""The one reader of which file each loop device is bound to, over a fake /sys/block."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from dockvols_common.loop_table import DELETED, backing_file, loop_table, loops_under
+
+
+def _bind(sysfs, device: str, backing: str) -> None:
+    os.makedirs(sysfs / device / "loop", exist_ok=True)
+    (sysfs / device / "loop" / "backing_file").write_text(backing + "\n")
+
+
+def test_the_table_lists_bound_loop_devices_only_by_device_name(tmp_path):
+    _bind(tmp_path, "loop1", "/ds/b-flat.vmdk")
+    _bind(tmp_path, "loop0", "/ds/a-flat.vmdk")
+    os.makedirs(tmp_path / "loop2")  # present but not bound
+    os.makedirs(tmp_path / "sda")
+    assert loop_table(str(tmp_path)) == [("/dev/loop0", "/ds/a-flat.vmdk"),
+                                         ("/dev/loop1", "/ds/b-flat.vmdk")]
+    assert backing_file("/dev/loop1", str(tmp_path)) == "/ds/b-flat.vmdk"
+    assert backing_file("/dev/loop2", str(tmp_path)) is None
+
+
+def test_loops_under_a_root_include_deleted_files_and_not_siblings(tmp_path):
+    _bind(tmp_path, "loop0", "/run/dv-1/ds/a-flat.vmdk")
+    _bind(tmp_path, "loop1", "/run/dv-1/ds/gone-flat.vmdk" + DELETED)
+    _bind(tmp_path, "loop2", "/run/dv-10/ds/c-flat.vmdk")
+    assert loops_under("/run/dv-1", str(tmp_path)) == ["/dev/loop0", "/dev/loop1"]
+
+
+def test_no_sysfs_means_no_loop_devices(tmp_path):
+    assert loop_table(str(tmp_path / "missing")) == []
+
+
+def test_an_unexpected_read_error_names_the_sysfs_file(tmp_path, monkeypatch):
+    _bind(tmp_path, "loop0", "/x")
+    real_open = open
+
+    def eio(path, *args, **kwargs):
+        if "loop0" in str(path):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", eio)
+    with pytest.raises(OSError) as raised:
+        loop_table(str(tmp_path))
+    assert raised.value.filename == str(tmp_path / "loop0" / "loop" / "backing_file")
