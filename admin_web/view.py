@@ -20,7 +20,6 @@ SORTS: dict[str, Callable[[dict], Any]] = {
     "vm": lambda v: (v.get("attached_to") or "").lower(),
     "created": lambda v: v.get("created_at") or "",
 }
-FILTERS = ("datastore", "vmgroup", "vm")
 
 
 @dataclass

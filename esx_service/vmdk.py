@@ -31,11 +31,6 @@ def new_disk_uuid() -> str:
     return " ".join(raw[i:i + 2] for i in range(0, 32, 2))
 
 
-def disk_uuid_to_wwn(disk_uuid: str) -> str:
-    """The guest sees a VMware disk UUID as WWN ``0x6000c29...`` (hex, no separators)."""
-    return "0x" + re.sub(r"[^0-9a-fA-F]", "", disk_uuid).lower()
-
-
 def build_descriptor(extent_file: str, size_bytes: int, thin: bool, disk_uuid: str) -> str:
     if size_bytes % SECTOR:
         raise ValueError(f"disk size {size_bytes} is not a multiple of {SECTOR}")

@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from pyVmomi import vim, vmodl
 
@@ -26,7 +26,12 @@ from ..config import VsphereSettings
 from ..errors import BackendError, InvalidOption, VolumeInUse
 from ..lease_store import LeaseStore, LocalLeaseStore
 from ..vsphere import devices
-from ..vsphere.datastore_files import DatastoreFiles, HttpDatastoreFiles, LocalDatastoreFiles
+from ..vsphere.datastore_files import (
+    DatastoreFiles,
+    HttpDatastoreFiles,
+    LocalDatastoreFiles,
+    make_folder,
+)
 from ..vsphere.faults import translate
 from ..vsphere.inventory import Inventory, VmRef
 from ..vsphere.lease_store import HttpLeaseStore
@@ -36,7 +41,6 @@ from ..vsphere.storage_policies import StoragePolicies
 from .base import DatastoreInfo, DiskLocation, Fence
 
 log = logging.getLogger("dockvols.vsphere")
-T = TypeVar("T")
 
 # docker volume create -o diskformat=...  ->  VirtualDiskManager disk types
 DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated",
@@ -172,15 +176,7 @@ class VsphereBackend:
         self._make_ds_folder(ds_path(self.inventory.datastore(loc.datastore).name, loc.folder))
 
     def _make_ds_folder(self, folder: str) -> None:
-        fm = self.session.file_manager
-        dc, _ = self.inventory.datacenter()
-        try:
-            self.session.invoke(lambda: fm.MakeDirectory(
-                name=folder, datacenter=dc, createParentDirectories=True))
-        except vim.fault.FileAlreadyExists:
-            pass
-        except vim.fault.VimFault as exc:
-            raise translate(exc, f"creating folder {folder}") from exc
+        make_folder(self.session, self.inventory.datacenter()[0], folder)
 
     def _in_folder(self, loc: DiskLocation, start: Any, what: str) -> Any:
         """Run a task that creates a file in the volume's folder. The folder is there: the

@@ -26,6 +26,24 @@ from .paths import ds_path, split_ds_path
 from .session import VsphereSession
 
 
+def make_folder(session: VsphereSession, datacenter: vim.Datacenter, path: str,
+                parents: bool = True) -> bool:
+    """FileManager.MakeDirectory of ``[ds] folder``: True when this call made it, False when
+    it was there already (or, without ``parents``, its parent is missing)."""
+    fm = session.file_manager
+    passing: tuple[type[BaseException], ...] = (vim.fault.FileAlreadyExists,)
+    if not parents:
+        passing += (vim.fault.FileNotFound,)
+    try:
+        session.invoke(lambda: fm.MakeDirectory(name=path, datacenter=datacenter,
+                                                createParentDirectories=parents))
+        return True
+    except passing:
+        return False
+    except vim.fault.VimFault as exc:
+        raise translate(exc, f"creating folder {path}") from exc
+
+
 class DatastoreFiles(Protocol):
     def read(self, datastore: str, relative: str) -> bytes | None:
         """The file's bytes; None when it does not exist."""
@@ -136,15 +154,7 @@ class HttpDatastoreFiles:
         self._session.wait(task, f"moving [{datastore}] {source} to {target}")
 
     def make_folder(self, datastore: str, folder: str) -> None:
-        fm = self._session.file_manager
-        try:
-            self._session.invoke(lambda: fm.MakeDirectory(
-                name=ds_path(datastore, folder), datacenter=self._dc,
-                createParentDirectories=True))
-        except vim.fault.FileAlreadyExists:
-            pass
-        except vim.fault.VimFault as exc:
-            raise translate(exc, f"creating folder [{datastore}] {folder}") from exc
+        make_folder(self._session, self._dc, ds_path(datastore, folder))
 
     def delete(self, datastore: str, relative: str, fence: Fence | None = None) -> None:
         if fence is not None:

@@ -68,11 +68,6 @@ def translate(fault: BaseException, what: str) -> DockvolsError:
     return BackendError(f"{what} failed: vSphere fault {describe(fault)}")
 
 
-def is_fault(fault: BaseException, *classes: type) -> bool:
-    """Whether ``fault`` is one of the vSphere fault ``classes`` (a readable isinstance)."""
-    return isinstance(fault, classes)
-
-
 def _just_type_name(msg: str, fault: BaseException) -> bool:
     # vcsim's messages are "*types.<FaultName>": no information beyond the class.
     return msg.strip().lstrip("*").removeprefix("types.") == fault_name(fault)

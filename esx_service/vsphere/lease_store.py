@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from pyVmomi import vim
 
+from .datastore_files import make_folder
 from .faults import translate
 from .paths import ds_path
 from .session import VsphereSession
@@ -41,16 +42,7 @@ class HttpLeaseStore:
         self._guard = threading.Lock()
 
     def _mkdir(self, datastore: str, relative: str, parents: bool) -> bool:
-        fm = self._session.file_manager
-        try:
-            self._session.invoke(lambda: fm.MakeDirectory(
-                name=ds_path(datastore, relative), datacenter=self._dc,
-                createParentDirectories=parents))
-            return True
-        except (vim.fault.FileAlreadyExists, vim.fault.FileNotFound):
-            return False
-        except vim.fault.VimFault as exc:
-            raise translate(exc, f"creating folder [{datastore}] {relative}") from exc
+        return make_folder(self._session, self._dc, ds_path(datastore, relative), parents)
 
     def ensure_dir(self, datastore: str, relative: str) -> None:
         self._mkdir(datastore, relative, parents=True)

@@ -22,11 +22,6 @@ def split_ds_path(path: str) -> tuple[str, str]:
     return match.group("ds"), match.group("path").strip().lstrip("/")
 
 
-def normalise_ds_path(path: str) -> str:
-    ds, relative = split_ds_path(path)
-    return ds_path(ds, relative)
-
-
 def same_ds_path(a: str, b: str) -> bool:
     """Whether two datastore paths name the same file. Datastore names compare without
     case (as volume names' ``@datastore`` do); paths within a datastore exactly."""

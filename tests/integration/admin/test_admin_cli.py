@@ -23,7 +23,6 @@ from dockvols_common.http_client import UnixHTTPConnection, request
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-HERE = Path(__file__).resolve().parent
 
 
 def _service_argv() -> list[str]:

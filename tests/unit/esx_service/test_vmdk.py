@@ -9,7 +9,6 @@ from esx_service.vmdk import (
     SECTOR,
     build_descriptor,
     describe_vmdk,
-    disk_uuid_to_wwn,
     new_disk_uuid,
     parse_descriptor,
     resize_descriptor,
@@ -78,10 +77,6 @@ def test_new_disk_uuids_are_16_spaced_hex_bytes_and_unique():
     a, b = new_disk_uuid(), new_disk_uuid()
     assert re.fullmatch(r"([0-9a-f]{2} ){15}[0-9a-f]{2}", a)
     assert a != b
-
-
-def test_disk_uuid_becomes_the_guest_wwn():
-    assert disk_uuid_to_wwn("60 00 C2 9a-bc") == "0x6000c29abc"
 
 
 def test_resize_descriptor_changes_only_the_extent_size_and_geometry():

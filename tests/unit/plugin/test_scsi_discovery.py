@@ -47,6 +47,11 @@ def test_the_disk_is_found_by_its_wwn(guest: Path):
     assert find_disk(answer(pci_slot=None), timeout=0, root=str(guest)) == str(guest / "dev/sdb")
 
 
+def test_the_disk_uuid_becomes_the_guest_wwn():
+    att = scsi_discovery.ScsiAttachment(1, 3, "60 00 C2 9a-bc", None)
+    assert att.wwn == "0x6000c29abc"
+
+
 def test_the_disk_is_found_by_controller_pci_slot_and_unit(guest: Path):
     appear(guest, PATH_LINK, "sdc")
     assert find_disk(answer(disk_uuid=None), timeout=0, root=str(guest)) == str(guest / "dev/sdc")

@@ -7,7 +7,7 @@ from pyVmomi import vim
 
 from esx_service.errors import BackendError, CapacityLimit
 from esx_service.vsphere import devices
-from esx_service.vsphere.paths import normalise_ds_path, same_ds_path, split_ds_path
+from esx_service.vsphere.paths import ds_path, same_ds_path, split_ds_path
 
 FILE = "[ds1] dockvols/_DEFAULT/db.vmdk"
 
@@ -162,7 +162,7 @@ def test_a_malformed_uuid_is_refused():
 def test_datastore_paths_normalise_vcsim_and_esx_forms():
     assert split_ds_path("[LocalDS_0]/dockvols") == ("LocalDS_0", "dockvols")
     assert split_ds_path("[LocalDS_0] dockvols/g") == ("LocalDS_0", "dockvols/g")
-    assert normalise_ds_path("[ds 1]/a/b.json") == "[ds 1] a/b.json"
+    assert ds_path(*split_ds_path("[ds 1]/a/b.json")) == "[ds 1] a/b.json"
     assert not same_ds_path("not a path", FILE)
     with pytest.raises(ValueError):
         split_ds_path("dockvols/x")
