@@ -12,7 +12,8 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from .errors import BackendError
@@ -68,23 +69,21 @@ class LocalLeaseStore:
         return os.path.join(self._root(datastore), relative)
 
     def ensure_dir(self, datastore: str, relative: str) -> None:
-        try:
-            os.makedirs(self.path(datastore, relative), exist_ok=True)
-        except FileExistsError:
-            # makedirs saw it exist, then found it gone (a holder released it meanwhile):
-            # the caller's next step notices and comes back
-            return
-        except OSError as exc:
-            raise BackendError(f"creating [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("creating", datastore, relative):
+            try:
+                os.makedirs(self.path(datastore, relative), exist_ok=True)
+            except FileExistsError:
+                # makedirs saw it exist, then found it gone (a holder released it
+                # meanwhile): the caller's next step notices and comes back
+                return
 
     def create_dir(self, datastore: str, relative: str) -> bool:
-        try:
-            os.mkdir(self.path(datastore, relative), 0o755)
-            return True
-        except (FileExistsError, FileNotFoundError):
-            return False
-        except OSError as exc:
-            raise BackendError(f"creating [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("creating", datastore, relative):
+            try:
+                os.mkdir(self.path(datastore, relative), 0o755)
+                return True
+            except (FileExistsError, FileNotFoundError):
+                return False
 
     def enter(self, datastore: str, relative: str) -> bool:
         # Not makedirs: a holder releasing meanwhile may remove the empty lease folder
@@ -95,73 +94,77 @@ class LocalLeaseStore:
         return self.create_dir(datastore, relative)
 
     def list_dir(self, datastore: str, relative: str) -> list[str]:
-        try:
-            return os.listdir(self.path(datastore, relative))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise BackendError(f"listing [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("listing", datastore, relative):
+            try:
+                return os.listdir(self.path(datastore, relative))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
 
     def stamp(self, datastore: str, relative: str) -> str | None:
-        try:
-            return str(os.stat(self.path(datastore, relative)).st_mtime_ns)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise BackendError(f"reading [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("reading", datastore, relative):
+            try:
+                return str(os.stat(self.path(datastore, relative)).st_mtime_ns)
+            except FileNotFoundError:
+                return None
 
     def touch(self, datastore: str, relative: str) -> bool:
         now = time.time_ns()
-        try:
-            os.utime(self.path(datastore, relative), ns=(now, now))
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise BackendError(f"renewing [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("renewing", datastore, relative):
+            try:
+                os.utime(self.path(datastore, relative), ns=(now, now))
+                return True
+            except FileNotFoundError:
+                return False
 
     def rename(self, datastore: str, source: str, target: str) -> bool:
-        try:
-            os.rename(self.path(datastore, source), self.path(datastore, target))
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise BackendError(f"renaming [{datastore}] {source} failed: {exc}") from exc
+        with _failing("renaming", datastore, source):
+            try:
+                os.rename(self.path(datastore, source), self.path(datastore, target))
+                return True
+            except FileNotFoundError:
+                return False
 
     def remove_tree(self, datastore: str, relative: str) -> None:
         path = self.path(datastore, relative)
-        try:
-            # A released lease's staging folder is empty (its writes were renamed into
-            # place): one rmdir, not rmtree's scan of it (issue 15: two per operation).
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("deleting", datastore, relative):
+            try:
+                # A released lease's staging folder is empty (its writes were renamed into
+                # place): one rmdir, not rmtree's scan of it (issue 15: two per operation).
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def remove_empty_dir(self, datastore: str, relative: str) -> None:
-        try:
-            os.rmdir(self.path(datastore, relative))
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
-                raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("deleting", datastore, relative):
+            try:
+                os.rmdir(self.path(datastore, relative))
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                    raise
 
     def remove_file(self, datastore: str, relative: str) -> None:
-        try:
-            os.unlink(self.path(datastore, relative))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+        with _failing("deleting", datastore, relative):
+            try:
+                os.unlink(self.path(datastore, relative))
+            except FileNotFoundError:
+                pass
+
+
+@contextmanager
+def _failing(doing: str, datastore: str, relative: str) -> Iterator[None]:
+    """An OSError of a datastore file operation, as the BackendError that names the file."""
+    try:
+        yield
+    except OSError as exc:
+        raise BackendError(f"{doing} [{datastore}] {relative} failed: {exc}") from exc

@@ -58,6 +58,16 @@ MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 garbage line without separator
 """
 
+
+class FakeClock:
+    """A monotonic clock that moves only when a test sets ``now`` (lease expiry and waits)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
 class FakeBackend:
     """The Backend protocol in memory. ``fail_before[method] = exc`` raises before the
     method does anything, ``fail_after[method] = exc`` after it did its work (a task that

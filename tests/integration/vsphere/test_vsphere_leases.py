@@ -19,16 +19,9 @@ from esx_service.lease_store import LeaseStore
 from esx_service.leases import LeaseManager
 from esx_service.volumes import VolumeService
 from esx_service.vsphere.lease_store import HttpLeaseStore
+from tests.fakes import FakeClock
 
 from .conftest import Vcsim
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -38,7 +31,7 @@ def two_hosts(vcsim: Vcsim) -> Iterator[tuple[VsphereBackend, VsphereBackend]]:
         yield a, b
 
 
-def _manager(store: LeaseStore, host: str, clock: Clock | None = None) -> LeaseManager:
+def _manager(store: LeaseStore, host: str, clock: FakeClock | None = None) -> LeaseManager:
     extra = {"clock": clock, "sleep": lambda s: None} if clock else {}
     return LeaseManager(store, Instance(host), lease_seconds=2.0, wait_seconds=0.5, **extra)
 
@@ -47,7 +40,7 @@ def test_a_remote_lease_excludes_expires_is_taken_over_and_fences_late_writes(
         two_hosts: tuple[VsphereBackend, VsphereBackend], name: str) -> None:
     a_backend, b_backend = two_hosts
     assert isinstance(a_backend.lease_store(), HttpLeaseStore)
-    clock = Clock()
+    clock = FakeClock()
     a = _manager(a_backend.lease_store(), "a", clock)
     b = _manager(b_backend.lease_store(), "b", clock)
     ds = a_backend.datastores()[0].name

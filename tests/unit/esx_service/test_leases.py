@@ -4,6 +4,7 @@ takeover, fencing of late writes, provably dead holders, and the temp-file sweep
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -15,22 +16,14 @@ from dockvols_common.instance import Instance, Tag, parse_tag, temp_name, temp_t
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
 from esx_service.cluster_locks import ClusterLocks, lease_path
-from esx_service.errors import LeaseLost, VolumeBusy
+from esx_service.errors import BackendError, LeaseLost, VolumeBusy
 from esx_service.lease_store import LocalLeaseStore
 from esx_service.leases import LeaseManager
 from esx_service.volumes import VolumeService
-from tests.fakes import FakeLosetup
+from tests.fakes import FakeClock, FakeLosetup
 
 LOC = DiskLocation("ds1", "_DEFAULT", "db")
 PATH = "dockvols/_DEFAULT/.lease-db"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -59,7 +52,7 @@ def test_a_held_lease_excludes_another_host_until_released(root):
 
 
 def test_a_silent_holder_is_taken_over_after_the_lease_and_its_late_write_refused(root):
-    clock = Clock()
+    clock = FakeClock()
     a, b = _manager(root, clock, host="a"), _manager(root, clock, host="b")
     backend = LocalBackend({"ds1": str(root)})
     lease_a = a.acquire("ds1", PATH, "volume db@ds1")
@@ -86,7 +79,7 @@ def test_a_silent_holder_is_taken_over_after_the_lease_and_its_late_write_refuse
 
 
 def test_renewal_keeps_a_lease_past_its_duration(root):
-    clock = Clock()
+    clock = FakeClock()
     a, b = _manager(root, clock, host="a"), _manager(root, clock, host="b")
     held = a.acquire("ds1", PATH, "volume db@ds1")
     for _ in range(10):
@@ -100,7 +93,7 @@ def test_renewal_keeps_a_lease_past_its_duration(root):
 
 
 def test_a_holder_that_was_not_renewed_stops_trusting_its_lease(root):
-    clock = Clock()
+    clock = FakeClock()
     a = _manager(root, clock)
     held = a.acquire("ds1", PATH, "volume db@ds1")
     clock.now += 2.0 * 0.76
@@ -272,7 +265,7 @@ def test_an_uncontended_take_enters_then_lists_once(root):
 
 
 def test_a_kept_lease_serves_the_next_operation_and_excludes_others_until_let_go(root):
-    clock = Clock()
+    clock = FakeClock()
     store = _Counting(root)
     a = ClusterLocks(LeaseManager(store, Instance("a"), lease_seconds=2.0, wait_seconds=0.5,
                                   clock=clock, sleep=lambda s: None),
@@ -294,7 +287,7 @@ def test_a_kept_lease_serves_the_next_operation_and_excludes_others_until_let_go
 
 
 def test_a_kept_lease_no_longer_trusted_is_let_go_and_a_fresh_one_taken(root):
-    clock = Clock()
+    clock = FakeClock()
     a = ClusterLocks(_manager(root, clock, host="a"), keep_seconds=5.0, clock=clock)
     with a.hold("ds1/_DEFAULT/db"):
         first = a.fence("ds1/_DEFAULT/db")
@@ -324,3 +317,15 @@ def test_the_local_store_removes_empty_and_full_folders_files_and_nothing(tmp_pa
     for name in ("empty", "full", "file", "missing"):
         store.remove_tree("ds", name)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_datastore_file_error_is_a_backend_error_naming_the_operation_and_file(root,
+                                                                                 monkeypatch):
+    store = LocalLeaseStore(lambda ds: str(root))
+
+    def eio(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "listdir", eio)
+    with pytest.raises(BackendError, match=r"listing \[ds1\] dockvols failed: .*Input/output"):
+        store.list_dir("ds1", "dockvols")
