@@ -39,6 +39,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: ApiServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT  # a silent client never holds a thread for ever
+    # Buffered writes: status line, headers and a small body leave in one send when
+    # http.server flushes after each request, so the client wakes once per answer, not
+    # once for the headers and again for the body (issue 15: a Get is two hops).
+    wbufsize = -1
 
     def _serve(self) -> None:
         vm = self.server.caller_vm(self.connection)
