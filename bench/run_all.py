@@ -290,8 +290,8 @@ NOTES = """
 
 - **Repetitions** (kept modest so `make bench` stays near 5 minutes on 2 cores):
   floor 40 interleaved life cycles per side after 3 warm-ups; phases 20 per side; user
-  view 12 per driver after 1 warm-up; Get and Path 1,000 calls each after 20 warm-ups, the
-  raw hop 1,000 before and 1,000 after them; List of 1,000 40 calls; List scaling 30 calls
+  view 12 per driver after 1 warm-up; Get, Path, the raw hop and the two parts of a Get
+  1,000 calls each, interleaved in 10 rounds; List of 1,000 40 calls; List scaling 30 calls
   per size (8 at 10,000); concurrency 3 s per level; throughput 4 s per level; profile 8 s
   per workload; latency model 500 creates at 20 ms and 100 at 2 ms. `make bench QUICK=1`
   runs about half of each (100 creates at 20 ms). Override one with
@@ -310,7 +310,23 @@ NOTES = """
   the extent's fsync: 13 fsyncs, where there were 17 before issue 15 (the plugin's
   refcounts are now replaced atomically without fsync: they must outlive a plugin restart,
   which the page cache does, and a host crash takes every mount with it, after which
-  recovery recounts from Docker).
+  recovery recounts from Docker). The superblock probe reads exactly its two 256 KiB
+  spans (POSIX_FADV_RANDOM): with the loop device's read_ahead_kb of 2560 it made the
+  kernel read megabytes past the head, which slowed both the probe and the mkfs after it
+  (probe+mkfs 31.6 ms with readahead, 21.1 ms without, mkfs alone 19.6 ms, interleaved on
+  fresh loop devices). The phases table's last two rows time real life cycles beside the
+  phases. A timestamped profile of both daemons at low load (20 cycles, Create+Mount
+  37.7 ms against the floor's 21.5) put 14.3 ms in esx_service (create 8.7: two leases
+  2.1, `creating` and `detached` 4.2, extent and descriptor 2.1; attach 5.6: a lease 1.0,
+  loop set-up with its sysfs scan 1.2, `attached` 2.1), 15.1 ms in the plugin's own steps
+  (probe 3.6 before the readahead fix, mkfs 9.1, mount 1.2, counts 0.8, mount table
+  0.4) and about 3.6 ms in the four hops, leaving about 5 ms of Python between them
+  (request parsing, JSON, log lines, name and policy look-ups); on a loaded machine the
+  remainder
+  grows by the wait for a core at every thread hand-off (dockerd's call, gunicorn's
+  poller and pool thread, esx_service's thread, and back). The mkfs row's before/now gap is
+  not the loop set-up: mkfs right after LOOP_CONFIGURE, after `losetup`, after the probe
+  or after `blkid -p` took 15.8 / 15.2 / 15.6 / 14.9 ms interleaved (15 runs each).
 - **Why the floor ratio still misses** (when it does): on this disk an fsync costs
   milliseconds, and the six metadata replacements esx_service makes per life cycle are
   what crash safety is made of (each orders a state change against the disk or the
@@ -323,12 +339,46 @@ NOTES = """
   the file fsync and dropping only the directory fsync is safe for these records (either
   the old or the new complete file survives) but saves about 0.5 ms of the 2 ms a
   replacement costs here: not worth a second write mode in atomic.py while the
-  lease/fencing work (issue 11) reshapes it.
+  lease/fencing work (issue 11) reshapes it. Measured again (write + rename of a 600-byte
+  file on this ext4, 200 each): 1.74 ms with both fsyncs, 0.94 with the file's only, 1.09
+  with the directory's only, 1.00 with none: ext4's auto_da_alloc already writes the data
+  out on a replacing rename, so the directory fsync is the part that costs (0.75 ms). The
+  only write whose directory fsync could go without weakening any ordering is the
+  descriptor's (the `detached` write right after it fsyncs the same directory, and a lost
+  descriptor leaves the extent found by its default name): 0.75 ms per create, which
+  needs a third mode in dockvols_common/atomic.py; `attached`/`detached` could drop theirs
+  only with a durability flag through the Backend protocol (the vsphere backend has no
+  such choice). Neither closes the gap: the floor has no metadata, no leases and no hops.
 - **Raw HTTP hop**: a minimal `http.server` on a unix socket answering `{"Err":""}` to
   the same client code over a kept-alive connection. A Get is two hops (dockerd ->
-  plugin under gunicorn+flask, plugin -> esx_service under http.server) plus reading one
-  metadata file and the descriptor; the plugin now reuses one kept-alive connection per
-  thread for reads.
+  plugin under gunicorn, plugin -> esx_service under http.server) plus reading one
+  metadata file and the descriptor; the plugin reuses one kept-alive connection per
+  thread for reads, answers the VolumeDriver calls without flask (plugin/dispatch.py),
+  and esx_service sends each answer in one write. What is left is measured beside the
+  Get (control path table): gunicorn's gthread worker with a trivial WSGI app is about
+  1.7 raw hops by itself (its main thread polls, hands the connection to a pool thread,
+  and gets it back through a queue: two more thread wake-ups than http.server's thread
+  per connection), and the second hop alone, measured from outside the plugin, about 3
+  (http.server plus 0.25-0.3 ms of the service's work: the op-log line and telemetry,
+  two admin-DB look-ups, the metadata and descriptor reads). Together over 4 before the
+  plugin does anything, so the 4x target needs a server other than gunicorn's gthread
+  worker, or no second hop. A Get answered from the plugin's cache was considered and
+  not taken: no cache in the guest can prove itself fresh (another VM's plugin, another
+  host's service or an admin changes a volume without this plugin hearing of it), and
+  asking esx_service whether it is fresh is the second hop again.
+- **List** (bench/control_path.py, bench/scaling.py): esx_service keeps each metadata
+  file's parsed form and hands it back only while a stat shows the same device, inode,
+  size, mtime and ctime as the open file it was parsed from, and only for files whose
+  times were at least 2 s old when read (esx_service/file_cache.py: metadata is replaced by
+  rename, so a change is a new inode with new times; the 2 s rule keeps a coarse
+  timestamp tick and a reused inode number from passing a rewrite off as unchanged).
+  Every List still lists every folder and stats every file, so another host's change is
+  seen at the next List; reads that decide anything (an operation's own metadata, under
+  its lock) never use it. Each volume's view and its JSON are made once per metadata
+  version (esx_service/listing.py), so the answer is joined from cached pieces. The
+  plugin compares the answer with the last one byte for byte before parsing it, and reads
+  its counts once per List instead of once per volume. Before -> now at the plugin, List
+  of 1,000: 196 ms (16:43 run) -> the table above; Get / raw hop 12.5x -> above.
 - **User view**: the `local` driver cannot make a block device, so its create includes
   our making one for it (sparse file + `losetup` + `mkfs.ext4`, same flags) before
   `docker volume create -o type=ext4 -o device=/dev/loopN`, and its rm includes `losetup
@@ -367,11 +417,16 @@ NOTES = """
 
 ## Left
 
-- The fsyncs of the local backend's attach/detach records (above): safe to drop only
-  with a filesystem-aware write mode.
-- Get against the raw hop: the plugin's gunicorn+flask request path and esx_service's
-  http.server are each several raw hops' worth of Python; the 4x target needs a lighter
-  request path on both sides, not another cache.
+- The directory fsyncs of the descriptor and of the local backend's attach/detach
+  records (above): about 0.75 ms each, safe to drop with a third write mode in
+  dockvols_common/atomic.py and a durability flag through the Backend protocol.
+- Get against the raw hop: gunicorn's gthread worker alone is ~1.7 raw hops and the hop
+  to esx_service ~3 (above); the 4x target needs another server for the plugin's socket
+  (a thread per connection, as http.server) or fewer hand-offs inside gunicorn.
+- Changes (create, attach, ...) still take a new connection to esx_service each (about
+  0.5 ms and a server thread more than a kept-alive one, four per life cycle): reusing the
+  kept-alive connection only when a zero-timeout poll shows it open would keep "never sent
+  twice", but tests/unit/plugin/test_esx_client.py asserts a connection per change.
 - Attach from 16 VMs at once on vSphere: throughput stops growing past 4 VMs; the
   attach reads the devices of every VM on the datastore (to refuse a disk another VM
   holds), which pyVmomi deserialises in Python under the GIL.
