@@ -80,6 +80,9 @@ class VolumeManager:
         # and the filesystem type it is mounted with. In memory: after a restart, the first
         # check grows each mounted filesystem once, which is a no-op when nothing changed.
         self._grown: dict[str, int] = {}
+        # Why the last grow at that size failed: a guest's resize that finds the periodic
+        # check already tried (and failed) at this size says so, not "already fills".
+        self._grow_failed: dict[str, str] = {}
         self._fstypes: dict[str, str] = {}
         self.refs = refs
         self.cache = cache
@@ -256,6 +259,7 @@ class VolumeManager:
             raise
         self._fstypes[canonical] = fstype
         self._grown.pop(canonical, None)
+        self._grow_failed.pop(canonical, None)
         if read_only:
             return
         try:
@@ -306,7 +310,9 @@ class VolumeManager:
         except PluginError as exc:
             log.error("volume=%s growing its %s filesystem on %s failed: %s", canonical, fstype,
                       device, exc)
+            self._grow_failed[canonical] = exc.message
             return exc.message
+        self._grow_failed.pop(canonical, None)
         fault_point("plugin.resize.grown")
         log.info("volume=%s %s filesystem grown online to %d mb (%s)", canonical, fstype,
                  device_bytes // MB, device)
@@ -334,6 +340,10 @@ class VolumeManager:
                 log.warning("volume=%s device %s shows %d mb after a rescan, the disk is %d mb",
                             canonical, device, size // MB, want // MB)
         if size <= self._grown.get(canonical, 0):
+            failed = self._grow_failed.get(canonical)
+            if failed is not None:  # tried at this size (the periodic check came first)
+                return (f"the disk grew but its filesystem did not: {failed}; it grows at the "
+                        "next mount")
             return f"filesystem already fills its {size // MB} mb device"
         known = canonical in self._grown  # else: mounted before this plugin started
         fstype = self._fstypes.get(canonical) or view.get("fstype") or "ext4"
@@ -407,6 +417,7 @@ class VolumeManager:
         if target in self.mounter.mounts_under(self.mount_root):
             self.mounter.umount(target)
             self._grown.pop(canonical, None)
+            self._grow_failed.pop(canonical, None)
             fault_point("plugin.unmount.unmounted")
 
     def detach(self, name: str, formatted: bool = False) -> None:

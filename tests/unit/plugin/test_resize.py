@@ -102,6 +102,20 @@ def test_a_failed_grow_keeps_the_mount_says_why_and_the_next_mount_retries(rig):
     assert rig.blocks.fs[device] == 400 * MB
 
 
+def test_a_guest_resize_after_the_check_failed_at_that_size_says_it_did_not_grow(rig):
+    """The periodic check can notice the grown disk between the service's grow and the
+    guest's own grow: its failure (no CAP_SYS_RESOURCE) is the answer, not "already fills"."""
+    target, device = mounted(rig)
+    rig.mounter.fail["grow"] = FilesystemError("growing ext4 on /dev/x online needs "
+                                               "CAP_SYS_RESOURCE")
+    rig.service.resize("vm1", "db", "400mb")  # the service's half of the guest's request
+    assert check_grown(rig.manager) == 0  # the check came first, and failed
+    answer = rig.manager.resize("db", "400mb")  # the guest's request then answers
+    assert answer["Filesystem"] == ("the disk grew but its filesystem did not: growing ext4 "
+                                    "on /dev/x online needs CAP_SYS_RESOURCE; it grows at the "
+                                    "next mount")
+
+
 def test_the_check_notices_an_admins_grow_of_a_mounted_volume_once(rig):
     target, device = mounted(rig)
     rig.blocks.stale[device] = 100 * MB
