@@ -63,6 +63,7 @@ class Reconciler:
                 except PluginError as exc:
                     log.error("reconcile of volume %s failed: %s", canonical, exc)
                     snap.count("failed")
+        log.debug("reconcile pass over %d volumes done", len(snap.mounted | snap.attached))
         if any(snap.report.values()):
             log.info("reconcile: %s", snap.report)
             if self.on_report is not None:
@@ -143,11 +144,13 @@ class Reconciler:
             snap.count("unmounted")
 
     def _detach_orphan(self, canonical: str, live: set[str], snap: Snapshot) -> None:
-        """Attached to this VM, not mounted, nobody counted: a Mount died after asking for
-        the attach (perhaps finished by the service after our recovery), or an Unmount died
-        before its detach."""
-        if (canonical in snap.attached and not live and self.manager.refs.total(canonical) == 0
-                and not self._is_mounted(canonical)):
+        """Attached to this VM by this plugin, not mounted, nobody counted: a Mount died
+        after asking for the attach (perhaps finished by the service after our recovery),
+        or an Unmount died before its detach. A disk another plugin on this VM attached is
+        left alone: that plugin may be between its attach and its mount right now."""
+        refs = self.manager.refs
+        if (canonical in snap.attached and not live and refs.total(canonical) == 0
+                and self.manager.attached_by_me(canonical) and not self._is_mounted(canonical)):
             self.manager.detach(canonical, formatted=False)
             snap.count("detached")
 

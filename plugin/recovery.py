@@ -85,8 +85,8 @@ def recover(manager: VolumeManager, docker_users: LiveUsers) -> dict:
     counts_before = manager.counts()
     users = docker_users.by_volume()
     mounted = manager.mounted_volumes()
-    # Disks attached to this VM by a Mount that died before mounting, or left by an Unmount
-    # that died before detaching: no container needs them.
+    # Disks this plugin attached to this VM by a Mount that died before mounting, or left by
+    # an Unmount that died before detaching: no container needs them.
     attached = set(manager.attached_here())
     report = {"unmounted": 0, "remounted": 0, "recounted": 0, "detached": 0}
     for canonical in sorted(mounted | attached | set(users) | set(counts_before)):
@@ -102,8 +102,9 @@ def recover(manager: VolumeManager, docker_users: LiveUsers) -> dict:
                     if canonical in mounted:
                         manager.unmount_and_detach(canonical, canonical)
                         report["unmounted"] += 1
-                    elif canonical in attached:
-                        manager.detach(canonical)
+                    elif canonical in attached and manager.attached_by_me(canonical):
+                        # not one another plugin on this VM attached (refcounts.py)
+                        manager.detach(canonical, canonical=canonical)
                         report["detached"] += 1
                     continue
                 if canonical not in mounted:

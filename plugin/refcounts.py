@@ -4,6 +4,12 @@ A counter per (volume, mount ID), not a set: dockerd may Mount the same ID twice
 Unmount it twice. ``recovered:<container>`` IDs stand for users found in the Docker engine
 after a restart, whose real mount IDs are unknown.
 
+Which disks this plugin asked the service to attach is kept here too: the service knows a
+disk is attached to this VM, not which plugin on it attached it (a managed plugin and a
+`make run` one, or two dockerds, share one VM), and recovery and the reconcile release only
+what this plugin attached. A name is recorded before the attach is asked for, so a Mount
+that dies while the service attaches still leaves a record, and dropped once detached.
+
 An Unmount of an ID nobody counted, while recovered users remain, is one of those users
 leaving; which one Docker cannot tell yet (a stopping container is still "running" in
 Docker's view until all its Unmounts returned). So it is counted as one ``departed`` user:
@@ -36,6 +42,7 @@ class RefCounts:
         self._refs: dict[str, dict[str, int]] = {}
         self._aliases: dict[str, str] = {}
         self._departed: dict[str, int] = {}
+        self._attached: set[str] = set()
         # when each mount ID was counted, in this process; IDs loaded from the file (a
         # previous plugin's) have none
         self._added_at: dict[tuple[str, str], float] = {}
@@ -50,6 +57,8 @@ class RefCounts:
             aliases = {str(k): str(v) for k, v in data.get("aliases", {}).items()}
             departed = {str(v): int(n) for v, n in data.get("departed", {}).items()
                         if int(n) > 0}
+            # A file from before this record: the volumes it counted were attached here.
+            attached = {str(v) for v in data.get("attached", data.get("refs", {}))}
         except FileNotFoundError:
             return
         except (ValueError, TypeError, AttributeError):
@@ -59,6 +68,7 @@ class RefCounts:
         self._refs = {v: ids for v, ids in refs.items() if ids}
         self._aliases = aliases
         self._departed = {v: n for v, n in departed.items() if v in self._refs}
+        self._attached = attached
 
     lost = False  # True when the state file was unreadable and counting started empty
 
@@ -77,7 +87,8 @@ class RefCounts:
         # restart, which the page cache does; a host crash takes every mount and loop device
         # with it, and recovery recounts from Docker then. Two fsyncs fewer per Mount and
         # per Unmount (issue 15, bench/phases.py).
-        state: dict = {"refs": self._refs, "aliases": aliases}
+        state: dict = {"refs": self._refs, "aliases": aliases,
+                       "attached": sorted(self._attached)}
         if self._departed:
             state["departed"] = self._departed
         atomic_write_json(self._path, state, durable=False)
@@ -100,6 +111,27 @@ class RefCounts:
     def volumes(self) -> list[str]:
         with self._lock:
             return sorted(self._refs)
+
+    def mark_attached(self, volume: str) -> None:
+        """This plugin is about to ask the service to attach ``volume``."""
+        with self._lock:
+            if volume not in self._attached:
+                self._attached.add(volume)
+                self._save()
+
+    def mark_detached(self, volume: str) -> None:
+        """``volume`` is detached from this VM (or was never attached by this plugin)."""
+        with self._lock:
+            if volume in self._attached:
+                self._attached.discard(volume)
+                self._save()
+
+    def attached_here(self, volume: str) -> bool:
+        """Whether this plugin attached ``volume`` (and has not detached it since): only
+        then may it detach the volume for nobody; another plugin on this VM may be
+        mounting it right now."""
+        with self._lock:
+            return volume in self._attached
 
     def add(self, volume: str, mount_id: str) -> int:
         with self._lock:

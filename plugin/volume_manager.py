@@ -133,6 +133,11 @@ class VolumeManager:
         return {v["name"]: v for v in self.client.list(timeout=timeout)
                 if v.get("attached_to") == me}
 
+    def attached_by_me(self, canonical: str) -> bool:
+        """Whether this plugin attached the volume (refcounts.py): only such a disk is its to
+        release when nobody uses it; another plugin on this VM may be mounting the rest."""
+        return self.refs.attached_here(canonical)
+
     def touched_by_docker(self, canonical: str) -> bool:
         """True once dockerd's own Mount or Unmount of the volume ran in this process."""
         return canonical in self.touched
@@ -167,11 +172,13 @@ class VolumeManager:
                 try:
                     self.client.remove(name)
                 except ServiceError as exc:
-                    if exc.code != VOLUME_IN_USE:
+                    # perhaps still attached here by an Unmount whose detach failed; one
+                    # another plugin on this VM attached is its to release, not ours
+                    if exc.code != VOLUME_IN_USE or not self.refs.attached_here(canonical):
                         raise
-                    # perhaps still attached here by an Unmount whose detach failed
-                    self.detach(name)
+                    self.detach(name, canonical=canonical)
                     self.client.remove(name)
+                self.refs.mark_detached(canonical)
                 self.refs.drop_alias(canonical)
                 self.cache.forget(canonical)
 
@@ -234,7 +241,14 @@ class VolumeManager:
     def attach_and_mount(self, name: str, canonical: str) -> None:
         """Attach, format on first use, mount; undo the attach if anything after it fails."""
         target = self.mountpoint(canonical)
-        answer = self.client.attach(name)
+        # Recorded before asking, so that a Mount dying while the service attaches still
+        # leaves this plugin's recovery a disk to release (refcounts.py).
+        self.refs.mark_attached(canonical)
+        try:
+            answer = self.client.attach(name)
+        except ServiceError:
+            self.refs.mark_detached(canonical)  # refused: nothing was attached for us
+            raise
         view = answer["volume"]
         fault_point("plugin.mount.attached")
         try:
@@ -255,7 +269,7 @@ class VolumeManager:
                           and self._grow_unmounted(canonical, device, fstype))
             self.mounter.mount(device, target, fstype, read_only)
         except BaseException:
-            self._detach_quietly(name)
+            self._detach_quietly(name, canonical)
             raise
         self._fstypes[canonical] = fstype
         self._grown.pop(canonical, None)
@@ -370,11 +384,13 @@ class VolumeManager:
             return {"Name": name, "Status": status_of(view),
                     "Previous": f"{reply.get('previous_capacity_mb')}mb", "Filesystem": note}
 
-    def _detach_quietly(self, name: str) -> None:
+    def _detach_quietly(self, name: str, canonical: str) -> None:
         try:
             self.client.detach(name)
         except PluginError as exc:
             log.error("volume=%s detach after a failed mount failed too: %s", name, exc)
+            return
+        self.refs.mark_detached(canonical)
 
     def unmount(self, name: str, mount_id: str) -> None:
         with self._op("unmount", name, mount_id):
@@ -397,7 +413,7 @@ class VolumeManager:
                     raise
                 # Unmounted now; a failed detach leaves the disk attached to this VM only,
                 # which the next Mount (attach is idempotent) or Remove takes care of.
-                self.detach(name, formatted=True)
+                self.detach(name, formatted=True, canonical=canonical)
 
     def _mounted_for_nobody(self, canonical: str) -> bool:
         """Counts lost (a state file set aside) but the volume is mounted: release it when
@@ -409,7 +425,7 @@ class VolumeManager:
 
     def unmount_and_detach(self, name: str, canonical: str) -> None:
         self.release_mount(canonical)
-        self.detach(name, formatted=True)
+        self.detach(name, formatted=True, canonical=canonical)
 
     def release_mount(self, canonical: str) -> None:
         """Unmount the volume's filesystem if it is mounted."""
@@ -420,9 +436,10 @@ class VolumeManager:
             self._grow_failed.pop(canonical, None)
             fault_point("plugin.unmount.unmounted")
 
-    def detach(self, name: str, formatted: bool = False) -> None:
+    def detach(self, name: str, formatted: bool = False, canonical: str | None = None) -> None:
         try:
             self.client.detach(name, formatted)
         except ServiceError as exc:
             if exc.code != VOLUME_NOT_FOUND:
                 raise
+        self.refs.mark_detached(canonical or name)

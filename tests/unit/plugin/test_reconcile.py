@@ -63,12 +63,23 @@ def test_a_volume_docker_uses_is_never_released(rig):
 
 def test_a_late_attach_for_nobody_is_detached(rig):
     rig.manager.create("db", {})
+    rig.manager.refs.mark_attached(DB)  # the dead plugin's Mount had asked for the attach
     manager = rig.restart()
     recover(manager, FakeDockerUsers({}))  # recovery ran before the attach finished
     rig.service.attach("vm1", "db")  # the dead plugin's Mount, finished by the service
     report = Reconciler(manager, FakeDockerUsers({})).run_once()
     assert report == {"detached": 1}
     assert rig.backend.holder_of("db") is None
+
+
+def test_a_disk_another_plugin_on_this_vm_attached_is_left_alone(rig):
+    """Two plugins on one VM (a managed one beside `make run`'s, two dockerds): the other
+    one's disk, attached and not yet mounted, is not an orphan of this one. Detaching it
+    unbound its loop device under the other plugin's e2fsck and mount (EIO)."""
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")  # the other plugin's Mount, between attach and mount
+    assert Reconciler(rig.manager, FakeDockerUsers({}), grace=0).run_once() == {}
+    assert rig.backend.holder_of("db") == "vm1"
 
 
 def test_a_disk_attached_to_another_vm_is_left_alone(rig):

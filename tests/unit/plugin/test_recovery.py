@@ -41,10 +41,20 @@ def test_used_but_not_mounted_is_mounted(rig):
 
 def test_attached_but_not_mounted_and_unused_is_detached(rig):
     rig.manager.create("db", {})
+    rig.manager.refs.mark_attached(DB)
     rig.service.attach("vm1", "db")  # a Mount that died between attach and mount
     manager = rig.restart()
     recover(manager, FakeDockerUsers({}))
     assert rig.backend.holder_of("db") is None
+    assert not manager.refs.attached_here(DB)
+
+
+def test_a_disk_another_plugin_on_this_vm_attached_is_left_alone_by_recovery(rig):
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")  # another plugin on this VM, mounting it right now
+    manager = rig.restart()
+    assert recover(manager, FakeDockerUsers({}))["detached"] == 0
+    assert rig.backend.holder_of("db") == "vm1"
 
 
 def test_counts_that_disagree_with_docker_are_replaced_by_recovered_ids(rig):

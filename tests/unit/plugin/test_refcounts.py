@@ -179,3 +179,20 @@ def test_in_use_names_exactly_the_volumes_whose_total_is_above_zero(path):
     assert refs.release("v@ds1", "unknown-id") is True  # the recovered user departing
     assert refs.in_use() == {"db@ds1"}
     assert {v for v in ("db@ds1", "gone@ds1", "v@ds1") if refs.total(v)} == refs.in_use()
+
+
+def test_which_disks_this_plugin_attached_survives_a_restart(path):
+    refs = RefCounts(path)
+    refs.mark_attached("db@ds1")
+    refs.mark_attached("web@ds1")
+    refs.mark_detached("web@ds1")
+    again = RefCounts(path)
+    assert again.attached_here("db@ds1") and not again.attached_here("web@ds1")
+
+
+def test_a_state_file_from_before_the_attach_record_counts_its_volumes_as_attached_here(path):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"refs": {"db@ds1": {"m1": 1}}, "aliases": {}}, f)
+    refs = RefCounts(path)
+    assert refs.attached_here("db@ds1") and not refs.attached_here("other@ds1")

@@ -353,3 +353,36 @@ def test_mount_counts_survive_a_plugin_restart(rig):
     assert rig.target("db@ds1") in rig.mounter.table
     manager.unmount("db", "m2")
     assert rig.mounter.table == {}
+
+
+def test_a_mount_records_the_attach_as_this_plugins_and_the_last_unmount_forgets_it(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    assert rig.manager.refs.attached_here("db@ds1")
+    rig.manager.unmount("db", "m1")
+    assert not rig.manager.refs.attached_here("db@ds1")
+
+
+def test_an_attach_the_service_refused_is_not_recorded_as_this_plugins(rig):
+    rig.manager.create("db", {})
+    rig.service.attach("vm-other", "db")
+    with pytest.raises(ServiceError):
+        rig.manager.mount("db", "m1")
+    assert not rig.manager.refs.attached_here("db@ds1")
+
+
+def test_an_attach_that_timed_out_stays_recorded_for_recovery(rig):
+    rig.manager.create("db", {})
+    rig.client.unreachable = True  # the service may still finish the attach
+    with pytest.raises(ServiceUnreachable):
+        rig.manager.mount("db", "m1")
+    assert rig.manager.refs.attached_here("db@ds1")
+
+
+def test_remove_does_not_detach_a_disk_another_plugin_on_this_vm_attached(rig):
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")  # another plugin on this VM has it mounted
+    with pytest.raises(ServiceError) as err:
+        rig.manager.remove("db")
+    assert err.value.code == "VolumeInUse"
+    assert rig.backend.holder_of("db") == "vm1"
