@@ -142,17 +142,10 @@ def test_without_cap_sys_resource_ext4_grows_at_the_next_mount(dv: Docker) -> No
     assert "online needs CAP_SYS_RESOURCE" in done.stdout
     assert "it grows at the next mount" in done.stdout
     assert df_kb(dv, "nc") < 100 * 1024
-    try:
-        stop_writer_and_verify(dv, "nocap", "nc")  # also mounts it afresh: grown offline
-    except AssertionError as exc:
-        # Seen once in a full-suite run (not alone, 0 of 7): the mount right after the
-        # offline e2fsck + resize2fs failed with EIO, the kernel saying "EXT4-fs (loop0):
-        # unable to read superblock". An open bug of issue 13, cause not yet found; any
-        # other failure here still fails the test.
-        if "Input/output error" in str(exc):
-            pytest.xfail(f"known intermittent EIO on the mount after an offline ext4 grow: "
-                         f"{exc}")
-        raise
+    # Also mounts it afresh: grown offline. (Its intermittent EIO in full runs was the
+    # suite's managed plugin, a second plugin on VM test-vm, detaching the disk between
+    # this plugin's attach and mount: test_two_plugins_one_vm.py.)
+    stop_writer_and_verify(dv, "nocap", "nc")
     out = dv.out("run", "--rm", "-v", "nocap:/data", "busybox", "df", "-k", "/data")
     assert int(out.splitlines()[-1].split()[1]) > 300 * 1024
 
