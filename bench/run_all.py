@@ -427,9 +427,16 @@ NOTES = """
   0.5 ms and a server thread more than a kept-alive one, four per life cycle): reusing the
   kept-alive connection only when a zero-timeout poll shows it open would keep "never sent
   twice", but tests/unit/plugin/test_esx_client.py asserts a connection per change.
-- Attach from 16 VMs at once on vSphere: throughput stops growing past 4 VMs; the
-  attach reads the devices of every VM on the datastore (to refuse a disk another VM
-  holds), which pyVmomi deserialises in Python under the GIL.
+- Attach from 16 VMs at once on vSphere, and whole life cycles at 16 clients with 2 ms
+  per request: throughput stops growing past 4 (at 2 ms, 16 clients make fewer life
+  cycles per second than 4). The attach reads the devices of every VM on the datastore
+  (to refuse a disk another VM holds): on this machine, with 2 ms per request, that one
+  read took 50-75 ms of a ~90 ms attach in a probe outside the bench (vcsim serialising
+  and pyVmomi deserialising some 200 devices, under the GIL, on 2 cores that vcsim and
+  the bench share). Reading a lighter property for the other VMs (their disk files
+  only, `layout.disk`, which vcsim updates on every reconfigure) is the next step;
+  whether a real vCenter updates it at once after a hot-add on another host could not
+  be checked here.
 - pyinstrument/py-spy are installed into .venv by profile_slowest.py on demand; they are
   dev tools, and would belong in a `[project.optional-dependencies] bench` extra rather
   than in `test` if `make bench` should not reach PyPI at run time.
