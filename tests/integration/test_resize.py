@@ -186,13 +186,19 @@ def test_refusals_name_the_value_and_change_nothing(
     done = guest("nosuch", "1gb")
     assert done.returncode == 1 and "nosuch@datastore1 does not exist" in done.stderr
     added = admin(run_dir, "vmgroup", "access", "add", "--name", "_DEFAULT", "--datastore",
-                  "datastore1", "--allow-create", "--volume-maxsize", "500mb")
+                  "datastore1", "--allow-create", "--volume-maxsize", "500mb",
+                  "--volume-totalsize", "600mb")
     assert added.returncode == 0, added.stderr
     try:
         done = guest("stays", "1gb")
         assert done.returncode == 1, done.stdout
         assert ("cannot grow volume stays@datastore1 from 200mb to 1gb: volume-maxsize of "
                 "vmgroup _DEFAULT on datastore1 is 500mb; 1gb was asked") in done.stderr
+        make_volume(dv, "other", "size=300mb")  # 500mb of the vmgroup's 600mb used now
+        done = admin(run_dir, "volume", "resize", "--volume", "stays", "--size", "400mb")
+        assert done.returncode == 1, done.stdout
+        assert ("cannot grow volume stays@datastore1 from 200mb to 400mb: volume-totalsize of "
+                "vmgroup _DEFAULT on datastore1 is 600mb") in done.stderr, done.stderr
     finally:
         admin(run_dir, "vmgroup", "access", "rm", "--name", "_DEFAULT", "--datastore",
               "datastore1")
@@ -236,3 +242,28 @@ def test_plugin_killed_inside_a_guest_grow_finishes_it_on_restart(
     restart_plugin_and_wait_for_recovery(plugin)
     wait_grown(dv, "pw", 300)
     stop_writer_and_verify(dv, name, "pw")
+
+
+@pytest.mark.parametrize("point", ["plugin.resize.growing", "plugin.resize.grown"])
+def test_plugin_killed_inside_an_offline_ext4_grow_finishes_it_at_the_next_mount(
+        dv: Docker, plugin: Daemon, run_dir: Path, point: str) -> None:
+    """The grow of an ext4 disk grown while detached runs inside a Mount (e2fsck and
+    resize2fs before mount(2)): a plugin killed before or after it loses nothing, and the
+    next Mount grows (or finds grown) the filesystem."""
+    name = "okill"
+    make_volume(dv, name, "size=100mb")
+    dv("run", "--rm", "-v", f"{name}:/data", "busybox", "sh", "-c",
+       "dd if=/dev/urandom of=/data/blob bs=64k count=64 2>/dev/null; md5sum /data/blob "
+       "> /data/sum")
+    done = admin(run_dir, "volume", "resize", "--volume", name, "--size", "300mb")
+    assert done.returncode == 0 and "grows at the next mount" in done.stdout, done.stderr
+    restart_plugin_and_wait_for_recovery(plugin, {"DOCKVOLS_FAULT_POINTS": point})
+    try:
+        died = dv("run", "--rm", "-v", f"{name}:/data", "busybox", "true", check=False)
+        assert died.returncode != 0
+        wait_for(lambda: not plugin.running, 10, f"the plugin to die at {point}")
+    finally:
+        restart_plugin_and_wait_for_recovery(plugin)
+    out = dv.out("run", "--rm", "-v", f"{name}:/data", "busybox", "sh", "-c",
+                 "md5sum -c -s /data/sum && df -k /data")
+    assert int(out.splitlines()[-1].split()[1]) > 200 * 1024, out
