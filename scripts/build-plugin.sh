@@ -4,14 +4,17 @@
 #   build/plugin/config.json + build/plugin/rootfs/   the plugin directory
 #   build/cache/base-<key>/                           debootstrap tree, reused while its inputs
 #                                                     (suite, mirror, packages) do not change
-#   build/cache/wheels/                               this project and its plugin deps, built
+#   build/cache/wheels/                               the plugin's project and its deps, built
 #                                                     on the host with .venv/bin/pip wheel
 #
 # The rootfs is Debian bookworm (debootstrap --variant=minbase from the mirror this machine's
 # apt uses: scripts/debian_mirror.py reads /etc/apt/sources.list(.d), and apt's proxy
 # setting is passed on) with the
 # tools the plugin runs (mount, blkid, mkfs.ext4, mkfs.xfs) and a venv in /opt/dockvols
-# installed with --no-index from those wheels; the versions are the ones in .venv.
+# installed with --no-index from those wheels; the versions are the ones in .venv. The venv
+# holds the guest's half only: scripts/plugin_project.py makes a project of plugin/ and
+# dockvols_common/ with the `plugin` extra's dependencies, so no esx_service, admin_web or
+# pyVmomi is in the image.
 # File times are clamped to SOURCE_DATE_EPOCH (the last commit) and caches, logs and docs
 # are dropped, so the same inputs give the same tree.
 #
@@ -25,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=$REPO/.venv/bin/python
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' esx_service/__init__.py)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' plugin/__init__.py)
 PLUGIN_NAME=${PLUGIN_NAME:-vsphere}
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
 MIRROR=${DEBIAN_MIRROR:-$(python3 "$REPO/scripts/debian_mirror.py")} \
@@ -72,14 +75,17 @@ else
   say "reusing $base"
 fi
 
-# 2. wheels of dockvols and its plugin dependencies, pinned to the versions in .venv
+# 2. wheels of the plugin's project (plugin/ + dockvols_common/) and its dependencies, pinned
+#    to the versions in .venv
 wheels=$CACHE/wheels
+project=$CACHE/plugin-project
 mkdir -p "$wheels"
-rm -f "$wheels"/dockvols-*.whl
+rm -rf "$wheels"/dockvols-*.whl "$wheels"/dockvols_plugin-*.whl "$project"
+"$PY" "$REPO/scripts/plugin_project.py" "$REPO" "$project"
 "$PY" -m pip freeze --exclude-editable >"$CACHE/constraints.txt"
-"$PY" -m pip wheel -q --wheel-dir "$wheels" -c "$CACHE/constraints.txt" "$REPO[plugin]" \
+"$PY" -m pip wheel -q --wheel-dir "$wheels" -c "$CACHE/constraints.txt" "$project" \
   >"$CACHE/pip-wheel.log" 2>&1 || { cat "$CACHE/pip-wheel.log" >&2; say "pip wheel failed"; exit 1; }
-rm -rf "$REPO"/build/lib "$REPO"/build/bdist.* 2>/dev/null || true  # setuptools' leftovers
+rm -rf "$project"
 
 # 3. the rootfs: a copy of the base tree plus the venv
 rootfs=$OUT/rootfs
@@ -96,7 +102,7 @@ inroot() {  # a clean environment: the host's pip settings (mirrors, find-links)
 }
 inroot python3 -m venv "$VENV_DIR"
 inroot "$VENV_DIR/bin/python" -m pip install -q --no-index --no-cache-dir \
-  --disable-pip-version-check --find-links /tmp/wheels "dockvols[plugin]"
+  --disable-pip-version-check --find-links /tmp/wheels dockvols-plugin
 inroot "$VENV_DIR/bin/python" -m pip uninstall -q -y --disable-pip-version-check setuptools pip
 rm -rf "$rootfs/tmp/wheels" "$rootfs/root/.cache" "$rootfs/usr/share/python-wheels"
 # Byte-code with hash-based, unchecked invalidation: independent of file times (so these can

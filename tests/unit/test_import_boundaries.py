@@ -6,7 +6,10 @@ on ESXi's Python; the plugin image carries no host code)."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,31 @@ def test_the_guest_and_the_host_never_import_each_other(package: str) -> None:
 def test_the_shared_package_imports_only_the_standard_library() -> None:
     allowed = frozenset(sys.stdlib_module_names) | {"dockvols_common", "__future__"}
     assert violations("dockvols_common", allowed) == []
+
+
+def _dist_name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]).lower()
+
+
+def test_the_plugin_imports_only_what_its_image_installs() -> None:
+    """The managed plugin's venv holds plugin/, dockvols_common/ and the ``plugin`` extra's
+    dependencies (scripts/plugin_project.py): an import of anything else works in .venv and
+    fails in the image."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["plugin"]
+    declared = {_dist_name(r) for r in extra}
+    providers = importlib.metadata.packages_distributions()
+    own = {"plugin", "dockvols_common", "__future__"}
+    undeclared = []
+    for package in ("plugin", "dockvols_common"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for top in imported_tops(path.read_text(encoding="utf-8")):
+                if top in own or top in sys.stdlib_module_names:
+                    continue
+                dists = {_dist_name(d) for d in providers.get(top, [])}
+                if not dists & declared:
+                    undeclared.append(f"{path.relative_to(REPO)}: {top} ({sorted(dists)})")
+    assert undeclared == [], "add their distributions to the plugin extra in pyproject.toml"
 
 
 def test_the_import_reader_sees_absolute_lazy_and_dotted_imports_but_not_relative_ones() -> None:

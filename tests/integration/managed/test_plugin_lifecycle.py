@@ -79,6 +79,19 @@ def test_plugin_asks_only_for_what_it_needs(managed: ManagedPlugin) -> None:
     assert env["DOCKVOLS_DRIVER_NAME"] == managed.name  # set by build-plugin.sh for recovery
 
 
+def test_the_plugin_image_holds_the_guest_half_only(managed: ManagedPlugin, mdir: Path) -> None:
+    """The rootfs as dockerd unpacked it: the plugin's Python finds the plugin and the package
+    it shares with the host, and none of the host's (scripts/plugin_project.py)."""
+    rootfs = mdir / "root" / "plugins" / managed.id / "rootfs"
+    wanted = ("plugin", "dockvols_common", "esx_service", "admin_web", "pyVmomi")
+    probe = ("import importlib.util as u; "
+             f"print(' '.join(m for m in {wanted!r} if u.find_spec(m)))")
+    found = subprocess.run(["chroot", str(rootfs), "/opt/dockvols/bin/python", "-B", "-c", probe],
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, capture_output=True,
+                           text=True, check=True, timeout=60).stdout.split()
+    assert found == ["plugin", "dockvols_common"]
+
+
 def build_plugin(docker: Docker, name: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(REPO / "scripts" / "build-plugin.sh")],
                           env={**docker.env, "PLUGIN_NAME": name, **env}, capture_output=True,
