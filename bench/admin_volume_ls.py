@@ -77,10 +77,10 @@ def measure(count: int) -> dict:
     try:
         seed(os.path.join(work, "ds1"), count)
         db = AdminDb(os.path.join(work, "dockvols.db"))
-        service = VolumeService(LocalBackend({"ds1": os.path.join(work, "ds1")}), "ds1",
-                                DbAccess(db))
+        backend = LocalBackend({"ds1": os.path.join(work, "ds1")})
+        service = VolumeService(backend, "ds1", DbAccess(db))
         sock = os.path.join(work, "admin.sock")
-        admin = AdminApi(AdminService(service, db), Importer(service, db))
+        admin = AdminApi(AdminService(service, db), Importer(service, backend, db))
         server = UnixApiServer(sock, admin, "admin", mode=0o600)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()

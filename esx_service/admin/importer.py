@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..access import DEFAULT_VMGROUP
-from ..backends.base import DiskLocation
+from ..backends.base import Backend, DiskLocation
 from ..errors import BadRequest, DockvolsError, InvalidName, NotFound, VolumeInUse
 from ..names import check_mountable, parse_volume_name
 from ..options import ACCESS_MODES, ATTACH_AS, FSTYPES, MB, VolumeOptions
@@ -78,12 +78,13 @@ class Importer:
     """The rules of adopting disks; its routes (``imports``, ``imports/vdvs``) are in
     ``admin_api``."""
 
-    def __init__(self, service: VolumeService, db: AdminDb) -> None:
-        self.service, self.db = service, db
+    def __init__(self, volumes: VolumeService, backend: Backend, db: AdminDb) -> None:
+        # volumes adopts (metadata, locks, quotas); backend reads and finds the disk files
+        self.volumes, self.backend, self.db = volumes, backend, db
 
     # -- one disk ---------------------------------------------------------------------
     def _datastore(self, asked: str) -> str:
-        known = [d.name for d in self.service.datastores()]
+        known = [d.name for d in self.volumes.datastores()]
         for name in known:
             if name.casefold() == asked.casefold():
                 return name
@@ -102,14 +103,14 @@ class Importer:
         if not source.endswith(".vmdk") or _COMPANION.search(source):
             raise BadRequest(f"cannot import {where}: not a VMDK descriptor; name the "
                              "disk's <name>.vmdk file (not -flat, -delta, -ctk, -NNNNNN)")
-        head = self.service.backend.read_file(datastore, source, DESCRIPTOR_LIMIT)
+        head = self.backend.read_file(datastore, source, DESCRIPTOR_LIMIT)
         if head is None:
             raise NotFound(f"cannot import {where}: no such file")
         try:
             facts = describe_vmdk(head)
         except ValueError as exc:
             raise BadRequest(f"cannot import {where}: {exc}") from exc
-        users = self.service.backend.disk_users(datastore, source)
+        users = self.backend.disk_users(datastore, source)
         if users:
             raise VolumeInUse(f"cannot import {where}: it is attached to {', '.join(users)}; "
                               "detach it from the VM first")
@@ -132,17 +133,17 @@ class Importer:
         facts = self.inspect(datastore, source)
         adoption = Adoption(datastore, source, DiskLocation(datastore, group, ref.name),
                             options_from_facts(facts))
-        return self.service.adopt(IMPORTER_VM, adoption.loc, source, adoption.options,
+        return self.volumes.adopt(IMPORTER_VM, adoption.loc, source, adoption.options,
                                   adoption.origin)
 
     # -- everything vDVS left ---------------------------------------------------------
     def from_vdvs(self, datastore: str | None, dry_run: bool) -> list[dict]:
         stores = ([self._datastore(datastore)] if datastore
-                  else [d.name for d in self.service.datastores()])
+                  else [d.name for d in self.volumes.datastores()])
         lines = []
         for ds in stores:
             tenants = self._vdvs_tenants(ds)
-            for source in self.service.backend.find_files(ds, "dockvols", "*.vmdk"):
+            for source in self.backend.find_files(ds, "dockvols", "*.vmdk"):
                 if not _COMPANION.search(source):  # extents and deltas go with their disk
                     lines.append(self._adopt_one(ds, source, tenants, dry_run))
         return lines
@@ -161,7 +162,7 @@ class Importer:
         if dry_run:
             return {**line, "outcome": "would adopt"}
         try:
-            self.service.adopt(IMPORTER_VM, adoption.loc, source, adoption.options,
+            self.volumes.adopt(IMPORTER_VM, adoption.loc, source, adoption.options,
                                adoption.origin)
         except DockvolsError as exc:
             return {**line, "outcome": "skipped", "reason": exc.message}
@@ -174,7 +175,7 @@ class Importer:
         folder, file_name = parts[1], parts[2]
         stem = file_name[:-len(".vmdk")]
         meta_file = f"dockvols/{folder}/{stem}.json"
-        if self.service.backend.read_file(ds, meta_file, 1) is not None:
+        if self.backend.read_file(ds, meta_file, 1) is not None:
             raise _Skip("already a dockvols volume")
         if folder in (DEFAULT_VMGROUP, VDVS_DEFAULT_TENANT_UUID):
             group = DEFAULT_VMGROUP
@@ -207,12 +208,12 @@ class Importer:
         folder = source.rpartition("/")[0]
         candidates = [f"{folder}/{s}" for s in facts.sidecars]
         pattern = re.compile(re.escape(name) + r"-[0-9A-Za-z]+\.vmfd")
-        candidates += [p for p in self.service.backend.find_files(ds, folder, "*.vmfd")
+        candidates += [p for p in self.backend.find_files(ds, folder, "*.vmfd")
                        if p.count("/") == 2 and pattern.fullmatch(p.rpartition("/")[2])]
         kept: dict[str, str] = {}
         read_from = None
         for side in dict.fromkeys(candidates):
-            raw = self.service.backend.read_file(ds, side)
+            raw = self.backend.read_file(ds, side)
             if raw is None:
                 continue
             try:
@@ -237,7 +238,7 @@ class Importer:
     def _vdvs_tenants(self, ds: str) -> dict[str, str]:
         """vDVS tenant UUID -> name, from its config DB when one can be read."""
         for path in VDVS_DB_PATHS:
-            raw = (self.service.backend.read_file(ds, path) if not path.startswith("/")
+            raw = (self.backend.read_file(ds, path) if not path.startswith("/")
                    else _read_local(path))
             if raw:
                 try:

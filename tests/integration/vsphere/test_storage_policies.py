@@ -44,9 +44,10 @@ DEFAULT_POLICY = "vSAN Default Storage Policy"  # one of vcsim's built-in polici
 
 def admin_api(service: VolumeService, db: AdminDb) -> AdminApi:
     """The admin routes wired as main() wires them: the backend's own policy service."""
-    storage_policies = service.backend.storage_policies
-    assert storage_policies is not None  # the vsphere backend has one
-    return AdminApi(AdminService(service, db, storage_policies), Importer(service, db))
+    backend = service.backend
+    assert backend.storage_policies is not None  # the vsphere backend has one
+    return AdminApi(AdminService(service, db, backend.storage_policies),
+                    Importer(service, backend, db))
 
 
 @pytest.fixture

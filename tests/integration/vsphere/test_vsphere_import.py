@@ -27,7 +27,7 @@ from .test_vsphere_backend import DS, VM0, VM1, vm_disks, volume_file
 @pytest.fixture
 def importer(service: VolumeService, tmp_path: Path) -> Iterator[Importer]:
     db = AdminDb(str(tmp_path / "dockvols.db"))
-    yield Importer(service, db)
+    yield Importer(service, service.backend, db)
     db.close()
 
 

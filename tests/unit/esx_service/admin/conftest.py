@@ -87,7 +87,7 @@ def stack(tmp_path: Path, short_dir: str, db: AdminDb,
     backend = LocalBackend({"ds1": str(tmp_path / "ds1"), "ds2": str(tmp_path / "ds2")},
                            run=losetup)
     service = VolumeService(backend, "ds1", DbAccess(db))
-    admin = AdminApi(AdminService(service, db, storage_policies), Importer(service, db),
+    admin = AdminApi(AdminService(service, db, storage_policies), Importer(service, backend, db),
                      log_file="/var/log/dockvols.log", config_source="test",
                      listeners=["/run/dockvols/esx.sock (VM host1)"])
     path = os.path.join(short_dir, "admin.sock")

@@ -38,7 +38,8 @@ class Observed:
         self.db = db
         self.service = VolumeService(self.backend, "ds1", DbAccess(db),
                                      observer=self.telemetry)
-        self.admin = AdminApi(AdminService(self.service, db), Importer(self.service, db),
+        self.admin = AdminApi(AdminService(self.service, db),
+                              Importer(self.service, self.backend, db),
                               ObserveRoutes(self.service, db, self.telemetry))
         self.socket = os.path.join(short_dir, "admin.sock")
         self.server = UnixApiServer(self.socket, self.admin, "admin", mode=0o600)
