@@ -92,16 +92,12 @@ class Reconciler:
         self._grow_grown(canonical, live, snap)
 
     # -- the rules ------------------------------------------------------------------------
-    def _is_mounted(self, canonical: str) -> bool:
-        m = self.manager
-        return m.mountpoint(canonical) in m.mounter.mounts_under(m.mount_root)
-
     def _grow_grown(self, canonical: str, live: set[str], snap: Snapshot) -> None:
         """A disk grown behind the plugin's back (an admin's resize): grow the mounted
         filesystem. grow_check.py does the same every few seconds, for the 10 s bound; this
         rule covers a plugin whose check is off (DOCKVOLS_GROW_CHECK_INTERVAL=0)."""
         view = snap.views.get(canonical)
-        if view is not None and self._is_mounted(canonical) and \
+        if view is not None and self.manager.is_mounted(canonical) and \
                 "grown online" in self.manager.grow_mounted(canonical, view):
             snap.count("grown")
 
@@ -113,7 +109,7 @@ class Reconciler:
 
     def _recount_lost(self, canonical: str, live: set[str], snap: Snapshot) -> None:
         """Mounted with no count but live users: counts were lost; count Docker's users."""
-        if live and self.manager.refs.total(canonical) == 0 and self._is_mounted(canonical):
+        if live and self.manager.refs.total(canonical) == 0 and self.manager.is_mounted(canonical):
             self.manager.recount(canonical, live)
             snap.count("recounted")
 
@@ -138,8 +134,9 @@ class Reconciler:
 
     def _release_unused(self, canonical: str, live: set[str], snap: Snapshot) -> None:
         """Mounted for nobody: unmount and detach."""
-        if not live and self.manager.refs.total(canonical) == 0 and self._is_mounted(canonical):
-            self.manager.unmount_and_detach(canonical, canonical)
+        m = self.manager
+        if not live and m.refs.total(canonical) == 0 and m.is_mounted(canonical):
+            m.unmount_and_detach(canonical, canonical)
             snap.attached.discard(canonical)
             snap.count("unmounted")
 
@@ -150,7 +147,8 @@ class Reconciler:
         left alone: that plugin may be between its attach and its mount right now."""
         refs = self.manager.refs
         if (canonical in snap.attached and not live and refs.total(canonical) == 0
-                and self.manager.attached_by_me(canonical) and not self._is_mounted(canonical)):
+                and self.manager.attached_by_me(canonical)
+                and not self.manager.is_mounted(canonical)):
             self.manager.detach(canonical, formatted=False)
             snap.count("detached")
 

@@ -123,6 +123,10 @@ class VolumeManager:
     def ids(self, canonical: str) -> dict[str, int]:
         return self.refs.ids(canonical)
 
+    def is_mounted(self, canonical: str) -> bool:
+        """Whether the volume's filesystem is mounted at its mount point now."""
+        return self.mountpoint(canonical) in self.mounter.mounts_under(self.mount_root)
+
     def mounted_volumes(self) -> set[str]:
         """Canonical names of the volumes mounted under the mount root now."""
         return {os.path.basename(p) for p in self.mounter.mounts_under(self.mount_root)}
@@ -420,8 +424,7 @@ class VolumeManager:
         Docker says no live container uses it."""
         return (self.refs.total(canonical) == 0 and self.users is not None
                 and self.recovered.is_set()
-                and self.mountpoint(canonical) in self.mounter.mounts_under(self.mount_root)
-                and not self.users.users_of(canonical))
+                and self.is_mounted(canonical) and not self.users.users_of(canonical))
 
     def unmount_and_detach(self, name: str, canonical: str) -> None:
         self.release_mount(canonical)
@@ -429,9 +432,8 @@ class VolumeManager:
 
     def release_mount(self, canonical: str) -> None:
         """Unmount the volume's filesystem if it is mounted."""
-        target = self.mountpoint(canonical)
-        if target in self.mounter.mounts_under(self.mount_root):
-            self.mounter.umount(target)
+        if self.is_mounted(canonical):
+            self.mounter.umount(self.mountpoint(canonical))
             self._grown.pop(canonical, None)
             self._grow_failed.pop(canonical, None)
             fault_point("plugin.unmount.unmounted")

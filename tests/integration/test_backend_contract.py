@@ -24,7 +24,6 @@ class Subject:
     backend: Backend
     datastore: str
     vm: str
-    other_vm: str
 
     def loc(self, name: str | None = None) -> DiskLocation:
         return DiskLocation(self.datastore, "_DEFAULT", name or f"c{uuid.uuid4().hex[:10]}")
@@ -33,14 +32,14 @@ class Subject:
 @pytest.fixture(params=["fake", "local", "vsphere"])
 def subject(request: pytest.FixtureRequest, run_dir: Path) -> Iterator[Subject]:
     if request.param == "fake":
-        yield Subject(FakeBackend({"ds1": 50 * 1024 ** 3}), "ds1", "vm-a", "vm-b")
+        yield Subject(FakeBackend({"ds1": 50 * 1024 ** 3}), "ds1", "vm-a")
     elif request.param == "local":
         root = run_dir / f"contract-{uuid.uuid4().hex[:6]}"
-        yield Subject(LocalBackend({"ds1": str(root)}), "ds1", "vm-a", "vm-b")
+        yield Subject(LocalBackend({"ds1": str(root)}), "ds1", "vm-a")
     else:
         sim: Vcsim = request.getfixturevalue("vcsim")
         with sim.backend() as backend:
-            yield Subject(backend, "LocalDS_0", "DC0_H0_VM0", "DC0_H0_VM1")
+            yield Subject(backend, "LocalDS_0", "DC0_H0_VM0")
 
 
 def test_datastores_report_capacity_and_free_space(subject: Subject) -> None:
