@@ -33,6 +33,7 @@ _SOURCES = {
     "lease_seconds": ("service", "lease_seconds", "DOCKVOLS_LEASE_SECONDS"),
     "leases": ("service", "leases", "DOCKVOLS_LEASES"),
     "lease_wait": ("service", "lease_wait_seconds", "DOCKVOLS_LEASE_WAIT_SECONDS"),
+    "lease_keep": ("service", "lease_keep_seconds", "DOCKVOLS_LEASE_KEEP_SECONDS"),
     "datastores": ("local", "datastores", "DOCKVOLS_DATASTORES"),
     "vsock_port": ("vsock", "port", "DOCKVOLS_VSOCK_PORT"),
     "vsock_vms": ("vsock", "vms", "DOCKVOLS_VSOCK_VMS"),
@@ -91,6 +92,9 @@ class ServiceConfig:
     host_id: str = field(default_factory=_socket.gethostname)
     lease_seconds: float = 15.0
     lease_wait_seconds: float = 90.0
+    # How long a lease outlives its operation for the next on the same key (cluster_locks):
+    # None = the lease store's own choice (2 s through the vSphere API, 0 on a mount).
+    lease_keep_seconds: float | None = None
     # "datastore": locks hold across hosts (the default, and a must whenever two services
     # share a datastore); "process": this process's locks only, for the one service that
     # alone owns its datastores (vCenter mode), where remote leases cost round trips.
@@ -175,7 +179,8 @@ def _build(raw: dict[str, str], source: str) -> ServiceConfig:
         if raw.get(key):
             kwargs[key] = raw[key].strip()
     for key, attr, low, high in (("lease_seconds", "lease_seconds", 1.0, 600.0),
-                                 ("lease_wait", "lease_wait_seconds", 0.0, 3600.0)):
+                                 ("lease_wait", "lease_wait_seconds", 0.0, 3600.0),
+                                 ("lease_keep", "lease_keep_seconds", 0.0, 60.0)):
         if raw.get(key):
             kwargs[attr] = _seconds(raw[key], attr, low, high)
     if raw.get("leases"):

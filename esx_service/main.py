@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         locks: VolumeLocks = LocalVolumeLocks()
         if config.leases == "datastore":
             leases.start()
-            locks = ClusterLocks(leases)
+            locks = ClusterLocks(leases, keep_seconds=config.lease_keep_seconds)
         else:
             log.warning("leases = process: locks hold in this process only; never let another "
                         "service use these datastores")

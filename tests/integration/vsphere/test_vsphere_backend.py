@@ -487,6 +487,12 @@ def test_the_esx_service_serves_vsphere_volumes_over_its_unix_socket(fresh_vcsim
         log.close()
         shutil.rmtree(run, ignore_errors=True)
     assert proc.returncode == 0
+    # The leases it kept after its last operations (through the vSphere API: 2 s) went
+    # at shutdown, not when lease_seconds ran out: no holder entry is left anywhere.
+    entries = [os.path.join(folder, entry) for folder, dirs, _ in os.walk(fresh_vcsim.tmpdir)
+               if os.path.basename(folder).startswith(".lease-") for entry in dirs]
+    assert entries == []
+    assert any(".lease-web" in folder for folder, _, _ in os.walk(fresh_vcsim.tmpdir))
 
 
 def test_metadata_requests_reuse_one_https_connection_per_thread(

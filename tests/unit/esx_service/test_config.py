@@ -141,12 +141,15 @@ def test_a_local_datastore_name_with_an_at_is_refused_naming_it(tmp_path):
 def test_lease_settings_are_read_and_checked(tmp_path, monkeypatch):
     monkeypatch.setattr("esx_service.config.DEFAULT_CONFIG_FILE", str(tmp_path / "absent"))
     default = load_config(env={})
-    assert (default.leases, default.lease_seconds, default.lease_wait_seconds) == \
-        ("datastore", 15.0, 90.0)
+    assert (default.leases, default.lease_seconds, default.lease_wait_seconds,
+            default.lease_keep_seconds) == ("datastore", 15.0, 90.0, None)
     config = load_config(env={"DOCKVOLS_LEASES": "Process", "DOCKVOLS_LEASE_SECONDS": "4",
-                              "DOCKVOLS_LEASE_WAIT_SECONDS": "30", "DOCKVOLS_HOST_ID": "esx-7"})
-    assert (config.leases, config.lease_seconds, config.lease_wait_seconds, config.host_id) == \
-        ("process", 4.0, 30.0, "esx-7")
+                              "DOCKVOLS_LEASE_WAIT_SECONDS": "30", "DOCKVOLS_HOST_ID": "esx-7",
+                              "DOCKVOLS_LEASE_KEEP_SECONDS": "0"})
+    assert (config.leases, config.lease_seconds, config.lease_wait_seconds, config.host_id,
+            config.lease_keep_seconds) == ("process", 4.0, 30.0, "esx-7", 0.0)
+    with pytest.raises(ConfigError, match="lease_keep_seconds '61': expected seconds from 0"):
+        load_config(env={"DOCKVOLS_LEASE_KEEP_SECONDS": "61"})
     with pytest.raises(ConfigError, match="invalid leases 'etcd': allowed are datastore, "):
         load_config(env={"DOCKVOLS_LEASES": "etcd"})
     for bad in ("0.5", "nan", "ten"):
