@@ -398,11 +398,13 @@ NOTES = """
   rename (MoveDatastoreFile_Task) and one read of the rename's end, 3 requests where a
   bare PUT is 1 (a /folder PUT is not atomic; vcsim's truncates and copies), and the
   metadata delete as a task (+1). With the datastore leases (production) 30/19/17/3/20
-  -> 15/8/8/3/9: a lease is taken by entering, then listing (MakeDirectory with parents,
+  -> 15/7/7/3/8: a lease is taken by entering, then listing (MakeDirectory with parents,
   one datastore search and its read: 3, not 6); through the vSphere API it is kept 2 s
   after its operation, still renewed, so the next operation on the volume in this
-  service (Mount after Create, Remove after Unmount) pays nothing for it, and a keeper
-  thread releases it (2) after the answer; a fenced write sends both of its moves (into
+  service (Mount after Create, Remove after Unmount) pays nothing for it and does not
+  read the metadata again (the lease remembers what this service last read or wrote
+  under it; nobody else writes while it is held), and a keeper thread releases it (2)
+  after the answer; a fenced write sends both of its moves (into
   the lease's staging folder, then into place) before reading both ends in one read (4,
   not 5); a fenced delete leaves the metadata in the staging folder that the release
   deletes with it (2, not 4); the quota lease is taken only where the vmgroup has a total

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dockvols_common.instance import Instance, parse_tag
 
@@ -51,6 +52,9 @@ class Lease:
     renewed_at: float
     lost: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # What this holder last read or wrote under the lease (the volume layer's metadata):
+    # while the lease holds nobody else writes, so it need not be read again (issue 15).
+    memo: dict[str, Any] = field(default_factory=dict)
 
     @property
     def staging(self) -> str:

@@ -105,9 +105,13 @@ def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
     """One service per ESXi host: a VM of another host is unknown here, so this host's
     recovery must not mark that VM's disk detached."""
     backend = two_hosts[0]
-    service = VolumeService(backend, locks=ClusterLocks(_manager(backend.lease_store(), "r")))
+    locks = ClusterLocks(_manager(backend.lease_store(), "r"))
+    service = VolumeService(backend, locks=locks)
     vm = "DC0_H0_VM0"
     service.create(vm, name, {"size": "10mb"})
+    # The other host's service wrote this under the volume's lease, which this one kept
+    # after its create: it lets it go first (else recovery would trust what it wrote last)
+    locks.release_kept()
     ds = backend.datastores()[0].name
     loc = DiskLocation(ds, "_DEFAULT", name)
     meta = backend.read_metadata(loc)
@@ -116,5 +120,6 @@ def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
                                  "attach_info": {"kind": "scsi", "unit": 1}})
     service.recover()
     assert service.get(vm, name)["attached_to"] == "vm-on-esx-7"
+    locks.release_kept()  # as above: the other host writes under the lease
     backend.write_metadata(loc, meta)
     service.remove(vm, name)

@@ -329,3 +329,45 @@ def test_a_datastore_file_error_is_a_backend_error_naming_the_operation_and_file
     monkeypatch.setattr(os, "listdir", eio)
     with pytest.raises(BackendError, match=r"listing \[ds1\] dockvols failed: .*Input/output"):
         store.list_dir("ds1", "dockvols")
+
+
+def test_a_kept_lease_spares_the_next_operation_reading_the_metadata_again(root):
+    """Under a lease kept since this service last wrote the metadata nobody else can have
+    written it: attach, detach and remove read it from the lease's memo, not the file."""
+    clock = FakeClock()
+    backend = LocalBackend({"ds1": str(root)}, run=FakeLosetup())
+    locks = ClusterLocks(_manager(root, clock, host="a"), keep_seconds=5.0, clock=clock)
+    service = VolumeService(backend, "ds1", locks=locks)
+    reads: list[str] = []
+    real_read = backend.read_metadata
+    backend.read_metadata = lambda loc: reads.append(loc.name) or real_read(loc)  # type: ignore[method-assign]
+    service.create("vm-x", "db", {"size": "8mb"})
+    assert reads == ["db"]  # a fresh lease: read
+    service.attach("vm-x", "db")
+    service.detach("vm-x", "db")
+    assert reads == ["db"]  # kept: from the memo, and what it says is what the file says
+    assert json.loads((root / "dockvols/_DEFAULT/db.json").read_text())["status"] == \
+        "detached"
+    locks.release_kept()
+    service.remove("vm-x", "db")
+    assert reads == ["db", "db"]  # a fresh lease reads again
+    assert not (root / "dockvols/_DEFAULT/db.json").exists()
+    locks.close()
+
+
+def test_a_lease_no_longer_trusted_reads_the_metadata_again(root):
+    clock = FakeClock()
+    backend = LocalBackend({"ds1": str(root)}, run=FakeLosetup())
+    locks = ClusterLocks(_manager(root, clock, host="a", lease=60.0), keep_seconds=5.0,
+                         clock=clock)
+    service = VolumeService(backend, "ds1", locks=locks)
+    service.create("vm-x", "db", {"size": "8mb"})
+    with locks.hold("ds1/_DEFAULT/db"):
+        lease = locks.fence("ds1/_DEFAULT/db")
+        assert lease is not None and lease.memo
+        lease.memo["metadata"] = {"status": "from the memo"}
+        assert service._read(LOC) == {"status": "from the memo"}  # trusted: used
+        lease.renewed_at -= 60.0  # as if its renewals had stopped
+        data = service._read(LOC)  # not trusted: read from the file
+        assert data is not None and data["status"] == "detached"
+    locks.close()
