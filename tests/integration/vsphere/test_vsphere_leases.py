@@ -98,6 +98,8 @@ def test_two_remote_services_racing_creates_make_one_disk(
     assert [v["name"] for v in services[0].list(vm) if v["volume"] == name] == \
         [v["name"] for v in services[1].list(vm) if v["volume"] == name]
     services[1].remove(vm, name)
+    for svc in services:
+        svc._locks.close()  # type: ignore[attr-defined]  # kept leases go with the test
 
 
 def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
@@ -123,3 +125,4 @@ def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
     locks.release_kept()  # as above: the other host writes under the lease
     backend.write_metadata(loc, meta)
     service.remove(vm, name)
+    locks.close()
