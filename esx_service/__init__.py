@@ -1,3 +1,5 @@
 """dockvols host side: owns volume truth on the datastores (stdlib + pyVmomi only)."""
 
-__version__ = "0.1.0"
+from dockvols_common import __version__
+
+__all__ = ["__version__"]

@@ -1,3 +1,5 @@
 """dockvols guest side: the Docker VolumeDriver plugin."""
 
-__version__ = "0.1.0"
+from dockvols_common import __version__
+
+__all__ = ["__version__"]

@@ -28,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=$REPO/.venv/bin/python
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' plugin/__init__.py)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' dockvols_common/__init__.py)
 PLUGIN_NAME=${PLUGIN_NAME:-vsphere}
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
 MIRROR=${DEBIAN_MIRROR:-$(python3 "$REPO/scripts/debian_mirror.py")} \

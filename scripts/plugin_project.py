@@ -6,7 +6,7 @@ esx_service, admin_web and the host's admin tools into the plugin image. `make p
 instead builds this smaller project: the guest's packages only (plugin/ and the
 dockvols_common/ it shares with the host), the ``plugin`` extra's dependencies as its own, and
 the console scripts that run its code. Name, version and dependencies are read from
-pyproject.toml, so the two cannot drift apart.
+pyproject.toml (the version, as there, from dockvols_common), so the two cannot drift apart.
 
     plugin_project.py REPO OUT_DIR     # then: pip wheel OUT_DIR
 """
@@ -35,13 +35,16 @@ def plugin_pyproject(project: dict) -> str:
         "",
         "[project]",
         f"name = \"{meta['name']}-plugin\"",
-        f"version = \"{meta['version']}\"",
+        "dynamic = [\"version\"]",
         f"description = \"{meta['description']} (the managed plugin's half)\"",
         f"requires-python = \"{meta['requires-python']}\"",
         f"dependencies = {_toml_list(deps)}",
         "",
         "[project.scripts]",
         *(f"{name} = \"{target}\"" for name, target in sorted(scripts.items())),
+        "",
+        "[tool.setuptools.dynamic]",
+        f"version = {{attr = \"{project['tool']['setuptools']['dynamic']['version']['attr']}\"}}",
         "",
         "[tool.setuptools.packages.find]",
         f"include = {_toml_list([f'{p}*' for p in PACKAGES])}",

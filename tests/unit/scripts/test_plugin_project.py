@@ -29,7 +29,9 @@ def test_the_plugin_project_holds_the_guest_packages_and_the_plugin_extra_only(
     assert made["tool"]["setuptools"]["packages"]["find"]["include"] == [
         "plugin*", "dockvols_common*"]
     assert made["project"]["dependencies"] == repo["optional-dependencies"]["plugin"]
-    assert made["project"]["version"] == repo["version"]
+    assert made["project"]["dynamic"] == ["version"]
+    assert made["tool"]["setuptools"]["dynamic"] == {
+        "version": {"attr": "dockvols_common.__version__"}}
     assert made["project"]["scripts"] == {"dockvols": "plugin.cli:main",
                                           "dockvols-plugin": "plugin.main:main"}
     copied = {p.relative_to(out).as_posix() for p in out.rglob("*.py")}
