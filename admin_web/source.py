@@ -6,6 +6,7 @@ import http.client
 import json
 from typing import Protocol
 
+from dockvols_common import wire
 from dockvols_common.http_client import UnixHTTPConnection, request
 
 TIMEOUT_S = 30.0  # GET volumes sizes every disk: one datastore search per volume on vsphere
@@ -42,7 +43,7 @@ class SocketSource:
         except ValueError as exc:
             raise SourceError(f"admin API {path} answered {status} with non-JSON") from exc
         if status >= 400:
-            error = reply.get("error") or {}
+            error = wire.error_of(reply)
             raise SourceError(f"admin API {path}: {error.get('code', status)}: "
                               f"{error.get('message', '')}")
         return reply

@@ -38,3 +38,9 @@ def error_body(code: str, message: str) -> dict:
     """The JSON body of an error answer."""
     return {"error": {"code": code, "message": message}}
 
+
+def error_of(reply: dict) -> dict:
+    """The ``{"code", "message"}`` of an error answer's body; ``{}`` when it has none (not
+    dockvols answering), so that the reader falls back on the HTTP status."""
+    return reply.get("error") or {}
+

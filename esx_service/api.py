@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote
 
+from dockvols_common import wire
+
 from . import __version__
 from .errors import BadRequest, DockvolsError, NotFound
 from .volumes import VolumeService
@@ -47,9 +49,8 @@ def answer(route: Callable[[], tuple[int, B]], method: str, path: str,
         return exc.http_status, exc.to_wire()
     except Exception:  # log the traceback, answer without it
         log.exception("internal error on %s %s %s", method, path, caller)
-        return 500, {"error": {"code": "InternalError",
-                               "message": f"internal error on {method} {path}; "
-                                          "see the dockvols service log"}}
+        return 500, wire.error_body(wire.INTERNAL_ERROR, f"internal error on {method} {path}; "
+                                                         "see the dockvols service log")
 
 
 class Api:

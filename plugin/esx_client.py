@@ -96,7 +96,7 @@ class HttpEsxClient:
             raise ServiceUnreachable(f"dockvols service answered {method} {path} with "
                                      f"non-JSON (HTTP {response.status})") from exc
         if response.status >= 400:
-            err = data.get("error") or {}
+            err = wire.error_of(data)
             raise ServiceError(err.get("code", wire.INTERNAL_ERROR),
                                err.get("message", f"HTTP {response.status}"), response.status)
         return data

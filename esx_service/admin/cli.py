@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
+from dockvols_common import wire
 from dockvols_common.cli import Result, run_main
 from dockvols_common.http_client import UnixHTTPConnection, request
 
@@ -54,7 +55,7 @@ class AdminClient:
             raise CliError("BadResponse", f"the service answered {response.status} with "
                            f"non-JSON: {raw[:200]!r}") from exc
         if response.status >= 400:
-            error = reply.get("error") or {}
+            error = wire.error_of(reply)
             raise CliError(error.get("code", f"HTTP{response.status}"),
                            error.get("message", repr(reply)))
         return reply
