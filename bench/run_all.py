@@ -314,8 +314,10 @@ NOTES = """
   spans (POSIX_FADV_RANDOM): with readahead it read 768 KiB from the device, now 512 (the
   device's sysfs read counters, every time). What that saves in time was lost in this
   machine's noise: of two interleaved runs on fresh loop devices, one gave probe+mkfs 31.6
-  ms with readahead and 21.1 without (mkfs alone 19.6), the other 22.6 and 24.3 (17.7). The phases table's last two rows time real life cycles beside the
-  phases. A timestamped profile of both daemons at low load (20 cycles, Create+Mount
+  ms with readahead and 21.1 without (mkfs alone 19.6), the other 22.6 and 24.3 (17.7).
+  The phases table's last two rows time real life cycles beside the phases (interleaved
+  with the device cycles, whose writeback they share, so they run slower than the floor
+  table's). A timestamped profile of both daemons at low load (20 cycles, Create+Mount
   37.7 ms against the floor's 21.5) put 14.3 ms in esx_service (create 8.7: two leases
   2.1, `creating` and `detached` 4.2, extent and descriptor 2.1; attach 5.6: a lease 1.0,
   loop set-up with its sysfs scan 1.2, `attached` 2.1), 15.1 ms in the plugin's own steps
