@@ -1,10 +1,13 @@
 """What the plugin needs to know about a block device to grow the filesystem on it: the
 device's size, making it see that its disk grew (rescan), and how big the filesystem on it
-says it is (read from the superblock, before mounting)."""
+says it is (read from the superblock, before mounting); and whether anything holds it (the
+reconcile's last check before releasing a disk nobody recorded)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import struct
 from typing import Protocol
@@ -15,6 +18,7 @@ from .superblock import filesystem_bytes
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t): the device's size in bytes
 LOOP_SET_CAPACITY = 0x4C07  # a loop device re-reads its backing file's size
 _HEAD = 4096  # both superblocks are within the first 4 KiB
+log = logging.getLogger("dockvols.plugin")
 
 
 class BlockDevices(Protocol):
@@ -26,6 +30,10 @@ class BlockDevices(Protocol):
 
     def filesystem_size(self, device: str, fstype: str) -> int | None:
         """Bytes the filesystem on ``device`` spans (its superblock), None if unknown."""
+
+    def claimed(self, device: str) -> bool:
+        """Whether something holds ``device`` exclusively now: a mount in any mount
+        namespace, mkfs, e2fsck."""
 
 
 class SystemBlockDevices:
@@ -67,3 +75,19 @@ class SystemBlockDevices:
                 return filesystem_bytes(fstype, f.read(_HEAD))
         except OSError:
             return None  # unknown: the caller grows to be sure (a no-op when not needed)
+
+    def claimed(self, device: str) -> bool:
+        # O_EXCL on a block device claims it: EBUSY while a filesystem on it is mounted in
+        # any mount namespace (a managed plugin's mounts are not in this one's table) or
+        # mkfs/e2fsck hold it. The claim is dropped at once by the close.
+        try:
+            fd = os.open(device, os.O_RDONLY | os.O_EXCL)
+        except FileNotFoundError:
+            return False  # gone: nothing can hold it
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                log.warning("cannot tell whether %s is in use (%s): taken as in use", device,
+                            exc)
+            return True
+        os.close(fd)
+        return False

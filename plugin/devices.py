@@ -12,6 +12,8 @@ from .scsi_discovery import DiscoveryError, find_disk
 class DeviceFinder(Protocol):
     def find(self, attach: dict, volume: str) -> str: ...
 
+    def find_now(self, attach: dict, volume: str) -> str | None: ...
+
 
 class AttachedDeviceFinder:
     """``loop``: the local backend names the device. ``scsi``: the vsphere backend names
@@ -35,3 +37,13 @@ class AttachedDeviceFinder:
             except DiscoveryError as exc:
                 raise DeviceError(f"volume {volume}: {exc}") from exc
         raise DeviceError(f"volume {volume}: unknown attach kind {kind!r} (expected loop or scsi)")
+
+    def find_now(self, attach: dict, volume: str) -> str | None:
+        """The device as this guest shows it now, without waiting; None when it shows none
+        (the reconcile's look at a disk some plugin may still be mounting)."""
+        try:
+            if attach.get("kind") == "scsi":
+                return find_disk(attach, timeout=0, root=self.root)
+            return self.find(attach, volume)
+        except (DeviceError, DiscoveryError):
+            return None

@@ -5,7 +5,8 @@ Recovery (recovery.py) rebuilds the counts once at start; this runs every ``peri
 after it, for the leaks a running plugin can still get: a recovered container that went
 away, counts lost with the state file, an Unmount that failed half-way, and a disk the
 service attached late, after a Mount whose plugin died (the new plugin's recovery ran before
-the attach finished).
+the attach finished), and, after a grace, a disk attached to this VM that nobody here
+claims (the attach record lost with the state file, or its plugin gone).
 
 Decisions are taken under the volume's lock from the local truth (mount table, counts);
 Docker's and the service's snapshots, taken before, only ever *permit* a release when the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,7 +44,8 @@ class Snapshot:
 
 class Reconciler:
     def __init__(self, manager: VolumeManager, docker: LiveUsers, grace: float = 120.0,
-                 on_report: Callable[[str, dict[str, int]], None] | None = None) -> None:
+                 on_report: Callable[[str, dict[str, int]], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.manager = manager
         self.docker = docker
         self.on_report = on_report  # the plugin's reconcile-actions metric
@@ -50,7 +53,12 @@ class Reconciler:
         # A mount ID counted less than this long ago is kept even when Docker shows no live
         # user: `docker create`/`docker cp` mount for containers that are not running, and a
         # starting container is "created" until its Mounts returned.
+        # It is also how long a disk attached to this VM that nobody here claims (not in
+        # this plugin's attach record, uncounted, unmounted) must stay so, seen in every
+        # pass, before it is released: the record is lost with the state file (_abandoned).
         self.grace = grace
+        self.clock = clock
+        self._unclaimed: dict[str, float] = {}  # such a disk -> when a pass first saw it
 
     # -- one pass -------------------------------------------------------------------------
     def run_once(self) -> dict[str, int]:
@@ -63,6 +71,9 @@ class Reconciler:
                 except PluginError as exc:
                     log.error("reconcile of volume %s failed: %s", canonical, exc)
                     snap.count("failed")
+        # seen unclaimed in every pass, or its wait starts again
+        for canonical in set(self._unclaimed) - snap.attached:
+            del self._unclaimed[canonical]
         log.debug("reconcile pass over %d volumes done", len(snap.mounted | snap.attached))
         if any(snap.report.values()):
             log.info("reconcile: %s", snap.report)
@@ -89,6 +100,7 @@ class Reconciler:
         self._drop_stale_ids(canonical, live, snap)
         self._release_unused(canonical, live, snap)
         self._detach_orphan(canonical, live, snap)
+        self._release_abandoned(canonical, live, snap)
         self._grow_grown(canonical, live, snap)
 
     # -- the rules ------------------------------------------------------------------------
@@ -151,6 +163,43 @@ class Reconciler:
                 and not self.manager.is_mounted(canonical)):
             self.manager.detach(canonical, formatted=False)
             snap.count("detached")
+
+    def _release_abandoned(self, canonical: str, live: set[str], snap: Snapshot) -> None:
+        """Attached to this VM, yet not in this plugin's attach record, uncounted, used by no
+        live container and its device mounted nowhere in this mount table: another plugin on
+        this VM may be between its attach and its mount, so wait. Still so in every pass for
+        the grace, it is abandoned: this plugin's record was lost (its state file is not
+        fsynced and an unreadable one starts empty; after a guest crash on vSphere the disk
+        stays attached) or its plugin is gone. Released after a last check that nothing,
+        in any mount namespace, holds its device. Else it stayed attached for ever and no
+        other VM could use it."""
+        m = self.manager
+        view = snap.views.get(canonical)
+        first = self._unclaimed.pop(canonical, None)
+        if (view is None or canonical not in snap.attached or live or m.refs.total(canonical)
+                or m.attached_by_me(canonical) or m.is_mounted(canonical)):
+            return
+        device = m.device_here(canonical, view)
+        if device is not None and m.device_in_use(device):
+            return
+        now = self.clock()
+        if first is None or now - first < self.grace:
+            self._unclaimed[canonical] = now if first is None else first
+            return
+        if device is not None and m.device_in_use(device, probe=True):
+            log.debug("volume=%s device %s is held (a mount in another namespace?): kept",
+                      canonical, device)
+            self._unclaimed[canonical] = first
+            return
+        log.info("volume=%s attached to this VM for %.0f s with no attach record of this "
+                 "plugin, no count, no live container and %s: released as abandoned (its "
+                 "plugin's state file lost, or its plugin gone)", canonical, now - first,
+                 f"{device} in use nowhere" if device else "no device in this guest")
+        self._unclaimed[canonical] = first  # a failed detach is tried again next pass
+        m.detach(canonical, formatted=False)
+        del self._unclaimed[canonical]
+        snap.attached.discard(canonical)
+        snap.count("abandoned")
 
     # -- the loop -------------------------------------------------------------------------
     def run_forever(self, period: float, stop: threading.Event) -> None:

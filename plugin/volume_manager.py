@@ -142,6 +142,22 @@ class VolumeManager:
         release when nobody uses it; another plugin on this VM may be mounting the rest."""
         return self.refs.attached_here(canonical)
 
+    def device_here(self, canonical: str, view: dict) -> str | None:
+        """The guest's block device of an attached volume (the service's ``view`` of it),
+        without waiting for one to appear; None when this guest shows none."""
+        return self.devices.find_now(view.get("attach_info") or {}, canonical)
+
+    def device_in_use(self, device: str, probe: bool = False) -> bool:
+        """Whether ``device`` is mounted anywhere in this mount table (not only under the
+        mount root: another plugin's, an admin's mount); with ``probe``, also whether
+        anything holds it exclusively, e.g. a mount in another mount namespace."""
+        real = os.path.realpath(device)
+        if any(os.path.realpath(source) == real
+               for source in self.mounter.mounts_under("/").values()
+               if source.startswith("/")):
+            return True
+        return probe and self.blocks.claimed(device)
+
     def touched_by_docker(self, canonical: str) -> bool:
         """True once dockerd's own Mount or Unmount of the volume ran in this process."""
         return canonical in self.touched

@@ -378,6 +378,7 @@ class FakeBlockDevices:
         self.stale: dict[str, int] = {}
         self.fs: dict[str, int] = {}
         self.rescans: list[str] = []
+        self.held: set[str] = set()  # devices something holds (e.g. mounted elsewhere)
 
     def disk_bytes(self, device: str) -> int:
         number = int(device.removeprefix("/dev/loop"))
@@ -395,6 +396,9 @@ class FakeBlockDevices:
 
     def filesystem_size(self, device: str, fstype: str) -> int | None:
         return self.fs.get(device)
+
+    def claimed(self, device: str) -> bool:
+        return device in self.held
 
 
 class FakeMounter:
@@ -478,6 +482,10 @@ class FakeDeviceFinder:
             raise DeviceError(f"volume {volume}: cannot find device for {attach!r}")
         self.found.append(attach["device"])
         return attach["device"]
+
+    def find_now(self, attach: dict, volume: str) -> str | None:
+        device = str(attach.get("device", ""))
+        return device if attach.get("kind") == "loop" and device.startswith("/dev/loop") else None
 
 
 class FakeDockerUsers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from pathlib import Path
 
 from bench.processes import Daemon, wait_for
@@ -194,3 +195,47 @@ def _post(socket_path: str, path: str, body: dict) -> None:
         pass  # the plugin is killed under it
     finally:
         conn.close()
+
+
+ABANDON_GRACE = 4 * RECONCILE_PERIOD
+
+
+def test_a_disk_whose_attach_record_was_lost_is_released_after_the_grace(
+        dv: Docker, plugin: Daemon, mount_root: Path, run_dir: Path) -> None:
+    """kill -9 of the plugin between the attach and the mount, and its state file found
+    unreadable at the restart (a guest crash on vSphere: the disk stays attached, the file
+    was never synced): recovery leaves the unrecorded disk alone (another plugin on this VM
+    may be mounting it) and the reconcile releases it once it has been unclaimed for the
+    grace. Without the fallback it stayed attached to this VM for ever."""
+    make_volume(dv, "abandoned")
+    restart_plugin_and_wait_for_recovery(
+        plugin, {"DOCKVOLS_FAULT_POINTS": "plugin.mount.attached"})
+    # dockerd would retry a Mount whose connection broke; call the plugin directly
+    _post(PLUGIN_SOCKET, "/VolumeDriver.Mount", {"Name": "abandoned", "ID": "m1"})
+    wait_for(lambda: not plugin.running, 10, "the plugin to die at plugin.mount.attached")
+    assert len(loops_on(run_dir)) == 1
+    state = run_dir / f"state-{DRIVER}" / "refcounts.json"
+    assert "abandoned@datastore1" in state.read_text()  # recorded before the attach
+    state.write_text("{not json")
+    try:
+        restart_plugin_and_wait_for_recovery(
+            plugin, {"DOCKVOLS_RECONCILE_GRACE": str(ABANDON_GRACE)})
+        recovered_at = time.monotonic()
+        assert len(loops_on(run_dir)) == 1  # recovery left it to the reconcile's grace
+        log = plugin.log_path.read_text(errors="replace")
+        passes = log.count("reconcile pass over")
+        wait_for(lambda: plugin.log_path.read_text(errors="replace").count(
+            "reconcile pass over") >= passes + 2, 10 * RECONCILE_PERIOD, "two reconcile passes")
+        if time.monotonic() - recovered_at < ABANDON_GRACE:
+            assert len(loops_on(run_dir)) == 1  # not before the grace
+        wait_for(lambda: not loops_on(run_dir), ABANDON_GRACE + 5 * RECONCILE_PERIOD,
+                 "the reconcile to release the abandoned disk")
+        assert time.monotonic() - recovered_at >= ABANDON_GRACE
+        assert mounts_under(mount_root) == []
+        wait_for(lambda: "released as abandoned" in plugin.log_path.read_text(
+            errors="replace"), 10, "the reconcile's log line")
+        assert "volume=abandoned@datastore1 attached to this VM for" in \
+            plugin.log_path.read_text(errors="replace")
+        assert dv.inspect_volume("abandoned")["Status"]["attached to VM"] == "detached"
+    finally:
+        restart_plugin_and_wait_for_recovery(plugin)

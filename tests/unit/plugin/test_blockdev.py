@@ -75,3 +75,12 @@ def test_a_scsi_disk_is_rescanned_through_its_sysfs_rescan_file(tmp_path):
 def test_a_rescan_that_cannot_be_done_is_a_device_error_naming_the_device(tmp_path):
     with pytest.raises(DeviceError, match="cannot rescan /dev/sdz for its new size"):
         SystemBlockDevices(sys_block=str(tmp_path)).rescan("/dev/sdz")
+
+
+def test_a_device_that_is_gone_or_not_a_block_device_is_not_claimed(tmp_path):
+    """The exclusive-open probe (EBUSY on a mounted block device is proven with real loop
+    devices in tests/integration/test_loopdev.py)."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"\0" * 4096)
+    assert SystemBlockDevices().claimed(str(tmp_path / "missing")) is False
+    assert SystemBlockDevices().claimed(str(plain)) is False

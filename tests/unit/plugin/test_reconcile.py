@@ -5,7 +5,7 @@ from __future__ import annotations
 from plugin.errors import DockerUnreachable
 from plugin.reconcile import Reconciler
 from plugin.recovery import recover
-from tests.fakes import FakeDockerUsers
+from tests.fakes import FakeClock, FakeDockerUsers
 
 DB = "db@ds1"
 
@@ -80,6 +80,98 @@ def test_a_disk_another_plugin_on_this_vm_attached_is_left_alone(rig):
     rig.service.attach("vm1", "db")  # the other plugin's Mount, between attach and mount
     assert Reconciler(rig.manager, FakeDockerUsers({}), grace=0).run_once() == {}
     assert rig.backend.holder_of("db") == "vm1"
+
+
+def _device(rig, name: str = "db") -> str:
+    return rig.service.get("vm1", name)["attach_info"]["device"]
+
+
+def test_an_unrecorded_disk_nobody_uses_is_released_after_the_grace_and_not_before(rig, caplog):
+    """The attach record went with the state file (not fsynced; an unreadable one starts
+    empty): without this the disk stayed attached to this VM for ever, in use for every
+    other VM."""
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")  # attached, and nobody here recorded it
+    clock = FakeClock()
+    reconciler = Reconciler(rig.manager, FakeDockerUsers({}), grace=60, clock=clock)
+    assert reconciler.run_once() == {}
+    clock.now += 59
+    assert reconciler.run_once() == {}
+    assert rig.backend.holder_of("db") == "vm1"
+    clock.now += 2
+    caplog.set_level("INFO", logger="dockvols.reconcile")
+    assert reconciler.run_once() == {"abandoned": 1}
+    assert rig.backend.holder_of("db") is None
+    assert "volume=db@ds1 attached to this VM for 61 s with no attach record" in caplog.text
+    assert reconciler.run_once() == {}
+
+
+def test_a_siblings_disk_mid_attach_within_the_grace_is_left_alone(rig):
+    """Another plugin on this VM between its attach and its mount, for less than the grace:
+    however many passes see it, it stays."""
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")
+    clock = FakeClock()
+    reconciler = Reconciler(rig.manager, FakeDockerUsers({}), grace=60, clock=clock)
+    for _ in range(30):
+        assert reconciler.run_once() == {}
+        clock.now += 2
+    assert rig.backend.holder_of("db") == "vm1"
+
+
+def test_an_unrecorded_disk_mounted_anywhere_here_is_never_released(rig):
+    """Mounted outside the mount root (another plugin's, an admin's): the whole mount table
+    counts; a pass that sees it mounted starts the wait again."""
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")
+    rig.mounter.filesystems[_device(rig)] = "ext4"
+    rig.mounter.mount(_device(rig), "/elsewhere/db", "ext4", False)
+    clock = FakeClock()
+    reconciler = Reconciler(rig.manager, FakeDockerUsers({}), grace=60, clock=clock)
+    for _ in range(3):
+        assert reconciler.run_once() == {}
+        clock.now += 100
+    rig.mounter.umount("/elsewhere/db")
+    assert reconciler.run_once() == {}  # the wait starts now
+    clock.now += 30
+    assert reconciler.run_once() == {}
+    clock.now += 31
+    assert reconciler.run_once() == {"abandoned": 1}
+
+
+def test_an_unrecorded_disk_held_in_another_mount_namespace_is_kept(rig):
+    """A managed plugin's mounts are not in this plugin's mount table: the exclusive-open
+    probe before releasing sees the device held (EBUSY)."""
+    rig.manager.create("db", {})
+    rig.service.attach("vm1", "db")
+    rig.blocks.held.add(_device(rig))
+    clock = FakeClock()
+    reconciler = Reconciler(rig.manager, FakeDockerUsers({}), grace=60, clock=clock)
+    for _ in range(3):
+        assert reconciler.run_once() == {}
+        clock.now += 100
+    assert rig.backend.holder_of("db") == "vm1"
+    rig.blocks.held.clear()  # its container stopped, and its plugin is gone
+    assert reconciler.run_once() == {"abandoned": 1}
+
+
+def test_a_disk_whose_record_went_with_a_lost_state_file_is_released_after_the_grace(rig):
+    rig.manager.create("db", {})
+    rig.manager.refs.mark_attached(DB)  # a Mount asked for the attach; the plugin died
+    rig.service.attach("vm1", "db")
+    with open(rig.tmp_path / "state" / "refcounts.json", "w") as f:
+        f.write("{not json")  # a guest crash left it unreadable
+    manager = rig.restart()
+    assert manager.refs.lost
+    assert recover(manager, FakeDockerUsers({})) == {"unmounted": 0, "remounted": 0,
+                                                   "recounted": 0, "detached": 0}
+    assert rig.backend.holder_of("db") == "vm1"  # recovery leaves it to the grace
+    clock = FakeClock()
+    reconciler = Reconciler(manager, FakeDockerUsers({}), grace=60, clock=clock)
+    assert reconciler.run_once() == {}
+    clock.now += 61
+    assert reconciler.run_once() == {"abandoned": 1}
+    assert rig.backend.holder_of("db") is None
 
 
 def test_a_disk_attached_to_another_vm_is_left_alone(rig):
