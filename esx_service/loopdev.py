@@ -27,7 +27,7 @@ from typing import Protocol
 from dockvols_common.loop_table import DELETED, backing_file
 
 from .commands import CommandRunner
-from .errors import BackendError
+from .errors import BackendError, VolumeInUse
 
 LOOP_SET_FD = 0x4C00
 LOOP_CLR_FD = 0x4C01
@@ -60,7 +60,8 @@ class LoopDevices(Protocol):
 
     def detach(self, device: str, path: str) -> None:
         """Ask the kernel to release ``device`` if it still holds ``path``; not bound (or
-        bound to another file) is fine. Release may finish later (see module doc).
+        bound to another file) is fine. VolumeInUse, with nothing changed, while a
+        filesystem on it is mounted. Release may finish later (see module doc).
         ``<path> (deleted)``, as sysfs shows it, means the deleted file of that name."""
 
     def set_capacity(self, device: str) -> None:
@@ -163,10 +164,18 @@ class KernelLoopDevices:
 
     def detach(self, device: str, path: str) -> None:
         try:
-            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+            # O_EXCL claims the block device: EBUSY while a filesystem on it is mounted (in
+            # any mount namespace) or mkfs/e2fsck hold it. LOOP_CLR_FD would then only arm
+            # autoclear, and the caller wait in vain for the release; and while we hold the
+            # claim nobody can mount it between this check and the clear.
+            fd = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
         except FileNotFoundError:
             return  # no such device: nothing bound there
         except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise VolumeInUse(f"loop device {device} of {path} is mounted or held "
+                                  "exclusively on this host; unmount it first (nothing was "
+                                  "detached)") from exc
             raise BackendError(f"cannot open {device} to detach it: {exc.strerror} (errno "
                                f"{exc.errno})") from exc
         try:

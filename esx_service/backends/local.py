@@ -22,6 +22,7 @@ from ..errors import (
     InsufficientSpace,
     InvalidOption,
     UnknownDatastore,
+    VolumeInUse,
 )
 from ..file_cache import ParsedFiles
 from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
@@ -380,7 +381,10 @@ class LocalBackend:
         """Detach (device, backing file) pairs and wait until the kernel let them go (a
         device freed and at once bound to another file is someone else's)."""
         for device, backing in pairs:
-            self._loops.detach(device, backing)
+            try:
+                self._loops.detach(device, backing)
+            except VolumeInUse as exc:  # mounted: refused at once, nothing changed
+                raise VolumeInUse(f"cannot detach {what}: {exc.message}") from exc
         # The kernel lets a loop device go only when its last opener (udev probing after an
         # umount, a mount someone forgot) closes it: detached means gone, so wait, bounded.
         deadline = time.monotonic() + DETACH_WAIT

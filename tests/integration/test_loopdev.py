@@ -5,6 +5,7 @@ capacity refresh. Root only; no dockerd needed."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import pytest
 from dockvols_common.loop_table import backing_file, loop_table
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
+from esx_service.errors import VolumeInUse
 from esx_service.loopdev import KernelLoopDevices
+from plugin.blockdev import SystemBlockDevices
 
 SIZE = 16 * 1024 * 1024
 
@@ -151,3 +154,29 @@ def test_a_device_on_a_deleted_extent_is_released_by_detach_and_by_recovery(tmp_
             backing = backing_file(device)
             if backing and backing.removesuffix(" (deleted)").startswith(str(root)):
                 loops.detach(device, backing)
+
+
+def test_detaching_a_mounted_device_is_refused_and_arms_nothing(images, tmp_path):
+    """A mounted device is refused at once (VolumeInUse naming device and file): no
+    LOOP_CLR_FD, whose autoclear used to free the device at the umount and made the local
+    backend wait 5 s for it. The plugin's probe (plugin/blockdev.py) sees the same claim."""
+    loops = KernelLoopDevices()
+    path = images()
+    device = loops.attach(path, read_only=False)
+    subprocess.run(["mkfs.ext4", "-q", device], check=True, capture_output=True)
+    target = tmp_path / "mnt"
+    target.mkdir()
+    subprocess.run(["mount", device, str(target)], check=True, capture_output=True)
+    try:
+        assert SystemBlockDevices().claimed(device)
+        with pytest.raises(VolumeInUse) as caught:
+            loops.detach(device, path)
+        assert f"loop device {device} of {path} is mounted" in caught.value.message
+        (target / "f").write_text("kept")
+    finally:
+        subprocess.run(["umount", str(target)], check=True, capture_output=True)
+    time.sleep(0.5)  # an armed autoclear frees the device at the last close, at once
+    assert backing_file(device) == path
+    assert not SystemBlockDevices().claimed(device)
+    loops.detach(device, path)
+    assert _wait_released(device)

@@ -13,7 +13,13 @@ from esx_service import file_cache
 from esx_service.backends import local as local_module
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.local import LocalBackend
-from esx_service.errors import BackendError, InsufficientSpace, InvalidOption, UnknownDatastore
+from esx_service.errors import (
+    BackendError,
+    InsufficientSpace,
+    InvalidOption,
+    UnknownDatastore,
+    VolumeInUse,
+)
 from esx_service.options import MB
 from esx_service.vmdk import parse_descriptor
 from esx_service.volumes import VolumeService
@@ -324,3 +330,35 @@ def test_a_listing_parses_an_unchanged_metadata_file_once(tmp_path, losetup, tru
                         lambda *a, **k: (reads.append(a[0]), real_open(*a, **k))[1])
     assert [v["name"] for v in service.list("vm1")] == ["db@ds1"]
     assert not [p for p in reads if str(p).endswith(".json")]
+
+
+class _MountedLoops(local_module.LosetupLoopDevices):
+    """losetup whose devices in ``mounted`` have a filesystem mounted (the kernel loop
+    devices answer that with VolumeInUse, tests/integration/test_loopdev.py)."""
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self.mounted: set[str] = set()
+
+    def detach(self, device: str, path: str) -> None:
+        if device in self.mounted:
+            raise VolumeInUse(f"loop device {device} of {path} is mounted or held exclusively "
+                              "on this host; unmount it first (nothing was detached)")
+        super().detach(device, path)
+
+
+def test_a_detach_of_a_mounted_volume_is_refused_naming_it_and_its_device(tmp_path, losetup):
+    loops = _MountedLoops(losetup)
+    backend = LocalBackend({"ds1": str(tmp_path / "ds1")}, run=losetup, loops=loops)
+    service = VolumeService(backend)
+    service.create("vm1", "db", {})
+    device = service.attach("vm1", "db")["attach"]["device"]
+    loops.mounted.add(device)
+    with pytest.raises(VolumeInUse) as caught:
+        service.detach("vm1", "db")
+    assert f"cannot detach db@ds1: loop device {device} of" in caught.value.message
+    assert service.get("vm1", "db")["attached_to"] == "vm1"  # nothing changed
+    assert backend.is_attached(LOC, "vm1", None)
+    loops.mounted.clear()
+    service.detach("vm1", "db")
+    assert service.get("vm1", "db")["attached_to"] is None
