@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 from esx_service.options import MB, parse_options
 from plugin.filesystem import _MKFS
 
-from .environment import VOLUME_SIZE, BenchEnv, DriverClient, bench_main, run, standalone
+from .environment import (
+    VOLUME_SIZE,
+    BenchEnv,
+    DriverClient,
+    bench_main,
+    life_cycle,
+    run,
+    standalone,
+)
 from .stats import fmt_ms, fmt_ratio, md_table, ratio, summarize, verdict
 
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_FLOOR_RUNS", "40"))
@@ -46,17 +53,6 @@ class Floor:
         os.unlink(image)
 
 
-def _dockvols_cycle(client: DriverClient, name: str) -> tuple[float, float]:
-    mount_id = uuid.uuid4().hex
-    start = time.perf_counter()
-    client.call("Create", {"Name": name, "Opts": {"size": VOLUME_SIZE}})
-    client.call("Mount", {"Name": name, "ID": mount_id})
-    middle = time.perf_counter()
-    client.call("Unmount", {"Name": name, "ID": mount_id})
-    client.call("Remove", {"Name": name})
-    return middle - start, time.perf_counter() - middle
-
-
 def _floor_cycle(floor: Floor, name: str) -> tuple[float, float]:
     start = time.perf_counter()
     made = floor.create_and_mount(name)
@@ -71,7 +67,7 @@ def measure(env: BenchEnv, runs: int = RUNS) -> dict:
     samples: dict[str, list[float]] = {k: [] for k in
                                        ("dv_up", "dv_down", "floor_up", "floor_down")}
     for i in range(WARMUP + runs):
-        sides = [("dv", lambda n: _dockvols_cycle(client, n)),
+        sides = [("dv", lambda n: life_cycle(client, n)),
                  ("floor", lambda n: _floor_cycle(floor, n))]
         if i % 2:
             sides.reverse()

@@ -10,7 +10,6 @@ import os
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 
 from dockvols_common.atomic import atomic_write_json
@@ -22,11 +21,11 @@ from plugin.filesystem import _MKFS
 
 from .environment import (
     PLUGIN_SOCKET,
-    VOLUME_SIZE,
     BenchEnv,
     DriverClient,
     RawHopServer,
     bench_main,
+    life_cycle,
     standalone,
 )
 from .stats import fmt_ms, md_table, percentile
@@ -189,15 +188,9 @@ def measure(env: BenchEnv) -> dict:
 def _whole_cycle(client: DriverClient, name: str, times: dict[str, list[float]]) -> None:
     """One real life cycle at the plugin socket (as bench/floor.py times it): what the
     phases above must add up to, and what they leave out."""
-    mount_id = uuid.uuid4().hex
-    start = time.perf_counter()
-    client.call("Create", {"Name": name, "Opts": {"size": VOLUME_SIZE}})
-    client.call("Mount", {"Name": name, "ID": mount_id})
-    middle = time.perf_counter()
-    client.call("Unmount", {"Name": name, "ID": mount_id})
-    client.call("Remove", {"Name": name})
-    times.setdefault("up", []).append(middle - start)
-    times.setdefault("down", []).append(time.perf_counter() - middle)
+    up, down = life_cycle(client, name)
+    times.setdefault("up", []).append(up)
+    times.setdefault("down", []).append(down)
 
 
 def _totals(p50: dict) -> dict[str, list[float]]:
