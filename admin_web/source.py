@@ -1,13 +1,11 @@
-"""Reads what the page shows from esx_service's root-only admin socket (the admin API)."""
+"""Reads what the page shows from esx_service's root-only admin socket, through the admin
+API's one client (esx_service.admin.client), in the words the page and its scraper show."""
 
 from __future__ import annotations
 
-import http.client
-import json
 from typing import Protocol
 
-from dockvols_common import wire
-from dockvols_common.http_client import UnixHTTPConnection, request
+from esx_service.admin.client import AdminClient, NotJson, Refused, Unreachable
 
 TIMEOUT_S = 30.0  # GET volumes sizes every disk: one datastore search per volume on vsphere
 
@@ -24,32 +22,28 @@ class AdminSource(Protocol):
 
 class SocketSource:
     def __init__(self, socket_path: str, timeout: float = TIMEOUT_S) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
-
-    def _get(self, path: str) -> tuple[int, bytes]:
-        try:
-            response, body = request(UnixHTTPConnection(self.socket_path, self.timeout), "GET",
-                                     "/v1/admin/" + path)
-        except (OSError, http.client.HTTPException) as exc:
-            raise SourceError(f"cannot read the dockvols admin socket {self.socket_path}: "
-                              f"{exc}; is dockvols-esx-service running?") from exc
-        return response.status, body
+        self.client = AdminClient(socket_path, timeout)
 
     def json(self, path: str) -> dict:
-        status, body = self._get(path)
         try:
-            reply = json.loads(body or b"{}")
-        except ValueError as exc:
-            raise SourceError(f"admin API {path} answered {status} with non-JSON") from exc
-        if status >= 400:
-            error = wire.error_of(reply)
-            raise SourceError(f"admin API {path}: {error.get('code', status)}: "
-                              f"{error.get('message', '')}")
-        return reply
+            return self.client.call("GET", path)
+        except Unreachable as exc:
+            raise self._unreachable(exc) from exc
+        except NotJson as exc:
+            raise SourceError(f"admin API {path} answered {exc.status} with non-JSON") from exc
+        except Refused as exc:
+            code = exc.code if exc.code is not None else exc.status
+            raise SourceError(f"admin API {path}: {code}: {exc.message or ''}") from exc
 
     def text(self, path: str) -> str:
-        status, body = self._get(path)
-        if status >= 400:
-            raise SourceError(f"admin API {path} answered {status}")
-        return body.decode()
+        try:
+            return self.client.text(path)
+        except Unreachable as exc:
+            raise self._unreachable(exc) from exc
+        except Refused as exc:
+            raise SourceError(f"admin API {path} answered {exc.status}") from exc
+
+    @staticmethod
+    def _unreachable(exc: Unreachable) -> SourceError:
+        return SourceError(f"cannot read the dockvols admin socket {exc.socket_path}: "
+                           f"{exc.cause}; is dockvols-esx-service running?")

@@ -9,6 +9,8 @@
   real ``Api`` in-process: the same routes, JSON and error codes as over the socket.
 - ``FakeMounter``, ``FakeDeviceFinder``, ``FakeDockerUsers``: the guest's mkfs/mount, device
   discovery and the Docker engine's view of who uses which volume.
+- ``one_shot_unix_server``: a unix socket that answers one request with given raw bytes (or
+  not at all), for clients facing answers no real service gives.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
+import threading
 from collections import Counter
 
 from esx_service.api import Api, Text
@@ -506,3 +510,25 @@ class FakeDockerUsers:
 
     def users_of(self, canonical: str) -> set[str]:
         return self.by_volume().get(canonical, set())
+
+
+def one_shot_unix_server(path: str, reply: bytes | None) -> threading.Thread:
+    """Accept one connection on ``path``; answer ``reply`` raw, or say nothing until the
+    client hangs up."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        if reply is not None:
+            conn.sendall(reply)
+        else:
+            conn.recv(1)  # wait for the client to give up
+        conn.close()
+        listener.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

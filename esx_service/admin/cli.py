@@ -7,19 +7,17 @@ errors print as ``dockvols-admin: <code>: <message>`` and exit 1, usage errors e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
-from dockvols_common import wire
 from dockvols_common.cli import Result, run_main
-from dockvols_common.http_client import UnixHTTPConnection, request
 
 from ..errors import DockvolsError
 from ..options import format_size_mb
 from . import import_cli, tables
+from .client import AdminClient, NotJson, Refused, Unreachable
 from .db import AdminDb
 from .progress import run_with_progress
 
@@ -32,33 +30,6 @@ class CliError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
-
-
-class AdminClient:
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-
-    def call(self, method: str, path: str, body: dict | None = None,
-             query: dict[str, str] | None = None) -> dict:
-        url = "/v1/admin/" + path + (f"?{urlencode(query)}" if query else "")
-        payload = json.dumps(body).encode() if body is not None else None
-        try:
-            response, raw = request(UnixHTTPConnection(self.socket_path, TIMEOUT_S), method, url,
-                                    payload, {"Content-Type": "application/json"})
-        except OSError as exc:
-            raise CliError("ServiceUnreachable", f"cannot reach the dockvols admin socket "
-                           f"{self.socket_path}: {exc}; is dockvols-esx-service running, and "
-                           "may you open its admin socket (root only)?") from exc
-        try:
-            reply = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise CliError("BadResponse", f"the service answered {response.status} with "
-                           f"non-JSON: {raw[:200]!r}") from exc
-        if response.status >= 400:
-            error = wire.error_of(reply)
-            raise CliError(error.get("code", f"HTTP{response.status}"),
-                           error.get("message", repr(reply)))
-        return reply
 
 
 def _seg(value: str) -> str:
@@ -396,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> Result:
-    client = AdminClient(args.socket)
+    client = AdminClient(args.socket, TIMEOUT_S)
     if args.json or not sys.stderr.isatty():  # progress only for a person watching
         return args.run(client, args)
     return run_with_progress(
@@ -408,6 +379,19 @@ def _run(args: argparse.Namespace) -> Result:
 def _explain(exc: Exception) -> tuple[int, str] | None:
     if isinstance(exc, CliError):
         return 1, f"{exc.code}: {exc.message}"
+    if isinstance(exc, Refused):
+        code = exc.code if exc.code is not None else f"HTTP{exc.status}"
+        message = exc.message if exc.message is not None else repr(exc.reply)
+        return 1, f"{code}: {message}"
+    if isinstance(exc, NotJson):
+        return 1, (f"BadResponse: the service answered {exc.status} with non-JSON: "
+                   f"{exc.raw[:200]!r}")
+    # An answer that is not HTTP at all (http.client.HTTPException) is a bug in the service:
+    # it raises, like any bug; only no answer is the administrator's to fix.
+    if isinstance(exc, Unreachable) and isinstance(exc.cause, OSError):
+        return 1, (f"ServiceUnreachable: cannot reach the dockvols admin socket "
+                   f"{exc.socket_path}: {exc.cause}; is dockvols-esx-service running, and "
+                   "may you open its admin socket (root only)?")
     if isinstance(exc, argparse.ArgumentTypeError):  # options that only make sense together
         return 2, str(exc)
     return None

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+from .client import AdminClient
 
 Result = tuple[object, str]
 
 
-def volume_import(c: Any, a: argparse.Namespace) -> Result:
+def volume_import(c: AdminClient, a: argparse.Namespace) -> Result:
     if a.from_vdvs:
         if a.path or a.name:
             raise argparse.ArgumentTypeError("--from-vdvs takes no --path or --name")

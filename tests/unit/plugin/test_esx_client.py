@@ -15,7 +15,7 @@ from esx_service.server import UnixApiServer, _RequestHandler
 from esx_service.volumes import VolumeService
 from plugin.errors import ServiceError, ServiceUnreachable
 from plugin.esx_client import HttpEsxClient
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, one_shot_unix_server
 
 
 def _serve(server) -> None:
@@ -109,45 +109,23 @@ def test_a_socket_nobody_listens_on_is_connection_refused(short_tmp):
         HttpEsxClient(f"unix://{path}", timeout=2).get("db")
 
 
-def _one_shot_server(path: str, reply: bytes | None) -> threading.Thread:
-    """Accept one connection; answer ``reply`` raw, or say nothing until the client hangs
-    up."""
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(1)
-
-    def run() -> None:
-        conn, _ = listener.accept()
-        conn.recv(65536)
-        if reply is not None:
-            conn.sendall(reply)
-        else:
-            conn.recv(1)  # wait for the client to give up
-        conn.close()
-        listener.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_a_non_json_answer_is_unreachable(short_tmp):
     path = str(short_tmp / "weird.sock")
-    _one_shot_server(path, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 9\r\n\r\nnot json!")
+    one_shot_unix_server(path, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 9\r\n\r\nnot json!")
     with pytest.raises(ServiceUnreachable, match="non-JSON .*HTTP 502"):
         HttpEsxClient(f"unix://{path}", timeout=2).list()
 
 
 def test_a_silent_service_times_out_as_unreachable(short_tmp):
     path = str(short_tmp / "silent.sock")
-    _one_shot_server(path, None)
+    one_shot_unix_server(path, None)
     with pytest.raises(ServiceUnreachable, match="timed out"):
         HttpEsxClient(f"unix://{path}", timeout=5).get("db", timeout=0.2)
 
 
 def test_an_error_status_without_an_error_body_still_raises(short_tmp):
     path = str(short_tmp / "bare.sock")
-    _one_shot_server(path, b"HTTP/1.1 503 Unavailable\r\nContent-Length: 2\r\n\r\n{}")
+    one_shot_unix_server(path, b"HTTP/1.1 503 Unavailable\r\nContent-Length: 2\r\n\r\n{}")
     with pytest.raises(ServiceError) as err:
         HttpEsxClient(f"unix://{path}", timeout=2).list()
     assert (err.value.code, err.value.status) == ("InternalError", 503)
