@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(VsockApiServer(config.vsock_port, api, dict(config.vsock_vms)))
         # Admin routes live on their own root-only socket, never on a VM-facing listener.
         admin = AdminApi(AdminService(service, db, backend.storage_policies),
-                         Importer(service, backend, db), ObserveRoutes(service, db, telemetry),
+                         Importer(service, backend, db),
+                         ObserveRoutes(service, backend, db, telemetry),
                          log_file=config.log_file, config_source=config.source)
         servers.append(UnixApiServer(config.admin_socket, admin, "admin", mode=0o600))
         admin.listeners.extend(s.describe() for s in servers)

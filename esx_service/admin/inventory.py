@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..backends.base import DatastoreInfo, DiskLocation
+from ..backends.base import Backend, DatastoreInfo, DiskLocation
 from ..errors import DockvolsError
 from ..metadata import ATTACHED, VolumeMeta
 from ..metrics import Family
@@ -47,16 +47,18 @@ class Snapshot:
     quotas: list[Quota] = field(default_factory=list)
 
 
-def take_snapshot(service: VolumeService, db: AdminDb, allocation: bool = True) -> Snapshot:
-    backend = service.backend
+def take_snapshot(volumes: VolumeService, backend: Backend, db: AdminDb,
+                  allocation: bool = True) -> Snapshot:
+    """``volumes`` lists datastores and metadata; ``backend`` (the one ``volumes`` runs on)
+    names itself and, with ``allocation``, says how many bytes each disk takes."""
     try:
-        datastores = service.datastores()
+        datastores = volumes.datastores()
     except DockvolsError as exc:  # the backend (vCenter, ESXi) does not answer
         return Snapshot(backend.name, False, exc.message)
     snap = Snapshot(backend.name, True, datastores=datastores)
     use: dict[tuple[str, str], int] = {}  # (vmgroup, datastore) -> size_mb, every status
     for info in datastores:
-        for meta in service.volumes_in(info.name, None):
+        for meta in volumes.volumes_in(info.name, None):
             use[(meta.vmgroup, info.name)] = use.get((meta.vmgroup, info.name), 0) + \
                 meta.reserved_mb
             if not meta.visible:

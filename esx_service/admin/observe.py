@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dockvols_common.metrics import CONTENT_TYPE
 
 from ..api import Text
+from ..backends.base import Backend
 from ..errors import BadRequest
 from ..telemetry import RECENT_OPS, Telemetry
 from ..volumes import VolumeService
@@ -24,10 +25,12 @@ Handler = Callable[[list[str], dict[str, str], bytes, str], Reply]
 
 
 class ObserveRoutes:
-    def __init__(self, service: VolumeService, db: AdminDb, telemetry: Telemetry) -> None:
-        self.service, self.db, self.telemetry = service, db, telemetry
+    def __init__(self, volumes: VolumeService, backend: Backend, db: AdminDb,
+                 telemetry: Telemetry) -> None:
+        # volumes lists the datastores and metadata; backend names itself and sizes disks
+        self.volumes, self.backend, self.db, self.telemetry = volumes, backend, db, telemetry
         telemetry.registry.add_collector(
-            InventoryCollector(lambda: take_snapshot(service, db)))
+            InventoryCollector(lambda: take_snapshot(volumes, backend, db)))
 
     def routes(self) -> list[tuple[str, tuple[str, ...], Handler]]:
         return [("GET", ("metrics",), self._metrics),
@@ -46,4 +49,5 @@ class ObserveRoutes:
 
     def _inventory(self, args: list[str], q: dict[str, str], body: bytes, vm: str) -> Reply:
         # allocation is per volume and the page gets it from GET volumes already
-        return 200, snapshot_view(take_snapshot(self.service, self.db, allocation=False))
+        return 200, snapshot_view(take_snapshot(self.volumes, self.backend, self.db,
+                                                   allocation=False))

@@ -40,7 +40,7 @@ class Observed:
                                      observer=self.telemetry)
         self.admin = AdminApi(AdminService(self.service, db),
                               Importer(self.service, self.backend, db),
-                              ObserveRoutes(self.service, db, self.telemetry))
+                              ObserveRoutes(self.service, self.backend, db, self.telemetry))
         self.socket = os.path.join(short_dir, "admin.sock")
         self.server = UnixApiServer(self.socket, self.admin, "admin", mode=0o600)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
