@@ -20,6 +20,19 @@ from dockvols_common.http_client import UnixHTTPConnection
 REPO = Path(__file__).resolve().parents[1]
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def has_sys_resource() -> bool:
+    """Whether this machine's capability bounding set has CAP_SYS_RESOURCE, which online
+    ext4 growth (resize2fs on a mounted filesystem) needs; a plugin started here can only
+    have it then. Read from /proc by hand: psutil does not show capability sets."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return False
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -16,20 +16,13 @@ import time
 from pathlib import Path
 
 from .environment import DRIVER, BenchEnv, bench_main, standalone
+from .processes import has_sys_resource
 from .stats import fmt_ms, md_table, summarize
 
 RUNS = int(os.environ.get("DOCKVOLS_BENCH_RESIZE_RUNS", "5"))
 BOUND_S = 10.0
 BIN = Path(sys.executable).parent
 START_MB, GROWN_MB = 300, 600
-
-
-def _has_sys_resource() -> bool:
-    # /proc by hand: psutil does not show capability sets
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapBnd:"):
-            return bool(int(line.split()[1], 16) >> 24 & 1)
-    return False
 
 
 def _df_kb(env: BenchEnv, container: str) -> int:
@@ -69,7 +62,7 @@ def _one(env: BenchEnv, route: str, fstype: str, i: int) -> tuple[float, float]:
 
 
 def measure(env: BenchEnv, runs: int = RUNS) -> dict:
-    fstypes = ["xfs"] + (["ext4"] if _has_sys_resource() else [])
+    fstypes = ["xfs"] + (["ext4"] if has_sys_resource() else [])
     results = {}
     for fstype in fstypes:
         for route in ("admin", "guest"):

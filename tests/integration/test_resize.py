@@ -14,17 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.processes import Daemon, wait_for
+from bench.processes import Daemon, has_sys_resource, wait_for
 
 from .conftest import DRIVER, Docker, make_volume, restart_plugin_and_wait_for_recovery
 
 BIN = Path(sys.executable).parent
 # Online ext4 growth (resize2fs on a mounted filesystem) needs CAP_SYS_RESOURCE; a machine
 # whose bounding set lacks it cannot prove that path (xfs_growfs needs only CAP_SYS_ADMIN).
-# Read from /proc by hand: psutil does not show capability sets.
-HAS_SYS_RESOURCE = bool(int(next(
-    line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
-    if line.startswith("CapBnd:")), 16) >> 24 & 1)
+HAS_SYS_RESOURCE = has_sys_resource()
 NO_ONLINE_EXT4 = pytest.mark.skipif(
     not HAS_SYS_RESOURCE, reason="online ext4 growth needs CAP_SYS_RESOURCE, which this "
     "machine's capability bounding set lacks; the fallback is proven by "
