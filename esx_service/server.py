@@ -30,6 +30,10 @@ ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")
 IDLE_TIMEOUT = 120.0
 
 
+# after a refusal: how long and how much of a client's unread input is read and dropped
+DISCARD_SECONDS = 0.5
+DISCARD_READS = 64
+
 class Handler(Protocol):
     def handle(self, method: str, path: str, body: bytes,
                vm: str) -> tuple[int, dict | Text]: ...
@@ -98,8 +102,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD" and code >= 200 and code not in (204, 304):
                 self.wfile.write(data)
+            self.wfile.flush()
+            self._discard_unread_input()
         except OSError:
             pass  # the client went away
+
+    def _discard_unread_input(self) -> None:
+        """Read, briefly, what the client is still sending (the rest of an over-long line)
+        before the connection closes: closing with unread input resets the connection, and
+        the client may then lose the answer it has not read yet."""
+        self.connection.settimeout(DISCARD_SECONDS)
+        for _ in range(DISCARD_READS):
+            if not self.connection.recv(65536):
+                return
 
     def address_string(self) -> str:
         return self.server.describe()
