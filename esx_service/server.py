@@ -60,7 +60,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             status, reply = 413, {"error": {"code": "BadRequest", "message":
                                             f"request body length {declared!r} is invalid "
                                             f"or over the {MAX_BODY} byte limit"}}
-            self.close_connection = True
+            self.close_connection = self._refused = True
         else:
             body = self.rfile.read(length) if length else b""
             status, reply = self.server.api.handle(self.command, self.path, body, vm)
@@ -89,7 +89,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                                                                 else ""))
         code = error.http_status if code == 501 or not 400 <= code < 500 else code
         data = json.dumps(error.to_wire()).encode()
-        self.close_connection = True  # after a refusal the stream may be out of step
+        # after a refusal the stream may be out of step
+        self.close_connection = self._refused = True
         # a request line too broken to name its version still gets a status line and headers
         self.request_version = self.protocol_version
         try:
@@ -102,19 +103,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD" and code >= 200 and code not in (204, 304):
                 self.wfile.write(data)
-            self.wfile.flush()
-            self._discard_unread_input()
         except OSError:
             pass  # the client went away
 
-    def _discard_unread_input(self) -> None:
-        """Read, briefly, what the client is still sending (the rest of an over-long line)
-        before the connection closes: closing with unread input resets the connection, and
-        the client may then lose the answer it has not read yet."""
-        self.connection.settimeout(DISCARD_SECONDS)
-        for _ in range(DISCARD_READS):
-            if not self.connection.recv(65536):
-                return
+    _refused = False  # this connection's request was refused and it closes unread
+
+    def finish(self) -> None:
+        """After a refusal (an over-long line, a body over the limit), read briefly what the
+        client is still sending before the connection closes: closing with unread input
+        resets the connection, and the client may then lose the answer it has not read."""
+        super().finish()  # flushes the answer
+        if not self._refused:
+            return
+        try:
+            self.connection.settimeout(DISCARD_SECONDS)
+            for _ in range(DISCARD_READS):
+                if not self.connection.recv(65536):
+                    return
+        except OSError:
+            pass  # the client went away, or kept its side open past the wait
 
     def address_string(self) -> str:
         return self.server.describe()
