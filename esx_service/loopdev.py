@@ -25,6 +25,7 @@ import time
 from typing import Protocol
 
 from dockvols_common.loop_table import DELETED, backing_file
+from dockvols_common.mountinfo import read_mountinfo
 
 from .commands import CommandRunner
 from .errors import BackendError, VolumeInUse
@@ -49,6 +50,7 @@ _INFO_FLAGS = 8  # index of lo_flags in the unpacked loop_info64
 
 CONTROL = "/dev/loop-control"
 GET_FREE_TRIES = 16  # each EBUSY means another process bound "our" free device first
+BUSY_WAIT = 3.0  # seconds a claim on an unmounted device may linger before detach refuses
 NODE_WAIT = 2.0  # seconds for devtmpfs/udev to create /dev/loopN of a device just added
 
 
@@ -85,7 +87,8 @@ class KernelLoopDevices:
     """The real thing: ioctls on /dev/loop-control and /dev/loopN."""
 
     def __init__(self, control: str = CONTROL, dev: str = "/dev",
-                 sysfs_block: str = "/sys/block") -> None:
+                 sysfs_block: str = "/sys/block", busy_wait: float = BUSY_WAIT) -> None:
+        self.busy_wait = busy_wait
         self._control = control
         self._dev = dev
         self._sysfs_block = sysfs_block
@@ -163,21 +166,9 @@ class KernelLoopDevices:
             os.close(fd)
 
     def detach(self, device: str, path: str) -> None:
-        try:
-            # O_EXCL claims the block device: EBUSY while a filesystem on it is mounted (in
-            # any mount namespace) or mkfs/e2fsck hold it. LOOP_CLR_FD would then only arm
-            # autoclear, and the caller wait in vain for the release; and while we hold the
-            # claim nobody can mount it between this check and the clear.
-            fd = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = self._claim(device, path)
+        if fd is None:
             return  # no such device: nothing bound there
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                raise VolumeInUse(f"loop device {device} of {path} is mounted or held "
-                                  "exclusively on this host; unmount it first (nothing was "
-                                  "detached)") from exc
-            raise BackendError(f"cannot open {device} to detach it: {exc.strerror} (errno "
-                               f"{exc.errno})") from exc
         try:
             # Holding the device open pins its binding (a concurrent clear only sets
             # autoclear), so this check and the clear below are about the same file.
@@ -197,6 +188,37 @@ class KernelLoopDevices:
             os.close(fd)  # the last close is what really releases it on current kernels
 
 
+    def _claim(self, device: str, path: str) -> int | None:
+        """Open ``device`` O_EXCL, waiting out a brief claim; None if there is no device.
+
+        O_EXCL claims the block device: EBUSY while a filesystem on it is mounted (in any
+        mount namespace) or mkfs/e2fsck hold it. LOOP_CLR_FD would then only arm autoclear,
+        and the caller wait in vain for the release; and while we hold the claim nobody can
+        mount it between this check and the clear. Right after an umount the claim often
+        lingers: a container starting at that moment copied the mount into its new mount
+        namespace, and the copy goes only when runc drops the old root (measured: up to
+        0.1 s on an idle host, longer under load). So EBUSY with no mount in this
+        namespace is waited out, up to BUSY_WAIT; a mount here is refused at once."""
+        deadline = time.monotonic() + self.busy_wait
+        pause = 0.002
+        while True:
+            try:
+                return os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise BackendError(f"cannot open {device} to detach it: {exc.strerror} "
+                                       f"(errno {exc.errno})") from exc
+                mounted = _mounted_here(device)
+                if mounted or time.monotonic() > deadline:
+                    where = f" on {mounted}" if mounted else " or held exclusively"
+                    raise VolumeInUse(f"loop device {device} of {path} is mounted{where} on "
+                                      "this host; unmount it first (nothing was detached)"
+                                      ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     def set_capacity(self, device: str) -> None:
         fd = _open(device, os.O_RDONLY)
         try:
@@ -206,6 +228,16 @@ class KernelLoopDevices:
                                f"(errno {exc.errno})") from exc
         finally:
             os.close(fd)
+
+
+def _mounted_here(device: str) -> str | None:
+    """Where ``device`` is mounted in this mount namespace, if anywhere."""
+    try:
+        real = os.path.realpath(device)
+        return next((m.point for m in read_mountinfo()
+                     if m.source in (device, real)), None)
+    except OSError:
+        return None
 
 
 def _bound_to(fd: int, path: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def test_detaching_a_mounted_device_is_refused_and_arms_nothing(images, tmp_path
     """A mounted device is refused at once (VolumeInUse naming device and file): no
     LOOP_CLR_FD, whose autoclear used to free the device at the umount and made the local
     backend wait 5 s for it. The plugin's probe (plugin/blockdev.py) sees the same claim."""
-    loops = KernelLoopDevices()
+    loops = KernelLoopDevices(busy_wait=30.0)
     path = images()
     device = loops.attach(path, read_only=False)
     subprocess.run(["mkfs.ext4", "-q", device], check=True, capture_output=True)
@@ -169,9 +170,11 @@ def test_detaching_a_mounted_device_is_refused_and_arms_nothing(images, tmp_path
     subprocess.run(["mount", device, str(target)], check=True, capture_output=True)
     try:
         assert SystemBlockDevices().claimed(device)
+        started = time.monotonic()
         with pytest.raises(VolumeInUse) as caught:
             loops.detach(device, path)
-        assert f"loop device {device} of {path} is mounted" in caught.value.message
+        assert time.monotonic() - started < 10, "a mount here is not waited on"
+        assert f"loop device {device} of {path} is mounted on {target}" in caught.value.message
         (target / "f").write_text("kept")
     finally:
         subprocess.run(["umount", str(target)], check=True, capture_output=True)
@@ -179,4 +182,49 @@ def test_detaching_a_mounted_device_is_refused_and_arms_nothing(images, tmp_path
     assert backing_file(device) == path
     assert not SystemBlockDevices().claimed(device)
     loops.detach(device, path)
+    assert _wait_released(device)
+
+
+def _claim_for(device: str, seconds: float) -> threading.Thread:
+    """Hold ``device`` O_EXCL for ``seconds``, as a container's copy of a mount does for a
+    moment after the volume's umount."""
+    fd = os.open(device, os.O_RDONLY | os.O_EXCL)
+
+    def release() -> None:
+        time.sleep(seconds)
+        os.close(fd)
+    holder = threading.Thread(target=release)
+    holder.start()
+    return holder
+
+
+def test_a_claim_that_lingers_after_the_umount_is_waited_out(images):
+    loops = KernelLoopDevices(busy_wait=5.0)
+    path = images()
+    device = loops.attach(path, read_only=False)
+    holder = _claim_for(device, 0.3)
+    try:
+        loops.detach(device, path)
+        assert _wait_released(device)
+    finally:
+        holder.join()
+        if backing_file(device) == path:
+            loops.detach(device, path)
+
+
+def test_a_claim_held_past_the_wait_is_refused_and_nothing_is_detached(images):
+    loops = KernelLoopDevices(busy_wait=0.3)
+    path = images()
+    device = loops.attach(path, read_only=False)
+    holder = _claim_for(device, 1.5)
+    try:
+        with pytest.raises(VolumeInUse) as caught:
+            loops.detach(device, path)
+        assert f"loop device {device} of {path} is mounted or held exclusively" in \
+            caught.value.message
+        holder.join()
+        assert backing_file(device) == path
+    finally:
+        holder.join()
+        loops.detach(device, path)
     assert _wait_released(device)
