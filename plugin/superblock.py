@@ -21,6 +21,7 @@ _EXT_MAGIC = b"\x53\xef"
 _XFS_MAGIC = b"XFSB"  # sb_magicnum at offset 0, big endian
 _EXT4_MAGIC_LE = 0xEF53
 _EXT4_INCOMPAT_64BIT = 0x80  # s_blocks_count_hi is used
+_ZEROS = bytes(SPAN)
 
 
 def probe(device: str) -> str | None:
@@ -64,4 +65,6 @@ def filesystem_bytes(fstype: str, head: bytes) -> int | None:
 
 
 def _zero(data: bytes) -> bool:
-    return not data.strip(b"\0")
+    # A comparison with zeros is one memcmp (10 µs for 256 KiB); bytes.strip(b"\0") looks
+    # each byte up in its argument and took 1.2 ms per span, more than reading it (issue 15).
+    return data == (_ZEROS if len(data) == SPAN else bytes(len(data)))
