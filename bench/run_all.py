@@ -304,17 +304,22 @@ NOTES = """
   (plugin/syscalls.py) and the "already formatted?" check by reading the superblock
   (plugin/superblock.py); mkfs stays a process. What it adds per life cycle is in the
   phases table: four VolumeDriver hops, four esx_service hops, five datastore leases
-  (issue 11: directories made, listed and removed, no fsync), and six crash-safe file
-  replacements (write, fsync, rename, fsync the directory) in esx_service: metadata
-  `creating`, the descriptor, `detached`, `attached`, then `detached` and `removing`, plus
-  the extent's fsync: 13 fsyncs, where there were 17 before issue 15 (the plugin's
-  refcounts are now replaced atomically without fsync: they must outlive a plugin restart,
-  which the page cache does, and a host crash takes every mount with it, after which
-  recovery recounts from Docker). The superblock probe reads exactly its two 256 KiB
-  spans (POSIX_FADV_RANDOM): with readahead it read 768 KiB from the device, now 512 (the
-  device's sysfs read counters, every time). What that saves in time was lost in this
-  machine's noise: of two interleaved runs on fresh loop devices, one gave probe+mkfs 31.6
-  ms with readahead and 21.1 without (mkfs alone 19.6), the other 22.6 and 24.3 (17.7).
+  (issue 11: directories made, listed and removed, no fsync), and six file replacements
+  in esx_service: three crash-safe (write, fsync, rename, fsync the directory: metadata
+  `creating`, `detached` at create, `removing`) and three whose directory is not fsynced
+  (the descriptor, whose directory the `detached` write right after it fsyncs; the local
+  backend's `attached` and `detached` attachment records, which recovery rebuilds from
+  the loop table, since a loop device does not outlive the host crash that could lose
+  them), plus the extent's fsync: 10 fsyncs per life cycle, where there were 13 before
+  this change and 17 before issue 15 (the plugin's refcounts are replaced atomically
+  without fsync: they must outlive a plugin restart, which the page cache does, and a host
+  crash takes every mount with it, after which recovery recounts from Docker).
+  tests/unit/esx_service/backends/test_local_durability.py pins which fsyncs each
+  operation makes and plays each lost write through recovery. The superblock probe reads
+  exactly its two 256 KiB spans (POSIX_FADV_RANDOM) and compares them with zeros in one
+  memcmp: its `bytes.strip(b"\0")` check took 2.4 ms of the 4.2 ms the probe cost
+  (measured on fresh loop devices: open 0.01, first read 0.69, second 0.33, close 0.08,
+  the zero check 2.39 ms); now about 1 ms, the two reads through the loop device.
   The phases table's last two rows time real life cycles beside the phases (interleaved
   with the device cycles, whose writeback they share, so they run slower than the floor
   table's). A timestamped profile of both daemons at low load (20 cycles, Create+Mount
@@ -332,25 +337,13 @@ NOTES = """
 - **Why the floor ratio still misses** (when it does): on this disk an fsync costs
   milliseconds, and the six metadata replacements esx_service makes per life cycle are
   what crash safety is made of (each orders a state change against the disk or the
-  attachment). Considered and not taken: the local backend's `attached`/`detached`
-  records describe a loop device, which a host crash destroys, so they need atomicity
-  more than durability (recovery turns a lost `detached` back into truth). But dropping the
-  temp file's fsync is only atomic where the filesystem flushes a file's data before a
-  rename that replaces another (ext4's auto_da_alloc); elsewhere (XFS) a crash can leave
-  the new name on an empty file, and an unreadable metadata file hides its volume. Keeping
-  the file fsync and dropping only the directory fsync is safe for these records (either
-  the old or the new complete file survives) but saves about 0.5 ms of the 2 ms a
-  replacement costs here: not worth a second write mode in atomic.py while the
-  lease/fencing work (issue 11) reshapes it. Measured again (write + rename of a 600-byte
-  file on this ext4, 200 each): 1.74 ms with both fsyncs, 0.94 with the file's only, 1.09
-  with the directory's only, 1.00 with none: ext4's auto_da_alloc already writes the data
-  out on a replacing rename, so the directory fsync is the part that costs (0.75 ms). The
-  only write whose directory fsync could go without weakening any ordering is the
-  descriptor's (the `detached` write right after it fsyncs the same directory, and a lost
-  descriptor leaves the extent found by its default name): 0.75 ms per create, which
-  needs a third mode in dockvols_common/atomic.py; `attached`/`detached` could drop theirs
-  only with a durability flag through the Backend protocol (the vsphere backend has no
-  such choice). Neither closes the gap: the floor has no metadata, no leases and no hops.
+  attachment). Taken in issue 15: the three writes above whose directory fsync no
+  ordering needs (on this ext4 the directory fsync is the costly part of a replacement:
+  1.74 ms with both fsyncs, 0.94 with the file's only, 200 each). Not taken: dropping a
+  temp file's fsync, which is atomic only where the filesystem flushes a file's data
+  before a replacing rename (ext4's auto_da_alloc); elsewhere (XFS) a crash can leave the
+  new name on an empty file, and an unreadable metadata file hides its volume. None of it
+  closes the gap: the floor has no metadata, no leases and no hops.
 - **Raw HTTP hop**: a minimal `http.server` on a unix socket answering `{"Err":""}` to
   the same client code over a kept-alive connection. A Get is two hops (dockerd ->
   plugin under gunicorn, plugin -> esx_service under http.server) plus reading one

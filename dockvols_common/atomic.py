@@ -15,9 +15,12 @@ from .instance import temp_name
 
 
 def atomic_write_bytes(path: str, data: bytes, durable: bool = True,
-                       tmp_dir: str | None = None) -> None:
+                       tmp_dir: str | None = None, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` all at once. ``durable=False`` skips the fsyncs, for
-    caches that may lose their last update in a crash but must never be half written."""
+    caches that may lose their last update in a crash but must never be half written.
+    ``sync_dir=False`` keeps the file's fsync and skips the directory's: a crash then leaves
+    either the old or the new file, each complete, for a caller that fsyncs the directory
+    later in the same operation or whose record the next start rebuilds (issue 15)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(tmp_dir or directory, temp_name(os.path.basename(path)))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -37,7 +40,7 @@ def atomic_write_bytes(path: str, data: bytes, durable: bool = True,
         except FileNotFoundError:
             pass
         raise
-    if not durable:
+    if not (durable and sync_dir):
         return
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -47,6 +50,6 @@ def atomic_write_bytes(path: str, data: bytes, durable: bool = True,
 
 
 def atomic_write_json(path: str, obj: object, durable: bool = True,
-                      tmp_dir: str | None = None) -> None:
+                      tmp_dir: str | None = None, sync_dir: bool = True) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n",
-                       durable, tmp_dir)
+                       durable, tmp_dir, sync_dir)

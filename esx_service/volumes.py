@@ -153,14 +153,16 @@ class VolumeService:
             raise VolumeBusy(f"volume {meta.full_name} is being removed")
         return meta
 
-    def _save(self, loc: DiskLocation, meta: VolumeMeta) -> None:
-        """Write metadata, fenced by this volume's lease (held by every caller)."""
+    def _save(self, loc: DiskLocation, meta: VolumeMeta, attachment: bool = False) -> None:
+        """Write metadata, fenced by this volume's lease (held by every caller).
+        ``attachment``: the write records an attach or detach the backend just made, which
+        recovery can rebuild from the backend (Backend.write_metadata)."""
         fence = self._locks.fence(_key(loc))
         if fence is not None:
             fence.check()
         data = meta.to_dict()
         self._forget(loc)
-        self.backend.write_metadata(loc, data, fence=fence)
+        self.backend.write_metadata(loc, data, fence=fence, attachment=attachment)
         self._wrote(loc, data)
 
     def _still_ours(self, loc: DiskLocation) -> bool:
@@ -514,7 +516,7 @@ class VolumeService:
                 fault_point("attach.disk_attached")
                 try:
                     meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info)
-                    self._save(loc, meta)
+                    self._save(loc, meta, attachment=True)
                 except BaseException:
                     self.backend.detach_disk(loc, vm, info)
                     raise
@@ -537,7 +539,7 @@ class VolumeService:
                 fault_point("detach.disk_detached")
                 meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None,
                                    formatted=meta.formatted or formatted)
-                self._save(loc, meta)
+                self._save(loc, meta, attachment=True)
                 return self.view(meta)
 
     # -- recovery ---------------------------------------------------------------------

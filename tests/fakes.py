@@ -127,7 +127,8 @@ class FakeBackend:
         data = self.metadata.get(_key(loc))
         return copy.deepcopy(data) if data is not None else None
 
-    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
+                       attachment: bool = False) -> None:
         self._enter("write_metadata")
         self._check_ds(loc.datastore)
         if fence is not None:

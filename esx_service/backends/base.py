@@ -110,9 +110,14 @@ class Backend(Protocol):
     def read_metadata(self, loc: DiskLocation) -> dict | None:
         """The metadata of one volume, None when there is no metadata file."""
 
-    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
+                       attachment: bool = False) -> None:
         """Replace the metadata file atomically (creating the folder if needed); with a
-        fence, only while the fence's lease holds (staged in its folder, then renamed)."""
+        fence, only while the fence's lease holds (staged in its folder, then renamed).
+        ``attachment``: the write changes only where the disk is attached (and whether the
+        guest reported a filesystem). A backend whose attachments die with the host may
+        let a host crash lose such a write (the old record, whole, stays): recovery then
+        rebuilds the record from the attachments themselves (issue 15)."""
 
     def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
         """Remove the metadata file, fenced like ``write_metadata``; missing is fine."""

@@ -143,7 +143,10 @@ class VsphereBackend:
         name = self.inventory.datastore(loc.datastore).name
         return self._parse(name, loc.metadata_path, self.files.read(name, loc.metadata_path))
 
-    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None) -> None:
+    def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
+                       attachment: bool = False) -> None:
+        # A disk's attachment is in the VM's configuration and outlives a host crash: every
+        # record is written the one durable way.
         body = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
         self.files.write(self.inventory.datastore(loc.datastore).name, loc.metadata_path, body,
                          fence)

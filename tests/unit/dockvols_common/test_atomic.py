@@ -61,3 +61,23 @@ def test_a_missing_directory_raises_and_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic_write_bytes(str(tmp_path / "nope" / "meta.json"), b"x")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("kwargs,synced", [({}, ["file", "folder"]),
+                                           ({"sync_dir": False}, ["file"]),
+                                           ({"durable": False}, [])])
+def test_which_fsyncs_each_mode_makes(tmp_path, monkeypatch, kwargs, synced):
+    seen = []
+    real = os.fsync
+
+    def fsync(fd):
+        seen.append("folder" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
+        real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    path = tmp_path / "meta.json"
+    atomic_write_bytes(str(path), b"old")
+    seen.clear()
+    atomic_write_bytes(str(path), b"new", **kwargs)
+    assert seen == synced
+    assert path.read_bytes() == b"new"

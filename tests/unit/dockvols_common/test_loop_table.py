@@ -39,14 +39,14 @@ def test_no_sysfs_means_no_loop_devices(tmp_path):
 
 def test_an_unexpected_read_error_names_the_sysfs_file(tmp_path, monkeypatch):
     _bind(tmp_path, "loop0", "/x")
-    real_open = open
+    real_open = os.open
 
     def eio(path, *args, **kwargs):
         if "loop0" in str(path):
             raise OSError(errno.EIO, "Input/output error")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", eio)
+    monkeypatch.setattr(os, "open", eio)
     with pytest.raises(OSError) as raised:
         loop_table(str(tmp_path))
     assert raised.value.filename == str(tmp_path / "loop0" / "loop" / "backing_file")

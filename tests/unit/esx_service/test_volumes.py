@@ -167,11 +167,11 @@ def test_a_failed_final_metadata_write_leaves_no_disk(h, monkeypatch):
     real = h.backend.write_metadata
     writes = []
 
-    def second_write_fails(loc, data, fence=None):
+    def second_write_fails(loc, data, fence=None, attachment=False):
         writes.append(data["status"])
         if len(writes) == 2:
             raise BackendError("datastore went read-only")
-        real(loc, data, fence)
+        real(loc, data, fence, attachment)
     monkeypatch.setattr(h.backend, "write_metadata", second_write_fails)
     with pytest.raises(BackendError):
         h.service.create("vm1", "db", {})

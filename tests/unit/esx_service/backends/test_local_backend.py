@@ -126,7 +126,7 @@ def test_out_of_space_is_insufficient_space_and_leaves_no_files(local_backend, m
 
 
 def test_a_failed_descriptor_write_leaves_no_extent(local_backend, monkeypatch):
-    def eio(*_a):
+    def eio(*_a, **_kw):
         raise OSError(errno.EIO, "Input/output error")
     monkeypatch.setattr(local_module, "atomic_write_bytes", eio)
     with pytest.raises(BackendError, match="creating disk"):
@@ -263,14 +263,14 @@ def test_a_loop_device_torn_down_while_sysfs_is_read_is_not_an_error(
     _, extent = _files(backend)
     _bind(sysfs, "loop0", extent)
     _bind(sysfs, "loop1", "/elsewhere")
-    real_open = open
+    real_open = os.open
 
     def tearing_down(path, *args, **kwargs):
         if "loop1" in str(path):
             raise OSError(code, os.strerror(code))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", tearing_down)
+    monkeypatch.setattr(os, "open", tearing_down)
     assert backend.is_attached(LOC, "vm1", None)
     assert backend._loop_table() == [("/dev/loop0", extent)]
 
@@ -278,14 +278,14 @@ def test_a_loop_device_torn_down_while_sysfs_is_read_is_not_an_error(
 def test_an_unexpected_sysfs_error_names_the_file(tmp_path, losetup, monkeypatch):
     backend, sysfs = _sysfs_backend(tmp_path, losetup)
     _bind(sysfs, "loop0", "/x")
-    real_open = open
+    real_open = os.open
 
     def eio(path, *args, **kwargs):
         if "loop0" in str(path):
             raise OSError(errno.EIO, "Input/output error")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", eio)
+    monkeypatch.setattr(os, "open", eio)
     with pytest.raises(BackendError, match="loop0.*Input/output error"):
         backend.is_attached(LOC, "vm1", None)
 
@@ -362,3 +362,20 @@ def test_a_detach_of_a_mounted_volume_is_refused_naming_it_and_its_device(tmp_pa
     loops.mounted.clear()
     service.detach("vm1", "db")
     assert service.get("vm1", "db")["attached_to"] is None
+
+
+def test_a_datastore_reached_through_a_symlink_finds_its_loop_devices_by_the_real_path(
+        tmp_path, losetup):
+    # sysfs names the backing file as the kernel resolved it: the real path
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "ds1")
+    backend, sysfs = _sysfs_backend(tmp_path, losetup)
+    _, extent = _files(backend)
+    real = os.path.realpath(extent)
+    assert real != extent
+    _bind(sysfs, "loop3", real)
+    _bind(sysfs, "loop4", real + " (deleted)")
+    _bind(sysfs, "loop5", "/elsewhere/db-flat.vmdk")
+    assert backend._loop_devices_of(extent) == ["/dev/loop3"]
+    assert backend._loops_on(extent, deleted=True) == [
+        ("/dev/loop3", real), ("/dev/loop4", real + " (deleted)")]
