@@ -29,7 +29,8 @@ TARGET_GET_HOPS = 4.0  # Get p50 / raw hop p50
 
 
 def trivial_app(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """What the plugin's server costs with nothing behind it (gunicorn runs this)."""
+    """What a server costs with nothing behind it (the plugin's server and gunicorn, side
+    by side, run this)."""
     environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     body = b'{"Err":""}'
     start_response("200 OK", [("Content-Type", "application/json"),
@@ -39,7 +40,8 @@ def trivial_app(environ: dict, start_response: Callable[..., Any]) -> Iterable[b
 
 @contextmanager
 def trivial_gunicorn(run_dir: str) -> Iterator[DriverClient]:
-    """gunicorn as the plugin runs it (one gthread worker, 32 threads) serving trivial_app."""
+    """gunicorn as the plugin ran it before issue 15 (one gthread worker, 32 threads) serving
+    trivial_app: the figure the plugin's own server is measured against."""
     sock = os.path.join(run_dir, "gtrivial.sock")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "32",
@@ -47,6 +49,31 @@ def trivial_gunicorn(run_dir: str) -> Iterator[DriverClient]:
         cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: os.path.exists(sock), 30, "gunicorn with a trivial app")
+        client = DriverClient(sock)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+_LEAN = ("import sys\n"
+         "from bench.control_path import trivial_app\n"
+         "from plugin.server import PluginServer, serve_until_stopped\n"
+         "serve_until_stopped(PluginServer(sys.argv[1], trivial_app), 5.0)\n")
+
+
+@contextmanager
+def trivial_lean(run_dir: str) -> Iterator[DriverClient]:
+    """The plugin's own server (plugin/server.py) serving trivial_app, in its own process
+    as gunicorn is, so the two compare alike."""
+    sock = os.path.join(run_dir, "ltrivial.sock")
+    proc = subprocess.Popen([sys.executable, "-c", _LEAN, sock], cwd=str(REPO),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(sock), 30, "the plugin's server with a trivial app")
         client = DriverClient(sock)
         try:
             yield client
@@ -72,7 +99,8 @@ def measure(env: BenchEnv) -> dict:
     esx = HttpEsxClient(f"unix://{env.esx_socket}")
     try:
         with RawHopServer(os.path.join(str(env.run_dir), "rawhop.sock")) as raw, \
-                trivial_gunicorn(str(env.run_dir)) as trivial:
+                trivial_gunicorn(str(env.run_dir)) as trivial, \
+                trivial_lean(str(env.run_dir)) as lean:
             # Every point call in turn, ROUNDS times: a burst of load on this shared machine
             # then weighs on each series alike, and their ratios hold.
             calls: dict[str, Callable[[], object]] = {
@@ -84,6 +112,7 @@ def measure(env: BenchEnv) -> dict:
                 # the parts of a Get, each on its own: the plugin's server with nothing
                 # behind it, and the second hop (the plugin's kept-alive call to esx_service)
                 "gunicorn gthread, trivial WSGI app": lambda: trivial.call("Get", {"Name": idle}),
+                "plugin's server, trivial WSGI app": lambda: lean.call("Get", {"Name": idle}),
                 "esx_service Get (the second hop)": lambda: esx.get(idle),
             }
             times: dict[str, list[float]] = {k: [] for k in calls}
@@ -123,14 +152,19 @@ def render(r: dict) -> str:
     parts = r.get("parts", {})
     breakdown = ""
     if parts:
-        floor = parts["gunicorn gthread, trivial WSGI app"]["p50_ms"]
+        floor = parts["plugin's server, trivial WSGI app"]["p50_ms"]
+        gunicorn = parts["gunicorn gthread, trivial WSGI app"]["p50_ms"]
         second = parts["esx_service Get (the second hop)"]["p50_ms"]
         path = r["stats"]["Path (not mounted)"]["p50_ms"]
         get = r["stats"]["Get (detached volume)"]["p50_ms"]
         breakdown = (
-            f" In raw hops: gunicorn alone (gthread: its main thread polls, a pool thread "
-            f"answers, the connection goes back through a queue) {fmt_ratio(floor / raw)}; "
-            f"the plugin's own dispatch on top of it (Path, no esx_service call) "
+            f" In raw hops: the plugin's server alone (plugin/server.py on "
+            f"dockvols_common/http_server.py: a thread per kept-alive connection, the request "
+            f"answered in that thread, one write per answer) {fmt_ratio(floor / raw)}, where "
+            f"gunicorn's gthread worker, which served the plugin before, takes "
+            f"{fmt_ratio(gunicorn / raw)} in the same run (its main thread polls, a pool "
+            f"thread answers, the connection goes back through a queue); the plugin's own "
+            f"dispatch on top of its server (Path, no esx_service call) "
             f"{fmt_ratio((path - floor) / raw)}; the second hop to esx_service with its work "
             f"{fmt_ratio(second / raw)}; the Get's own work in the plugin (its view, the "
             f"cache, the log line) {fmt_ratio((get - path - second) / raw)}.")

@@ -104,7 +104,8 @@ class DriverClient:
         self._last = 0.0
 
     def _connection(self) -> UnixHTTPConnection:
-        # gunicorn drops idle keep-alive connections after 2 s: reconnect before it does.
+        # reconnect after a pause: a server may drop an idle kept-alive connection (gunicorn,
+        # which bench/control_path.py still measures beside the plugin, after 2 s)
         if self._conn is None or time.monotonic() - self._last > 1.0:
             self.close()
             self._conn = UnixHTTPConnection(self.path, self.timeout)

@@ -1,5 +1,5 @@
 """Where the time goes on the slow paths: py-spy (installed into the running venv if
-missing; not a project dependency) samples esx_service and the plugin's gunicorn worker
+missing; not a project dependency) samples esx_service and the plugin process
 while a workload runs at the plugin socket, wall-clock (``--idle``: waiting on a subprocess,
 an fsync or the other process counts).
 
@@ -26,8 +26,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import psutil
-
 from .environment import (
     REPO,
     VOLUME_SIZE,
@@ -43,7 +41,8 @@ SECONDS = float(os.environ.get("DOCKVOLS_BENCH_PROFILE_SECONDS", "8"))
 RATE = 100  # samples per second per thread: low enough not to starve 2 cores
 TOP = 10
 OURS = ("esx_service/", "plugin/", "dockvols_common/")
-ANCHORS = {"esx_service": "Api.handle ", "plugin": "Flask.dispatch_request "}
+# inside request handling: the service's API, the plugin's WSGI app under its server
+ANCHORS = {"esx_service": "Api.handle ", "plugin": "WsgiHandler.answer "}
 
 
 def py_spy() -> str:
@@ -53,14 +52,6 @@ def py_spy() -> str:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True,
                        capture_output=True)
     return str(path)
-
-
-def _worker_pid(master: int) -> int:
-    """gunicorn serves from a forked worker, not the master."""
-    children = psutil.Process(master).children()
-    if not children:
-        raise RuntimeError(f"gunicorn master {master} has no worker")
-    return children[0].pid
 
 
 def attribute(raw: str, anchor: str) -> tuple[int, Counter, Counter]:
@@ -119,7 +110,7 @@ def _lists(client: DriverClient, stop_at: float) -> int:
 
 def profile(env: BenchEnv, workload, label: str) -> dict:  # type: ignore[no-untyped-def]
     spy = py_spy()
-    pids = {"esx_service": env.esx.proc.pid, "plugin": _worker_pid(env.plugin.proc.pid)}
+    pids = {"esx_service": env.esx.proc.pid, "plugin": env.plugin.proc.pid}
     out = {name: env.run_dir / f"profile-{label}-{name}.txt" for name in pids}
     recorders = [subprocess.Popen(
         [spy, "record", "--idle", "--threads", "--nonblocking", "-r", str(RATE),

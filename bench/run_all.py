@@ -250,7 +250,7 @@ def write_results(info: dict, results: dict, others: dict, elapsed: float) -> No
         ]),
         "",
         "Set-up: esx_service (local backend, datastore under /tmp on the root filesystem) "
-        "and the plugin (gunicorn, one worker, 32 threads, log level INFO) run as in "
+        "and the plugin (one process, a thread per connection, log level INFO) run as in "
         f"production, the plugin under the driver name `{DRIVER}`; dockerd is a private "
         "instance (`--bridge=none --iptables=false`, own data and exec roots). All volumes "
         "are 100mb thin ext4.",
@@ -330,8 +330,8 @@ NOTES = """
   0.4) and about 3.6 ms in the four hops, leaving about 5 ms of Python between them
   (request parsing, JSON, log lines, name and policy look-ups); on a loaded machine the
   remainder
-  grows by the wait for a core at every thread hand-off (dockerd's call, gunicorn's
-  poller and pool thread, esx_service's thread, and back). The mkfs row's before/now gap is
+  grows by the wait for a core at every thread hand-off (dockerd's call, the plugin's
+  connection thread, esx_service's thread, and back). The mkfs row's before/now gap is
   not the loop set-up: mkfs right after LOOP_CONFIGURE, after `losetup`, after the probe
   or after `blkid -p` took 15.8 / 15.2 / 15.6 / 14.9 ms interleaved (15 runs each).
 - **Why the floor ratio still misses** (when it does): on this disk an fsync costs
@@ -346,21 +346,24 @@ NOTES = """
   closes the gap: the floor has no metadata, no leases and no hops.
 - **Raw HTTP hop**: a minimal `http.server` on a unix socket answering `{"Err":""}` to
   the same client code over a kept-alive connection. A Get is two hops (dockerd ->
-  plugin under gunicorn, plugin -> esx_service under http.server) plus reading one
-  metadata file and the descriptor; the plugin reuses one kept-alive connection per
-  thread for reads, answers the VolumeDriver calls without flask (plugin/dispatch.py),
-  and esx_service sends each answer in one write. What is left is measured beside the
-  Get (control path table): gunicorn's gthread worker with a trivial WSGI app is about
-  1.7 raw hops by itself (its main thread polls, hands the connection to a pool thread,
-  and gets it back through a queue: two more thread wake-ups than http.server's thread
-  per connection), and the second hop alone, measured from outside the plugin, about 3
-  (http.server plus 0.25-0.3 ms of the service's work: the op-log line and telemetry,
-  two admin-DB look-ups, the metadata and descriptor reads). Together over 4 before the
-  plugin does anything, so the 4x target needs a server other than gunicorn's gthread
-  worker, or no second hop. A Get answered from the plugin's cache was considered and
-  not taken: no cache in the guest can prove itself fresh (another VM's plugin, another
-  host's service or an admin changes a volume without this plugin hearing of it), and
-  asking esx_service whether it is fresh is the second hop again.
+  plugin, plugin -> esx_service) plus reading one metadata file and the descriptor. Both
+  halves serve with one lean HTTP server (dockvols_common/http_server.py, standard
+  library): a thread per connection that answers that connection's requests itself (no
+  hand-off between threads), the request line and headers split by hand instead of by
+  email.parser, each answer in one write. Before it the plugin ran under gunicorn's
+  gthread worker, which by itself cost about 1.7 raw hops (its main thread polls, hands
+  the connection to a pool thread and gets it back through a queue); the control path
+  table measures both servers with a trivial WSGI app side by side, and the plugin's
+  server comes out below one raw hop (the raw hop's http.server parses headers with
+  email.parser and writes the headers and body separately). The plugin reuses one
+  kept-alive connection per thread for reads and answers the VolumeDriver calls without
+  flask (plugin/dispatch.py). The second hop, measured from outside the plugin, is the
+  larger share: the service's server plus its work (the op-log line and telemetry, two
+  admin-DB look-ups, the metadata and descriptor reads). A Get answered from the
+  plugin's cache was considered and not taken: no cache in the guest can prove itself
+  fresh (another VM's plugin, another host's service or an admin changes a volume
+  without this plugin hearing of it), and asking esx_service whether it is fresh is the
+  second hop again.
 - **List** (bench/control_path.py, bench/scaling.py): esx_service keeps each metadata
   file's parsed form and hands it back only while a stat shows the same device, inode,
   size, mtime and ctime as the open file it was parsed from, and only for files whose
@@ -417,9 +420,9 @@ NOTES = """
 - The directory fsyncs of the descriptor and of the local backend's attach/detach
   records (above): about 0.75 ms each, safe to drop with a third write mode in
   dockvols_common/atomic.py and a durability flag through the Backend protocol.
-- Get against the raw hop: gunicorn's gthread worker alone is ~1.7 raw hops and the hop
-  to esx_service ~3 (above); the 4x target needs another server for the plugin's socket
-  (a thread per connection, as http.server) or fewer hand-offs inside gunicorn.
+- Get against the raw hop: with both halves on the lean server the rest is mostly the
+  second hop's thread wake-ups and the service's own work; on a loaded 2-core machine the
+  ratio moves with the wait for a core at each of the four wake-ups.
 - Changes (create, attach, ...) still take a new connection to esx_service each (about
   0.5 ms and a server thread more than a kept-alive one, four per life cycle): reusing the
   kept-alive connection only when a zero-timeout poll shows it open would keep "never sent

@@ -167,7 +167,7 @@ def render(r: dict) -> str:
         "",
         f"**Get under concurrency.** N client threads (in the bench process, each with its "
         f"own kept-alive connection) call Get back to back for {r['seconds_per_level']:g} s "
-        "per level over 100 volumes; the plugin is one gunicorn worker with 32 threads. "
+        "per level over 100 volumes; the plugin serves each connection in its own thread. "
         "2 cores for clients, plugin and esx_service together.",
         "",
         md_table(["clients", "calls", "Get/s", "p50 ms", "p99 ms", "stale answers"],

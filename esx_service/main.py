@@ -4,13 +4,12 @@ SIGTERM/SIGINT, then let in-flight operations finish (bounded) and stop."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
 
 from dockvols_common.instance import Instance, set_default_instance
+from dockvols_common.stop_signal import StopSignal
 
 from . import __version__
 from .admin.admin_api import AdminApi
@@ -70,28 +69,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                          "/etc/dockvols/dockvols.conf if it exists)")
     parser.add_argument("--version", action="version", version=f"dockvols {__version__}")
     return parser.parse_args(argv)
-
-
-class StopSignal:
-    """SIGTERM or SIGINT, waited for by the main thread.
-
-    The handler only writes a byte to a pipe: it takes no lock. Setting a threading.Event
-    from a handler deadlocks when a second signal (Ctrl-C reaches the whole process group,
-    then `make run` sends SIGTERM) interrupts the first handler inside the Event's lock,
-    and the service then never stops."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)  # a burst of signals never blocks the handler
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._write, b"s")
-
-    def wait(self) -> None:
-        os.read(self._read, 1)  # retried after each handler (PEP 475) until a byte is there
 
 
 def main(argv: list[str] | None = None) -> int:

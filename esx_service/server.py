@@ -18,8 +18,9 @@ import socket
 import socketserver
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
+
+from dockvols_common.http_server import HttpHandler, HttpServerMixin, Request, Response
 
 from .api import MAX_BODY, Text
 from .errors import BadRequest, DockvolsError, MethodNotAllowed
@@ -30,111 +31,54 @@ ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")
 IDLE_TIMEOUT = 120.0
 
 
-# after a refusal: how long and how much of a client's unread input is read and dropped
-DISCARD_SECONDS = 0.5
-DISCARD_READS = 64
-
 class Handler(Protocol):
     def handle(self, method: str, path: str, body: bytes,
                vm: str) -> tuple[int, dict | Text]: ...
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class _RequestHandler(HttpHandler):
+    """The API on the lean HTTP server both halves share (dockvols_common/http_server.py):
+    request line and headers split by hand, each answer in one write (issue 15: a Get is
+    two hops, and http.server's email.parser headers and its writes were most of this one).
+    Refusals and failures answer in the API's JSON error shape."""
+
     server: ApiServer  # type: ignore[assignment]
-    protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT  # a silent client never holds a thread for ever
-    # Buffered writes: status line, headers and a small body leave in one send when
-    # http.server flushes after each request, so the client wakes once per answer, not
-    # once for the headers and again for the body (issue 15: a Get is two hops).
-    wbufsize = -1
+    max_body = MAX_BODY
 
-    def _serve(self) -> None:
+    def answer(self, request: Request) -> Response:
+        if request.method not in ALLOWED_METHODS:
+            response = _error_response(405, MethodNotAllowed(
+                f"HTTP method {request.method!r} is not supported; "
+                f"use {', '.join(ALLOWED_METHODS)}"))
+            response.headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
+            return response
         vm = self.server.caller_vm(self.connection)
-        reply: dict | Text
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            declared = self.headers.get("Content-Length")
-            status, reply = 413, {"error": {"code": "BadRequest", "message":
-                                            f"request body length {declared!r} is invalid "
-                                            f"or over the {MAX_BODY} byte limit"}}
-            self.close_connection = self._refused = True
-        else:
-            body = self.rfile.read(length) if length else b""
-            status, reply = self.server.api.handle(self.command, self.path, body, vm)
+        status, reply = self.server.api.handle(request.method, request.target, request.body,
+                                               vm)
         if isinstance(reply, Text):
-            data, content_type = reply.body.encode(), reply.content_type
-        else:
-            data, content_type = json.dumps(reply).encode(), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            return Response(status, reply.body.encode(), reply.content_type)
+        return Response(status, json.dumps(reply).encode())
 
-    do_GET = do_POST = do_DELETE = do_PUT = _serve
+    def refusal(self, status: int, message: str) -> Response:
+        """The server's own refusals (a malformed request line, a line too long, a body over
+        the limit, an HTTP version or transfer coding we do not speak): all the caller's."""
+        error = BadRequest(message)
+        return _error_response(status if 400 <= status < 500 else error.http_status, error)
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
-        """http.server's own refusals (an unknown method, a malformed request line, headers
-        too long) in the API's JSON error shape instead of its HTML page."""
-        error: DockvolsError
-        if code == 501:  # no do_<METHOD>: the caller's mistake, not an unimplemented server
-            error = MethodNotAllowed(f"HTTP method {self.command!r} is not supported; "
-                                     f"use {', '.join(ALLOWED_METHODS)}")
-        else:  # 400, 414, 431, and 505 for an HTTP version we do not speak: all the caller's
-            error = BadRequest(f"{message or 'bad request'}" + (f": {explain}" if explain
-                                                                else ""))
-        code = error.http_status if code == 501 or not 400 <= code < 500 else code
-        data = json.dumps(error.to_wire()).encode()
-        # after a refusal the stream may be out of step
-        self.close_connection = self._refused = True
-        # a request line too broken to name its version still gets a status line and headers
-        self.request_version = self.protocol_version
-        try:
-            self.send_response(code)
-            if code == 405:
-                self.send_header("Allow", ", ".join(ALLOWED_METHODS))
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-                self.wfile.write(data)
-        except OSError:
-            pass  # the client went away
-
-    _refused = False  # this connection's request was refused and it closes unread
-
-    def finish(self) -> None:
-        """After a refusal (an over-long line, a body over the limit), read briefly what the
-        client is still sending before the connection closes: closing with unread input
-        resets the connection, and the client may then lose the answer it has not read."""
-        super().finish()  # flushes the answer
-        if not self._refused:
-            return
-        try:
-            self.connection.settimeout(DISCARD_SECONDS)
-            for _ in range(DISCARD_READS):
-                if not self.connection.recv(65536):
-                    return
-        except OSError:
-            pass  # the client went away, or kept its side open past the wait
-
-    def address_string(self) -> str:
-        return self.server.describe()
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+    def failure(self, request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return _error_response(500, DockvolsError(
+            f"internal error on {request.method} {request.path}: {type(exc).__name__}; "
+            "see the service log"))
 
 
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default backlog of 5 makes unix-socket clients fail with EAGAIN under
-    # a burst of containers starting at once.
-    request_queue_size = 256
+def _error_response(status: int, error: DockvolsError) -> Response:
+    # after a refusal the stream may be out of step: the connection closes
+    return Response(status, json.dumps(error.to_wire()).encode(), close=True)
+
+
+class ApiServer(HttpServerMixin, socketserver.TCPServer):
     api: Handler
 
     def caller_vm(self, connection: socket.socket) -> str:

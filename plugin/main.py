@@ -1,5 +1,6 @@
-"""``dockvols-plugin``: wire the plugin together and serve it under gunicorn on the
-VolumeDriver socket (one worker with threads: counts and locks live in one process)."""
+"""``dockvols-plugin``: wire the plugin together and serve it on the VolumeDriver socket
+(plugin/server.py: one process, a thread per connection, so counts and locks live in one
+process)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ from .grow_check import start_grow_checks
 from .metrics import PluginMetrics
 from .recovery import DockerUsers, start_recovery
 from .refcounts import RefCounts
+from .server import PluginServer, serve_until_stopped
 from .settings import PluginSettings, SettingsError, load_settings
 from .volume_cache import VolumeCache
 from .volume_manager import VolumeManager
 from .volume_names import VolumeNames
 
 log = logging.getLogger("dockvols.plugin.main")
+# dockerd sends SIGKILL 10 s after SIGTERM; outside dockerd (make run) a Mount in flight
+# gets this long to finish
+DRAIN_SECONDS = 30.0
 
 
 def build_app(settings: PluginSettings) -> Flask:
@@ -70,28 +75,16 @@ def build_app(settings: PluginSettings) -> Flask:
 
 
 def serve(settings: PluginSettings) -> None:
-    from gunicorn.app.base import BaseApplication
-
-    class _Server(BaseApplication):
-        def load_config(self) -> None:
-            self.cfg.set("bind", [f"unix:{settings.socket_path}"])
-            self.cfg.set("workers", 1)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", settings.threads)
-            # above dockerd's own 120 s Mount timeout, so dockerd gives up first
-            self.cfg.set("timeout", 150)
-            self.cfg.set("graceful_timeout", 30)
-            self.cfg.set("loglevel", settings.log_level.lower())
-            self.cfg.set("accesslog", None)
-            if "control_socket_disable" in self.cfg.settings:  # gunicorn 23+
-                self.cfg.set("control_socket_disable", True)  # one per host would clash
-
-        def load(self) -> Flask:  # runs in the worker, after the fork
-            _setup_logging(settings.log_level)
-            return build_app(settings)
-
+    """Serve until SIGTERM. Building the app takes no network call (esx_service is reached
+    lazily, recovery runs in the background), so the socket is up well within the 9.5 s
+    dockerd gives a managed plugin."""
+    app = build_app(settings)
     os.makedirs(os.path.dirname(settings.socket_path), exist_ok=True)
-    _Server().run()
+    server = PluginServer(settings.socket_path, app)
+    try:
+        serve_until_stopped(server, DRAIN_SECONDS)
+    finally:
+        server.server_close()  # idempotent: the socket file goes on every way out
 
 
 def _setup_logging(level: str) -> None:

@@ -38,7 +38,6 @@ class PluginSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
-    threads: int = 32
     # also serve /metrics on this loopback HOST:PORT (it is always on the plugin's socket)
     metrics_address: tuple[str, int] | None = None
 
@@ -112,6 +111,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> PluginSettings:
                                 PluginSettings.reconcile_period),
         reconcile_grace=_float(env, "DOCKVOLS_RECONCILE_GRACE", PluginSettings.reconcile_grace),
         recover_on_start=env.get("DOCKVOLS_RECOVER", "1") not in ("0", "false", "no"),
-        threads=int(_float(env, "DOCKVOLS_THREADS", PluginSettings.threads)),
         tls_cert=tls["cert"], tls_key=tls["key"], tls_ca=tls["ca"],
     )

@@ -1,6 +1,6 @@
 """A seeded randomized fault run: bursts of concurrent Create/Mount/Unmount/Remove through a
-real dockerd, SIGKILL of esx_service and/or the plugin (or only its gunicorn worker) after a
-random delay, restart, then the invariants:
+real dockerd, SIGKILL of esx_service and/or the plugin (one process since it left gunicorn) after
+a random delay, restart, then the invariants:
 
 - nothing lost: a volume whose create succeeded and that no remove touched still exists;
 - nothing half-made: each volume on the datastore is its three files, its metadata settled;
@@ -16,9 +16,7 @@ The same harness serves `make test` (a few rounds) and `make soak` (hundreds of 
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import threading
 import time
 from collections import Counter
@@ -26,13 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from bench.processes import Daemon, wait_for
 
 from .conftest import Docker, loops_on, mounts_under, restart_plugin_and_wait_for_recovery
 
-TARGETS = ("esx_service", "plugin", "plugin-worker", "both")
+TARGETS = ("esx_service", "plugin", "both")
 INTERNAL = ("internal error", "Traceback", "crash:")
 
 
@@ -91,7 +87,6 @@ class Chaos:
         # volume -> file -> (md5, when its write started)
         self.written: dict[str, dict[str, tuple[str, float]]] = {}
         self._token = 0
-        self._recoveries_before = 0
         self._log_offsets = {d.name: _size(d.log_path) for d in (esx, plugin)}
 
     # -- one round ------------------------------------------------------------------------
@@ -181,29 +176,18 @@ class Chaos:
                     del files[file]
 
     # -- kills ----------------------------------------------------------------------------
-    def _recoveries(self) -> int:
-        return self.plugin.log_path.read_text(errors="replace").count("recovery done")
-
     def _kill(self, target: str) -> None:
         self.figures.kills[target] += 1
-        self._recoveries_before = self._recoveries()
         if target in ("esx_service", "both"):
             self.esx.kill9()
         if target in ("plugin", "both"):
-            self.plugin.kill9()  # the process group: gunicorn's arbiter and its worker
-        if target == "plugin-worker":
-            assert self.plugin.proc is not None
-            for pid in _children(self.plugin.proc.pid):
-                os.kill(pid, signal.SIGKILL)
+            self.plugin.kill9()
 
     def _restart(self, target: str) -> None:
         if target in ("esx_service", "both"):
             self.esx.start()
         if target in ("plugin", "both"):
             restart_plugin_and_wait_for_recovery(self.plugin)
-        if target == "plugin-worker":  # gunicorn's arbiter starts another worker
-            wait_for(lambda: self._recoveries() > self._recoveries_before, 60,
-                     "a new plugin worker to recover")
 
     # -- invariants -----------------------------------------------------------------------
     def _held(self) -> list[str]:
@@ -292,18 +276,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        children = psutil.Process(pid).children()
-    except psutil.NoSuchProcess:
-        return []
-    found = []
-    for child in children:
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return found

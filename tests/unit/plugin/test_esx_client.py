@@ -6,12 +6,11 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 
 import pytest
 
 from esx_service.api import Api
-from esx_service.server import UnixApiServer, _RequestHandler
+from esx_service.server import ApiServer, UnixApiServer, _RequestHandler
 from esx_service.volumes import VolumeService
 from plugin.errors import ServiceError, ServiceUnreachable
 from plugin.esx_client import HttpEsxClient
@@ -131,9 +130,7 @@ def test_an_error_status_without_an_error_body_still_raises(short_tmp):
     assert (err.value.code, err.value.status) == ("InternalError", 503)
 
 
-class _TcpApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _TcpApiServer(ApiServer):
     def __init__(self, api: Api) -> None:
         self.api = api
         super().__init__(("127.0.0.1", 0), _RequestHandler)

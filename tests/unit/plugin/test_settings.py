@@ -16,12 +16,12 @@ def test_every_setting_comes_from_the_environment():
         "DOCKVOLS_MOUNT_ROOT": "/mnt/x", "DOCKVOLS_STATE_DIR": "/var/x",
         "DOCKER_HOST": "tcp://docker:2375", "DOCKVOLS_LOG_LEVEL": "debug",
         "DOCKVOLS_ESX_TIMEOUT": "250", "DOCKVOLS_QUERY_TIMEOUT": "2.5",
-        "DOCKVOLS_DEVICE_TIMEOUT": "60", "DOCKVOLS_RECOVER": "0", "DOCKVOLS_THREADS": "8"})
+        "DOCKVOLS_DEVICE_TIMEOUT": "60", "DOCKVOLS_RECOVER": "0"})
     assert settings == PluginSettings(
         driver_name="vmdk", socket_path="/run/docker/plugins/vmdk.sock",
         esx_address="http://10.0.0.1:8080", mount_root="/mnt/x", state_dir="/var/x",
         docker_host="tcp://docker:2375", log_level="DEBUG", esx_timeout=250.0,
-        query_timeout=2.5, device_timeout=60.0, recover_on_start=False, threads=8)
+        query_timeout=2.5, device_timeout=60.0, recover_on_start=False)
 
 
 def test_the_plugin_socket_may_be_set_on_its_own():
@@ -42,7 +42,6 @@ def test_recovery_switch(value, expected):
     ({"DOCKVOLS_ESX_TIMEOUT": "soon"}, "invalid DOCKVOLS_ESX_TIMEOUT 'soon': expected seconds"),
     ({"DOCKVOLS_QUERY_TIMEOUT": "0"}, "invalid DOCKVOLS_QUERY_TIMEOUT '0': must be positive"),
     ({"DOCKVOLS_DEVICE_TIMEOUT": "-5"}, "invalid DOCKVOLS_DEVICE_TIMEOUT '-5'"),
-    ({"DOCKVOLS_THREADS": "many"}, "invalid DOCKVOLS_THREADS 'many'"),
 ])
 def test_each_invalid_setting_is_an_error_naming_it(env, pattern):
     with pytest.raises(SettingsError, match=pattern):

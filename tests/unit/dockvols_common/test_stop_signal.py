@@ -1,7 +1,8 @@
-"""esx_service stops on SIGTERM or SIGINT even when they come in a burst: Ctrl-C on `make run`
-reaches the whole process group and run.sh then sends SIGTERM too. A handler that set a
-threading.Event deadlocked about twice in a hundred such bursts (a second handler ran inside
-the first one's lock) and the service never stopped."""
+"""dockvols_common/stop_signal.py: esx_service and the plugin stop on SIGTERM or SIGINT even
+when they come in a burst: Ctrl-C on `make run` reaches the whole process group and run.sh
+then sends SIGTERM too. A handler that set a threading.Event deadlocked about twice in a
+hundred such bursts (a second handler ran inside the first one's lock) and the service never
+stopped."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-CHILD = ("from esx_service.main import StopSignal\n"
+CHILD = ("from dockvols_common.stop_signal import StopSignal\n"
          "stop = StopSignal()\n"
          "print('ready', flush=True)\n"
          "stop.wait()\n"
