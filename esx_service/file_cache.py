@@ -86,6 +86,10 @@ class ParsedFiles(Generic[T]):
             else:
                 files[name] = entry
 
+    def forget(self, folder: str, name: str) -> None:
+        """Drop the file ``name`` of ``folder`` (it was deleted)."""
+        self._store(folder, name, None)
+
     def forget_missing(self, folder: str, present: set[str]) -> None:
         """Drop cached files of ``folder`` whose names are not in ``present``."""
         with self._lock:

@@ -11,7 +11,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from dockvols_common import wire
-from dockvols_common.http_client import exchange, open_connection, request
+from dockvols_common.http_client import Answer, lean_exchange, open_connection, request
 
 from .errors import ServiceError, ServiceUnreachable
 
@@ -73,6 +73,7 @@ class HttpEsxClient:
         limit = timeout or self.timeout
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        response: Answer | http.client.HTTPResponse
         try:
             if method == "GET":
                 response, raw = self._read(path, limit)
@@ -101,7 +102,7 @@ class HttpEsxClient:
                                err.get("message", f"HTTP {response.status}"), response.status)
         return data
 
-    def _read(self, path: str, limit: float) -> tuple[http.client.HTTPResponse, bytes]:
+    def _read(self, path: str, limit: float) -> tuple[Answer, bytes]:
         """A GET on this thread's kept-alive connection. One the service has closed (idle
         timeout, restart) fails before any answer: then once more on a new connection,
         which is safe because a GET changes nothing."""
@@ -116,7 +117,7 @@ class HttpEsxClient:
                 conn.timeout = limit
             self._kept.conn = conn
             try:
-                response, raw = exchange(conn, "GET", path)
+                response, raw = lean_exchange(conn, "GET", path)
             except (ConnectionError, http.client.RemoteDisconnected,
                     http.client.CannotSendRequest, http.client.BadStatusLine):
                 conn.close()

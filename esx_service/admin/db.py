@@ -241,6 +241,12 @@ class AdminDb:
             cur.execute("DELETE FROM vmgroups WHERE id = ?", (gid,))
 
     # -- VMs --------------------------------------------------------------------------
+    def default_datastore_of(self, vmgroup: str) -> str | None:
+        """The vmgroup's default datastore (None: unset, or no such vmgroup); one row, not
+        the vmgroup with all its VMs (every Get asks it)."""
+        rows = self._read("SELECT default_datastore FROM vmgroups WHERE name = ?", (vmgroup,))
+        return rows[0][0] if rows else None
+
     def vmgroup_of(self, vm: str) -> str:
         rows = self._read("SELECT g.name FROM vmgroup_vms v JOIN vmgroups g "
                           "ON g.id = v.vmgroup_id WHERE v.vm = ?", (vm,))

@@ -21,8 +21,7 @@ class DbAccess:
         return self.db.vmgroup_of(vm)
 
     def default_datastore(self, vmgroup: str) -> str | None:
-        found = self.db.vmgroups(vmgroup)
-        return found[0].default_datastore if found else None
+        return self.db.default_datastore_of(vmgroup)
 
     def check_create(self, vmgroup: str, datastore: str, size_mb: int,
                      used_mb: Callable[[], int]) -> None:

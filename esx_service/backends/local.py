@@ -65,6 +65,11 @@ class LocalBackend:
         # Listings reuse each metadata file's parsed form while a stat proves the file
         # unchanged (esx_service/file_cache.py); reads under a volume's lock never do.
         self._listed: ParsedFiles[dict | None] = ParsedFiles(_parse_json)
+        # The extent each descriptor names, for reports only (a volume's allocation in every
+        # Get's view): reused while a stat proves the descriptor unchanged, which costs a
+        # stat instead of an open, a read and a parse (issue 15). Operations on the disk
+        # read the descriptor itself.
+        self._extents: ParsedFiles[str] = ParsedFiles(_parse_extent)
         for path in self._paths.values():
             os.makedirs(os.path.join(path, "dockvols"), exist_ok=True)
 
@@ -264,11 +269,21 @@ class LocalBackend:
     def delete_disk(self, loc: DiskLocation) -> None:
         extent = self._extent_path(loc)
         _unlink(extent)
-        _unlink(self._path(loc, loc.descriptor_path))
+        descriptor = self._path(loc, loc.descriptor_path)
+        _unlink(descriptor)
+        self._extents.forget(*os.path.split(descriptor))
 
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
+        descriptor = self._path(loc, loc.descriptor_path)
+        folder, name = os.path.split(descriptor)
         try:
-            return os.stat(self._extent_path(loc)).st_blocks * 512
+            extent = self._extents.get(folder, name)
+        except FileNotFoundError:
+            extent = self._extent_name(loc)
+        except (ValueError, OSError) as exc:
+            raise BackendError(f"corrupt descriptor {descriptor}: {exc}") from exc
+        try:
+            return os.stat(os.path.join(folder, os.path.basename(extent))).st_blocks * 512
         except FileNotFoundError:
             return 0
 
@@ -478,6 +493,10 @@ def _read_json(path: str) -> dict | None:
     except (OSError, ValueError) as exc:
         raise BackendError(f"unreadable metadata {path}: {exc}") from exc
     return data if isinstance(data, dict) else None
+
+
+def _parse_extent(raw: bytes) -> str:
+    return parse_descriptor(raw.decode("utf-8")).extent_file
 
 
 def _parse_json(raw: bytes) -> dict | None:

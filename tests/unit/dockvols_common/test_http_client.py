@@ -17,6 +17,7 @@ from dockvols_common.http_client import (
     UnixHTTPConnection,
     VsockHTTPConnection,
     exchange,
+    lean_exchange,
     open_connection,
     request,
 )
@@ -112,3 +113,76 @@ def test_an_address_picks_its_transport() -> None:
     assert type(plain) is http.client.HTTPConnection and plain.port == 9440
     with pytest.raises(ValueError, match="vsock://CID:PORT"):
         open_connection("vsock://host:1019", 7)
+
+
+# -- lean_exchange: the plugin's read path to esx_service ---------------------------------
+def _scripted(answers: list[bytes], tmp: Path) -> tuple[str, list[bytes]]:
+    """A unix socket server that answers each request on one connection with the next of
+    ``answers`` as raw bytes (``b""``: close instead), recording what it read."""
+    import socket as _socket
+
+    path = str(tmp / "s.sock")
+    listener = _socket.socket(_socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for answer in answers:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                seen.append(data)
+                if not answer:
+                    return
+                conn.sendall(answer)
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return path, seen
+
+
+def test_lean_exchange_keeps_the_connection_and_reads_each_framing(short_tmp: Path) -> None:
+    path, seen = _scripted([
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: application/json\r\n\r\nfirst",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked"
+        b"\r\n\r\n3\r\nsec\r\n3;x=1\r\nond\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthird until close",
+    ], short_tmp)
+    conn = UnixHTTPConnection(path, 5)
+    first, body = lean_exchange(conn, "GET", "/v1/volumes/a")
+    assert (first.status, body, first.will_close) == (200, b"first", False)
+    assert first.headers["content-type"] == "application/json"
+    sock = conn.sock
+    second, body = lean_exchange(conn, "GET", "/v1/volumes/b")
+    assert (second.status, body, second.will_close) == (404, b"second", False)
+    assert conn.sock is sock  # one connection for all three
+    third, body = lean_exchange(conn, "GET", "/v1/volumes/c")
+    assert (third.status, body, third.will_close) == (200, b"third until close", True)
+    assert seen[0].startswith(b"GET /v1/volumes/a HTTP/1.1\r\nHost: localhost\r\n")
+    assert [s.split(b" ")[1] for s in seen] == [b"/v1/volumes/a", b"/v1/volumes/b",
+                                                 b"/v1/volumes/c"]
+    conn.close()
+
+
+def test_lean_exchange_on_a_connection_the_server_closed_is_remote_disconnected(
+        short_tmp: Path) -> None:
+    """What the plugin's client retries once on a new connection (a stale kept-alive one)."""
+    path, _ = _scripted([b""], short_tmp)
+    conn = UnixHTTPConnection(path, 5)
+    with pytest.raises(http.client.RemoteDisconnected):
+        lean_exchange(conn, "GET", "/v1/status")
+    conn.close()
+
+
+def test_lean_exchange_refuses_a_garbled_status_line(short_tmp: Path) -> None:
+    path, _ = _scripted([b"SPDY/3 200 OK\r\n\r\n"], short_tmp)
+    conn = UnixHTTPConnection(path, 5)
+    with pytest.raises(http.client.BadStatusLine):
+        lean_exchange(conn, "GET", "/v1/status")
+    conn.close()
