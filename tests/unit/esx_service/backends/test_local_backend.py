@@ -50,6 +50,36 @@ def test_a_thin_extent_is_sparse(local_backend):
     assert local_backend.disk_allocated_bytes(LOC) == st.st_blocks * 512
 
 
+def test_the_allocation_follows_a_descriptor_rewritten_to_name_another_extent(local_backend):
+    """The extent's name is kept from a descriptor old enough to cache (issue 15), and a
+    rewrite (new inode, new times) is seen at the next read."""
+    local_backend.create_disk(LOC, 64, "thin", None)
+    descriptor, extent = _files(local_backend)
+    old = time.time() - 60
+    os.utime(descriptor, (old, old))  # past the racy window: this read is kept
+    thin = local_backend.disk_allocated_bytes(LOC)
+    assert thin == local_backend.disk_allocated_bytes(LOC)
+    other = os.path.join(os.path.dirname(extent), "other-flat.vmdk")
+    with open(other, "wb") as f:
+        f.write(b"x" * (4 * MB))
+        f.flush()
+        os.fsync(f.fileno())
+    with open(descriptor) as f:
+        text = f.read().replace("db-flat.vmdk", "other-flat.vmdk")
+    os.rename(_write(descriptor + ".new", text), descriptor)
+    assert local_backend.disk_allocated_bytes(LOC) == os.stat(other).st_blocks * 512 > thin
+    with open(descriptor, "w") as f:
+        f.write("garbage")
+    with pytest.raises(BackendError, match="corrupt descriptor"):
+        local_backend.disk_allocated_bytes(LOC)
+
+
+def _write(path: str, text: str) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 @pytest.mark.parametrize("diskformat", ["zeroedthick", "eagerzeroedthick"])
 def test_thick_extents_are_allocated(local_backend, diskformat):
     local_backend.create_disk(LOC, 8, diskformat, None)
