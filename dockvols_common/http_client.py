@@ -197,16 +197,16 @@ def lean_exchange(conn: http.client.HTTPConnection, method: str,
 
 def _read_headers(reader: _Reader) -> dict[str, str]:
     headers: dict[str, str] = {}
-    while True:
+    for _ in range(MAX_HEADERS + 1):
         line = reader.line()
         if line in (b"\r\n", b"\n"):
             return headers
         if not line:
             raise http.client.RemoteDisconnected("connection closed inside the headers")
-        if len(headers) >= MAX_HEADERS:
             raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
+    raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
 
 
 def _read_chunked(reader: _Reader) -> bytes:

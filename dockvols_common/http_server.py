@@ -147,13 +147,14 @@ class HttpHandler(socketserver.BaseRequestHandler):
         return line
 
     def _read_request(self) -> Request | None:
+        self.request_method = ""
         line = self._readline(414, "request line")
         while line in (b"\r\n", b"\n"):  # stray CRLF after a previous body (RFC 9112 2.2)
             line = self._readline(414, "request line")
         if not line:
             return None  # the client closed
-        # wait for the rest of the request without the idle deadline's patience? no: the
-        # same timeout holds, so a half-sent request cannot hold the thread for ever either
+        # a request has begun: a drain now waits for its answer (the idle timeout still
+        # bounds each read, so a half-sent request cannot hold the thread for ever)
         self.server.busy(self.connection)
         words = line.decode("iso-8859-1").split()
         if len(words) != 3:
@@ -164,13 +165,15 @@ class HttpHandler(socketserver.BaseRequestHandler):
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise Refused(505, f"HTTP version {version!r} is not supported; use HTTP/1.1")
         headers: dict[str, str] = {}
+        count = 0
         while True:
             raw = self._readline(431, "header line")
             if raw in (b"\r\n", b"\n"):
                 break
             if not raw:
                 raise ConnectionError("client closed inside the headers")
-            if len(headers) >= MAX_HEADERS:
+            count += 1
+            if count > MAX_HEADERS:
                 raise Refused(431, f"more than {MAX_HEADERS} headers")
             text = raw.decode("iso-8859-1")
             name, sep, value = text.partition(":")
@@ -183,25 +186,28 @@ class HttpHandler(socketserver.BaseRequestHandler):
 
     def _read_body(self, request: Request) -> bytes:
         headers = request.headers
-        if headers.get("expect", "").lower() == "100-continue" \
-                and request.version == "HTTP/1.1":
-            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         coding = headers.get("transfer-encoding")
+        declared = headers.get("content-length")
         if coding is not None:
             if coding.lower() != "chunked":
                 raise Refused(501, f"transfer coding {coding!r} is not supported; "
                                    "use chunked or Content-Length")
-            return self._read_chunked()
-        declared = headers.get("content-length")
-        if declared is None:
+        elif declared is None:
             return b""
-        try:
-            length = int(declared)
-        except ValueError:
-            length = -1
-        if length < 0 or length > self.max_body:
-            raise Refused(413, f"request body length {declared!r} is invalid or over the "
-                               f"{self.max_body} byte limit")
+        else:
+            try:
+                length = int(declared)
+            except ValueError:
+                length = -1
+            if length < 0 or length > self.max_body:
+                raise Refused(413, f"request body length {declared!r} is invalid or over "
+                                   f"the {self.max_body} byte limit")
+        # only now, so a body we would refuse is never asked for
+        if headers.get("expect", "").lower() == "100-continue" \
+                and request.version == "HTTP/1.1":
+            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if coding is not None:
+            return self._read_chunked()
         body = self.rfile.read(length) if length else b""
         if len(body) < length:
             raise ConnectionError("client closed inside the body")
