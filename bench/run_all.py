@@ -303,7 +303,7 @@ NOTES = """
   (esx_service/loopdev.py), mount and umount with mount(2)/umount2(2)
   (plugin/syscalls.py) and the "already formatted?" check by reading the superblock
   (plugin/superblock.py); mkfs stays a process. What it adds per life cycle is in the
-  phases table: four VolumeDriver hops, four esx_service hops, five datastore leases
+  phases table: four VolumeDriver hops, four esx_service hops, four datastore leases
   (issue 11: directories made, listed and removed, no fsync), and six file replacements
   in esx_service: three crash-safe (write, fsync, rename, fsync the directory: metadata
   `creating`, `detached` at create, `removing`) and three whose directory is not fsynced
