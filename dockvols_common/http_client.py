@@ -133,13 +133,22 @@ class _Reader:
             self.buf += chunk
 
     def exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self.buf)))
-            if not chunk:
-                raise http.client.IncompleteRead(self.buf, n - len(self.buf))
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
+        have = len(self.buf)
+        if have >= n:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        # straight into one buffer of the answer's size: a List of thousands of volumes
+        # is megabytes, which appending chunk by chunk would copy over and over
+        out = bytearray(n)
+        out[:have] = self.buf
+        self.buf = b""
+        view = memoryview(out)
+        while have < n:
+            got = self.sock.recv_into(view[have:])
+            if not got:
+                raise http.client.IncompleteRead(bytes(out[:have]), n - have)
+            have += got
+        return bytes(out)
 
     def rest(self) -> bytes:
         parts = [self.buf]

@@ -186,3 +186,14 @@ def test_lean_exchange_refuses_a_garbled_status_line(short_tmp: Path) -> None:
     with pytest.raises(http.client.BadStatusLine):
         lean_exchange(conn, "GET", "/v1/status")
     conn.close()
+
+
+def test_lean_exchange_reads_a_body_of_megabytes_whole(short_tmp: Path) -> None:
+    """A List of thousands of volumes arrives in many reads."""
+    body = bytes(range(256)) * 12289  # about 3 MB, not a multiple of any read size
+    path, _ = _scripted([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body],
+                        short_tmp)
+    conn = UnixHTTPConnection(path, 5)
+    answer, got = lean_exchange(conn, "GET", "/v1/volumes")
+    assert answer.status == 200 and got == body
+    conn.close()
