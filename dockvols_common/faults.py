@@ -1,6 +1,6 @@
 """Fault injection for crash tests: ``DOCKVOLS_FAULT_POINTS=create.disk_written,...`` makes
 the process group kill itself with SIGKILL when it reaches a named point (the group, so a
-gunicorn master dies with its worker, as in a real kill -9 of the plugin). ``point=SECONDS``
+command it is running, mkfs or losetup, dies with it, as in the tests' kill -9). ``point=SECONDS``
 instead stalls there that long (a slow host, so a crash elsewhere lands mid-operation).
 Off unless set."""
 

@@ -1,4 +1,4 @@
-"""plugin/dispatch.py: the VolumeDriver calls as plain WSGI, called as gunicorn calls it."""
+"""plugin/dispatch.py: the VolumeDriver calls as plain WSGI, called as plugin/server.py calls it."""
 
 from __future__ import annotations
 
