@@ -111,7 +111,10 @@ class HttpHandler(socketserver.BaseRequestHandler):
                 try:
                     request = self._read_request()
                 except Refused as exc:
-                    self._send(self.refusal(exc.status, exc.message), close=True)
+                    try:
+                        self._send(self.refusal(exc.status, exc.message), close=True)
+                    except OSError:
+                        return  # the client went away
                     self._discard_input()
                     return
                 except (TimeoutError, ConnectionError, OSError):
@@ -122,8 +125,8 @@ class HttpHandler(socketserver.BaseRequestHandler):
                     response = self.answer(request)
                 except Exception as exc:  # the last boundary: answer, keep serving
                     response = self.failure(request, exc)
-                close = (response.close or _wants_close(request)
-                         or not server.done_with(conn))
+                keep = server.done_with(conn)  # False while draining
+                close = response.close or _wants_close(request) or not keep
                 try:
                     self._send(response, close)
                 except OSError:
