@@ -19,6 +19,13 @@ class StopSignal:
         os.set_blocking(self._write, False)  # a burst of signals never blocks the handler
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._handle)
+        # The kernel may deliver the signal to any thread (a server's connection thread,
+        # say). Python's own handlers run only in the main thread, and only once it runs
+        # bytecode again, which a main thread blocked in read() never does: the service then
+        # never stopped (9 of 15 SIGINT+SIGTERM bursts at an esx_service with a client
+        # connected). The wakeup fd is written by the C-level handler in whichever thread
+        # took the signal, and wakes the read at once.
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
 
     def _handle(self, signum: int, frame: object) -> None:
         with contextlib.suppress(BlockingIOError):
