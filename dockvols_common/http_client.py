@@ -212,7 +212,6 @@ def _read_headers(reader: _Reader) -> dict[str, str]:
             return headers
         if not line:
             raise http.client.RemoteDisconnected("connection closed inside the headers")
-            raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
     raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
