@@ -276,8 +276,12 @@ class BenchEnv:
             ids = self.docker("ps", "-aq", check=False).stdout.split()
             if ids:
                 self.docker("rm", "-f", *ids, check=False)
-            for name in self.docker("volume", "ls", "-q", check=False).stdout.split():
-                self.docker("volume", "rm", "-f", name, check=False)
+            # this bench's driver and `local` only: this dockerd also discovers every other
+            # plugin socket in /run/docker/plugins (a test suite's), whose volumes are not ours
+            for driver in (DRIVER, "local"):
+                for name in self.docker("volume", "ls", "-q", "--filter", f"driver={driver}",
+                                        check=False).stdout.split():
+                    self.docker("volume", "rm", "-f", name, check=False)
         for proc in reversed(self.procs):  # plugin, esx_service, dockerd
             try:
                 proc.stop(timeout=30)
