@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -77,7 +78,10 @@ class Chaos:
         self.rng = random.Random(seed)
         self.seed = seed
         self.period = reconcile_period
-        self.names = [f"chaos{i}" for i in range(volumes)]
+        # named after the driver: another suite's dockerd on this host discovers our plugin
+        # socket, and its own chaos run would otherwise remove our volumes of the same names
+        prefix = re.sub(r"[^A-Za-z0-9_.-]", "-", dv.driver)
+        self.names = [f"{prefix}-chaos{i}" for i in range(volumes)]
         self.clients = clients
         self.kills_per_round = kills_per_round
         self.figures = Figures()
