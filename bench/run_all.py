@@ -303,8 +303,11 @@ NOTES = """
   (esx_service/loopdev.py), mount and umount with mount(2)/umount2(2)
   (plugin/syscalls.py) and the "already formatted?" check by reading the superblock
   (plugin/superblock.py); mkfs stays a process. What it adds per life cycle is in the
-  phases table: four VolumeDriver hops, four esx_service hops, four datastore leases
-  (issue 11: directories made, listed and removed, no fsync), and six file replacements
+  phases table: four VolumeDriver hops, four esx_service hops, four datastore lease holds
+  (issue 11: directories made, listed and removed, no fsync; since issue 15 a lease is kept
+  0.25 s after its call, so in back-to-back cycles the Create takes one and Mount,
+  Unmount and Remove reuse it, its release left to the lease keeper's thread; a Mount or
+  Unmount long after the call before takes one again), and six file replacements
   in esx_service: three crash-safe (write, fsync, rename, fsync the directory: metadata
   `creating`, `detached` at create, `removing`) and three whose directory is not fsynced
   (the descriptor, whose directory the `detached` write right after it fsyncs; the local

@@ -224,7 +224,9 @@ class Chaos:
         return found
 
     def _check_volumes(self) -> None:
-        every = {p.name for p in self.folder.glob("*")}
+        # lease folders are locks, not volume files (a kept one lingers briefly after its
+        # operation); a dead holder's left behind is swept by recovery
+        every = {p.name for p in self.folder.glob("*") if not p.name.startswith(".lease-")}
         files = {n for n in every if ".tmp" not in n}
         self.figures.temp_files = len(every - files)
         stems = {n.split(".")[0].removesuffix("-flat") for n in files}

@@ -28,7 +28,8 @@ def test_a_vdvs_name_is_created_used_listed_and_inspected_as_typed(
     assert name in dv.out("volume", "ls", "-q", "--filter", f"driver={dv.driver}").splitlines()
     info = dv.inspect_volume(name)
     assert info["Name"] == name and info["Status"]["datastore"] == "datastore1"
-    files = os.listdir(datastore / "dockvols" / "_DEFAULT")
+    # the volume's files, not the lock folder (`.lease-<stem>`) its last operation kept
+    files = [f for f in os.listdir(datastore / "dockvols" / "_DEFAULT") if f[0] != "."]
     assert f"{file_stem(name)}.vmdk" in files
     assert all(SAFE_STEM.fullmatch(f.split(".")[0]) for f in files)
     dv("volume", "rm", name)

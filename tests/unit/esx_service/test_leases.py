@@ -191,9 +191,9 @@ def test_recovery_sweeps_dead_temp_files_but_not_a_live_writers(root):
 def test_volume_operations_on_two_hosts_share_one_datastore(root):
     """The whole volume layer over leases: two services, one directory."""
     run = FakeLosetup()
-    services = [VolumeService(LocalBackend({"ds1": str(root)}, run=run), "ds1",
-                              locks=ClusterLocks(_manager(root, host=h, wait=10.0)))
-                for h in ("a", "b")]
+    locks = [ClusterLocks(_manager(root, host=h, wait=10.0)) for h in ("a", "b")]
+    services = [VolumeService(LocalBackend({"ds1": str(root)}, run=run), "ds1", locks=lock)
+                for lock in locks]
     results: list[object] = []
 
     def create(service: VolumeService) -> None:
@@ -214,6 +214,8 @@ def test_volume_operations_on_two_hosts_share_one_datastore(root):
     with pytest.raises(Exception, match="attached to VM vm-a"):
         services[1].attach("vm-b", "db")
     assert services[1].get("vm-b", "db")["attached_to"] == "vm-a"
+    for lock in locks:  # kept leases go soon after their operation, or at shutdown
+        lock.close()
     assert sorted(os.listdir(root / "dockvols/_DEFAULT")) == ["db-flat.vmdk", "db.json",
                                                               "db.vmdk"]
 
@@ -300,12 +302,17 @@ def test_a_kept_lease_no_longer_trusted_is_let_go_and_a_fresh_one_taken(root):
     assert not (root / PATH).exists()  # close lets every kept lease go
 
 
-def test_a_mounted_datastore_keeps_no_lease(root):
+def test_a_mounted_datastore_keeps_a_lease_briefly_for_the_next_operation(root):
     locks = ClusterLocks(_manager(root))
-    assert locks.keep_seconds == 0.0
+    assert locks.keep_seconds == 0.25  # a take costs two mkdirs and two rmdirs here
     with locks.hold("ds1/_DEFAULT/db"):
-        pass
+        first = locks.fence("ds1/_DEFAULT/db")
+    assert (root / PATH).exists()  # kept
+    with locks.hold("ds1/_DEFAULT/db"):
+        assert locks.fence("ds1/_DEFAULT/db") is first  # reused, nothing taken
+    assert locks.release_kept(older_than=0.0) == 1
     assert not (root / PATH).exists()
+    locks.close()
 
 
 def test_the_local_store_removes_empty_and_full_folders_files_and_nothing(tmp_path):
