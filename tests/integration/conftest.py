@@ -233,6 +233,10 @@ def dv(docker: Docker, busybox: str, plugin: Daemon, esx: Daemon, mount_root: Pa
     for daemon in (esx, plugin):
         if not daemon.running:
             daemon.start()
+    # a sibling plugin an earlier test killed -9 left its socket: dockerd would retry it for
+    # up to 15 s in every `volume ls` (ours only: other suites' sockets are theirs)
+    for stale in Path("/run/docker/plugins").glob(f"{DRIVER}*.sock"):
+        remove_dead_socket(str(stale))
     yield docker
     containers = docker.out("ps", "-aq").split()
     if containers:
