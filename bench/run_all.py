@@ -320,7 +320,7 @@ NOTES = """
   tests/unit/esx_service/backends/test_local_durability.py pins which fsyncs each
   operation makes and plays each lost write through recovery. The superblock probe reads
   exactly its two 256 KiB spans (POSIX_FADV_RANDOM) and compares them with zeros in one
-  memcmp: its `bytes.strip(b"\0")` check took 2.4 ms of the 4.2 ms the probe cost
+  memcmp: its `bytes.strip(b"\\0")` check took 2.4 ms of the 4.2 ms the probe cost
   (measured on fresh loop devices: open 0.01, first read 0.69, second 0.33, close 0.08,
   the zero check 2.39 ms); now about 1 ms, the two reads through the loop device.
   The phases table's last two rows time real life cycles beside the phases (interleaved
