@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from plugin.esx_client import HttpEsxClient
@@ -39,16 +39,13 @@ def trivial_app(environ: dict, start_response: Callable[..., Any]) -> Iterable[b
 
 
 @contextmanager
-def trivial_gunicorn(run_dir: str) -> Iterator[DriverClient]:
-    """gunicorn as the plugin ran it before issue 15 (one gthread worker, 32 threads) serving
-    trivial_app: the figure the plugin's own server is measured against."""
-    sock = os.path.join(run_dir, "gtrivial.sock")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "32",
-         "--workers", "1", "--bind", f"unix:{sock}", "bench.control_path:trivial_app"],
-        cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _served(argv: list[str], sock: str, what: str) -> Iterator[DriverClient]:
+    """A server process started with ``argv`` (from the repository) and a client of the
+    socket it makes; the process is stopped afterwards."""
+    proc = subprocess.Popen(argv, cwd=str(REPO), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: os.path.exists(sock), 30, "gunicorn with a trivial app")
+        wait_for(lambda: os.path.exists(sock), 30, what)
         client = DriverClient(sock)
         try:
             yield client
@@ -57,6 +54,15 @@ def trivial_gunicorn(run_dir: str) -> Iterator[DriverClient]:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def trivial_gunicorn(run_dir: str) -> AbstractContextManager[DriverClient]:
+    """gunicorn as the plugin ran it before issue 15 (one gthread worker, 32 threads) serving
+    trivial_app: the figure the plugin's own server is measured against."""
+    sock = os.path.join(run_dir, "gtrivial.sock")
+    return _served([sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+                    "--threads", "32", "--workers", "1", "--bind", f"unix:{sock}",
+                    "bench.control_path:trivial_app"], sock, "gunicorn with a trivial app")
 
 
 _LEAN = ("import sys\n"
@@ -65,23 +71,12 @@ _LEAN = ("import sys\n"
          "serve_until_stopped(PluginServer(sys.argv[1], trivial_app), 5.0)\n")
 
 
-@contextmanager
-def trivial_lean(run_dir: str) -> Iterator[DriverClient]:
+def trivial_lean(run_dir: str) -> AbstractContextManager[DriverClient]:
     """The plugin's own server (plugin/server.py) serving trivial_app, in its own process
     as gunicorn is, so the two compare alike."""
     sock = os.path.join(run_dir, "ltrivial.sock")
-    proc = subprocess.Popen([sys.executable, "-c", _LEAN, sock], cwd=str(REPO),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: os.path.exists(sock), 30, "the plugin's server with a trivial app")
-        client = DriverClient(sock)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    return _served([sys.executable, "-c", _LEAN, sock], sock,
+                   "the plugin's server with a trivial app")
 
 
 def sample_call(client: DriverClient, endpoint: str, body: dict, calls: int,
