@@ -195,10 +195,11 @@ class KernelLoopDevices:
         mount namespace) or mkfs/e2fsck hold it. LOOP_CLR_FD would then only arm autoclear,
         and the caller wait in vain for the release; and while we hold the claim nobody can
         mount it between this check and the clear. Right after an umount the claim often
-        lingers: a container starting at that moment copied the mount into its new mount
-        namespace, and the copy goes only when runc drops the old root (measured: up to
-        0.1 s on an idle host, longer under load). So EBUSY with no mount in this
-        namespace is waited out, up to BUSY_WAIT; a mount here is refused at once."""
+        lingers for a moment while containers start and stop (probably a mount namespace
+        being set up or torn down: at the EBUSY no process's mountinfo showed the device and
+        none had it open; gone within 0.1 s on an idle host, longer under load). So EBUSY
+        with no mount in this namespace is waited out, up to BUSY_WAIT; a mount here is
+        refused at once."""
         deadline = time.monotonic() + self.busy_wait
         pause = 0.002
         while True:
