@@ -20,7 +20,13 @@ import ssl
 import threading
 from typing import Protocol
 
-from dockvols_common.http_server import HttpHandler, HttpServerMixin, Request, Response
+from dockvols_common.http_server import (
+    HttpHandler,
+    HttpServerMixin,
+    Request,
+    Response,
+    UnixHttpServer,
+)
 
 from .api import MAX_BODY, Text
 from .errors import BadRequest, DockvolsError, MethodNotAllowed
@@ -98,37 +104,21 @@ class ApiServer(HttpServerMixin, socketserver.TCPServer):
         self.server_close()
 
 
-class UnixApiServer(ApiServer):
-    """An HTTP server on a unix socket whose every caller is the VM ``vm_name``."""
-
-    address_family = socket.AF_UNIX
+class UnixApiServer(ApiServer, UnixHttpServer):
+    """An HTTP server on a unix socket whose every caller is the VM ``vm_name``; the socket
+    file is made, replaced and removed as UnixHttpServer does."""
 
     def __init__(self, path: str, api: Handler, vm_name: str, mode: int = 0o660) -> None:
         self.api = api
         self.vm_name = vm_name
-        self._mode = mode
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if os.path.exists(path):
-            os.unlink(path)  # a stale socket from a previous run
-        super().__init__(path, _RequestHandler)  # type: ignore[arg-type]
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        os.chmod(self.server_address, self._mode)  # type: ignore[arg-type]
-        self.server_name, self.server_port = "localhost", 0
+        UnixHttpServer.__init__(self, path, _RequestHandler, mode)  # type: ignore[arg-type]
 
     def caller_vm(self, connection: socket.socket) -> str:
         return self.vm_name
 
     def describe(self) -> str:
         return f"unix:{self.server_address} vm={self.vm_name}"
-
-    def stop(self) -> None:
-        super().stop()
-        try:
-            os.unlink(self.server_address)  # type: ignore[arg-type]
-        except FileNotFoundError:
-            pass
 
 
 class VsockApiServer(ApiServer):
@@ -138,10 +128,6 @@ class VsockApiServer(ApiServer):
         self.api = api
         self.vms_by_cid = dict(vms_by_cid)
         super().__init__((socket.VMADDR_CID_ANY, port), _RequestHandler)  # type: ignore[arg-type]
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "vsock", self.server_address[1]
 
     def verify_request(self, request, client_address) -> bool:  # type: ignore[no-untyped-def]
         if client_address[0] in self.vms_by_cid:
