@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,7 @@ from esx_service.api import Api
 from esx_service.server import ApiServer, UnixApiServer, _RequestHandler
 from esx_service.volumes import VolumeService
 from plugin.errors import ServiceError, ServiceUnreachable
-from plugin.esx_client import HttpEsxClient
+from plugin.esx_client import HttpEsxClient, _readable
 from tests.fakes import FakeBackend, one_shot_unix_server
 
 
@@ -154,7 +155,7 @@ def test_http_addresses_speak_tcp(backend):
         server.server_close()
 
 
-def test_reads_reuse_one_connection_per_thread_and_changes_do_not(client, server):
+def test_reads_and_changes_reuse_one_connection_per_thread(client, server):
     accepted = []
     real = server.get_request
 
@@ -169,7 +170,10 @@ def test_reads_reuse_one_connection_per_thread_and_changes_do_not(client, server
         client.get("db")
         client.list()
     client.status()
-    assert len(accepted) == 2  # the create, then one kept-alive connection for 11 reads
+    client.attach("db")
+    client.detach("db")
+    client.remove("db")
+    assert len(accepted) == 1  # one kept-alive connection for 4 changes and 11 reads
 
 
 def test_a_read_after_the_service_restarted_reconnects_once(short_tmp, backend):
@@ -214,3 +218,90 @@ def test_a_list_answer_that_did_not_change_is_not_parsed_again(client, monkeypat
     assert [v["volume"] for v in client.list()] == ["db", "logs"]
     # (the service in this process parses its requests with the same json module)
     assert len([raw for raw in parsed if isinstance(raw, bytes) and b'"volumes"' in raw]) == 1
+
+
+def _raw_server(path: str, answers: list[bytes | None]) -> tuple[socket.socket, list[bytes]]:
+    """On the first connection, read a request per entry of ``answers`` and write it, or,
+    for None, close the connection without answering; on any later one, answer every
+    request with ``_OK``. Returns the listener and the requests read, on any connection."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(4)
+    seen: list[bytes] = []
+
+    def serve(conn: socket.socket, plan: list[bytes | None] | None) -> None:
+        with conn:
+            while plan is None or plan:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                seen.append(got)
+                answer = _OK if plan is None else plan.pop(0)
+                if answer is None:
+                    return
+                conn.sendall(answer)
+
+    def run() -> None:
+        plan: list[bytes | None] | None = list(answers)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # the test closed the listener
+            threading.Thread(target=serve, args=(conn, plan), daemon=True).start()
+            plan = None
+
+    threading.Thread(target=run, daemon=True).start()
+    return listener, seen
+
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_a_change_met_by_a_dropped_kept_connection_is_never_sent_twice(short_tmp):
+    """The service read the change and died before answering: the request may have taken
+    effect, so the plugin says so instead of sending it again on a new connection (a read
+    is sent again: the last status below)."""
+    path = str(short_tmp / "drop.sock")
+    listener, seen = _raw_server(path, [_OK, None])
+    try:
+        client = HttpEsxClient(f"unix://{path}", timeout=5)
+        client.status()  # a kept connection that looks alive
+        with pytest.raises(ServiceUnreachable, match="attach"):
+            client.attach("db")
+        client.status()
+        assert [r.split(b" ", 2)[:2] for r in seen] == [
+            [b"GET", b"/v1/status"], [b"POST", b"/v1/volumes/db/attach"],
+            [b"GET", b"/v1/status"]]
+    finally:
+        listener.close()
+
+
+def test_a_change_after_the_service_closed_the_kept_connection_goes_on_a_new_one(
+        client, server, backend):
+    client.status()
+    kept = client._kept.conn
+    server.shutdown()
+    server.drain(2)  # closes the idle connections it served, as a restart would
+    server.server_close()
+    deadline = time.monotonic() + 5
+    while not _readable(kept.sock) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = UnixApiServer(server.server_address, Api(VolumeService(backend)), "vm1")
+    _serve(second)
+    try:
+        assert client.create("db", {})["name"] == "db@ds1"
+        assert client._kept.conn is not kept
+        assert [v["volume"] for v in client.list()] == ["db"]  # made exactly once
+    finally:
+        second.stop()
+
+
+def test_a_change_after_a_long_idle_goes_on_a_new_connection(client, server, monkeypatch):
+    accepted = []
+    real = server.get_request
+    server.get_request = lambda: (accepted.append(1), real())[1]
+    client.status()
+    monkeypatch.setattr("plugin.esx_client.KEEP_IDLE", 0.0)
+    client.create("db", {})
+    assert len(accepted) == 2
