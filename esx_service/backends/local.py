@@ -38,6 +38,7 @@ from ..vmdk import (
     with_extent_and_uuid,
 )
 from .base import DatastoreInfo, DiskLocation, Fence, StoragePolicyService
+from .trash import Trash
 
 log = logging.getLogger("dockvols.local")
 DETACH_WAIT = 5.0  # seconds
@@ -72,9 +73,14 @@ class LocalBackend:
         self._extents: ParsedFiles[str] = ParsedFiles(_parse_extent)
         for path in self._paths.values():
             os.makedirs(os.path.join(path, "dockvols"), exist_ok=True)
+        # A removed disk's blocks are freed by a thread, not inside the Remove (trash.py).
+        self._trash = Trash(self._paths)
+        self._trash.sweep()
 
     def close(self) -> None:
-        pass  # holds no connection: loop devices and files outlive the service by design
+        # Holds no connection: loop devices and files outlive the service by design. What
+        # the trash has not freed yet, the next start does.
+        self._trash.close()
 
     # -- datastores -------------------------------------------------------------------
     def datastores(self) -> list[DatastoreInfo]:
@@ -83,7 +89,8 @@ class LocalBackend:
             st = os.statvfs(path)
             result.append(DatastoreInfo(
                 name=name, type="local", capacity_bytes=st.f_blocks * st.f_frsize,
-                free_bytes=st.f_bavail * st.f_frsize, url=f"file://{path}",
+                free_bytes=st.f_bavail * st.f_frsize + self._trash.pending(name),
+                url=f"file://{path}",
             ))
         return result
 
@@ -103,8 +110,8 @@ class LocalBackend:
         for group in _listdir(root):
             folder = os.path.join(root, group)
             # vDVS's _DEFAULT links to its UUID folder (list those files once), and its
-            # config DB may sit beside the folders
-            if os.path.islink(folder) or not os.path.isdir(folder):
+            # config DB may sit beside the folders; dockvols' own (the trash) are hidden
+            if group.startswith(".") or os.path.islink(folder) or not os.path.isdir(folder):
                 continue
             entries = [e for e in _listdir(folder) if e.endswith(".json")
                        and not e.startswith(".")]
@@ -267,8 +274,7 @@ class LocalBackend:
             self._loops.set_capacity(device)  # LOOP_SET_CAPACITY
 
     def delete_disk(self, loc: DiskLocation) -> None:
-        extent = self._extent_path(loc)
-        _unlink(extent)
+        self._trash.discard(loc.datastore, self._extent_path(loc))
         descriptor = self._path(loc, loc.descriptor_path)
         _unlink(descriptor)
         self._extents.forget(*os.path.split(descriptor))
