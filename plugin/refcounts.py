@@ -78,7 +78,10 @@ class RefCounts:
         recovered = sum(1 for i in ids if i.startswith(RECOVERED))
         return real + max(0, recovered - self._departed.get(volume, 0))
 
+    _dirty = False  # a change not written yet (release with save=False)
+
     def _save(self) -> None:
+        self._dirty = False
         os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
         # Only names of volumes in use need to survive a restart (Unmount and Path of them
         # must work with the service down); keeping the rest out keeps every write small.
@@ -141,9 +144,11 @@ class RefCounts:
             self._save()
             return self._total(volume)
 
-    def release(self, volume: str, mount_id: str) -> bool:
+    def release(self, volume: str, mount_id: str, save: bool = True) -> bool:
         """Drop one reference. An ID nobody counted is one recovered user departing while
-        any are left; False if there is none (the Unmount matched nothing)."""
+        any are left; False if there is none (the Unmount matched nothing). ``save=False``
+        leaves the file to the next save or ``flush`` (an Unmount of the last user: its
+        detach's ``mark_detached`` writes both changes at once)."""
         with self._lock:
             ids = self._refs.get(volume, {})
             if ids.get(mount_id, 0) <= 0:
@@ -157,8 +162,17 @@ class RefCounts:
                 if ids[mount_id] == 0:
                     del ids[mount_id]
             self._drop_if_unused(volume)
-            self._save()
+            if save:
+                self._save()
+            else:
+                self._dirty = True
             return True
+
+    def flush(self) -> None:
+        """Write what ``release(save=False)`` left unwritten, if no save wrote it since."""
+        with self._lock:
+            if self._dirty:
+                self._save()
 
     def _drop_if_unused(self, volume: str) -> None:
         if self._total(volume) == 0:

@@ -419,21 +419,28 @@ class VolumeManager:
                 self.touched.add(canonical)
                 # An ID nobody counted is a recovered user leaving (refcounts.py), else
                 # ignored unless the volume is mounted for nobody Docker knows of.
-                if not self.refs.release(canonical, mount_id):
+                # The count is written once, with the detach's record (one write of the
+                # state file less per Unmount, issue 15); until then a crash leaves the ID
+                # counted, which recovery recounts from Docker as after any crash.
+                if not self.refs.release(canonical, mount_id, save=False):
                     if not self._mounted_for_nobody(canonical):
                         log.warning("volume=%s unmount of unknown id %s ignored", name,
                                     mount_id[:12])
                         return
-                if self.refs.total(canonical):
-                    return
                 try:
-                    self.release_mount(canonical)
-                except PluginError:
-                    self.refs.add(canonical, mount_id)  # still mounted: keep counting it
-                    raise
-                # Unmounted now; a failed detach leaves the disk attached to this VM only,
-                # which the next Mount (attach is idempotent) or Remove takes care of.
-                self.detach(name, formatted=True, canonical=canonical)
+                    if self.refs.total(canonical):
+                        return
+                    try:
+                        self.release_mount(canonical)
+                    except PluginError:
+                        self.refs.add(canonical, mount_id)  # still mounted: keep counting it
+                        raise
+                    # Unmounted now; a failed detach leaves the disk attached to this VM
+                    # only, which the next Mount (attach is idempotent) or Remove takes
+                    # care of.
+                    self.detach(name, formatted=True, canonical=canonical)
+                finally:
+                    self.refs.flush()
 
     def _mounted_for_nobody(self, canonical: str) -> bool:
         """Counts lost (a state file set aside) but the volume is mounted: release it when

@@ -3,6 +3,8 @@ VolumeService on a FakeBackend."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from esx_service.errors import VolumeNotFound
@@ -14,6 +16,7 @@ from plugin.errors import (
     ServiceUnreachable,
     VolumeInUse,
 )
+from plugin.refcounts import RefCounts
 from tests.fakes import FakeDockerUsers
 
 
@@ -386,3 +389,34 @@ def test_remove_does_not_detach_a_disk_another_plugin_on_this_vm_attached(rig):
         rig.manager.remove("db")
     assert err.value.code == "VolumeInUse"
     assert rig.backend.holder_of("db") == "vm1"
+
+
+def _state_on_disk(rig) -> dict:
+    with open(rig.tmp_path / "state" / "refcounts.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("users", [1, 2])
+def test_an_unmount_writes_the_state_file_once(rig, monkeypatch, users):
+    rig.manager.create("db", {})
+    for i in range(users):
+        rig.manager.mount("db", f"m{i}")
+    writes = []
+    real = RefCounts._save
+    monkeypatch.setattr(RefCounts, "_save", lambda self: (writes.append(1), real(self))[1])
+    rig.manager.unmount("db", "m0")
+    assert len(writes) == 1
+    state = _state_on_disk(rig)
+    assert state["refs"] == ({} if users == 1 else {"db@ds1": {"m1": 1}})
+    assert state["attached"] == ([] if users == 1 else ["db@ds1"])
+
+
+def test_an_unmount_whose_detach_fails_still_writes_the_released_count(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    rig.client.unreachable = True
+    with pytest.raises(ServiceUnreachable):
+        rig.manager.unmount("db", "m1")
+    state = _state_on_disk(rig)
+    assert state["refs"] == {}  # released and written...
+    assert state["attached"] == ["db@ds1"]  # ...while the disk stays attached here
