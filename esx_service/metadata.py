@@ -33,6 +33,9 @@ class VolumeMeta:
     # Set once the guest has made a filesystem: until then even a read-only volume is
     # attached writable, so its first mount can format it.
     formatted: bool = False
+    # Made by a create (not a clone, not adopted) and never attached since: the disk reads
+    # as zeros, so its first attach tells the guest to format without looking first.
+    blank: bool = False
     generation: int = 0
     # A grow in progress: the size (mb) recorded before the disk grows, so a crash between
     # the two is finished by recovery, and quotas count it from the moment it is recorded.

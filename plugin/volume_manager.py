@@ -275,8 +275,15 @@ class VolumeManager:
             device = self.devices.find(answer["attach"], canonical)
             fstype = view.get("fstype", "ext4")
             # Until a detach has reported a filesystem, probe before mkfs: a disk with data
-            # is never formatted again. After that, the recorded fstype is the truth.
-            found = fstype if view.get("formatted") else self.mounter.filesystem_of(device)
+            # is never formatted again. After that, the recorded fstype is the truth. A
+            # blank disk (made by a create, attached for the first time: the service
+            # records durably that it is blank no more before saying so) reads as zeros.
+            if view.get("formatted"):
+                found: str | None = fstype
+            elif answer.get("blank"):
+                found = None
+            else:
+                found = self.mounter.filesystem_of(device)
             if found is None:
                 log.info("volume=%s device=%s first use: mkfs.%s", canonical, device, fstype)
                 self.mounter.mkfs(device, fstype, canonical.split("@", 1)[0])

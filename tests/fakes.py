@@ -128,7 +128,7 @@ class FakeBackend:
         return copy.deepcopy(data) if data is not None else None
 
     def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
-                       attachment: bool = False) -> None:
+                       attachment: bool = False, before_disk: bool = False) -> None:
         self._enter("write_metadata")
         self._check_ds(loc.datastore)
         if fence is not None:

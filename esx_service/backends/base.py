@@ -111,13 +111,18 @@ class Backend(Protocol):
         """The metadata of one volume, None when there is no metadata file."""
 
     def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
-                       attachment: bool = False) -> None:
+                       attachment: bool = False, before_disk: bool = False) -> None:
         """Replace the metadata file atomically (creating the folder if needed); with a
         fence, only while the fence's lease holds (staged in its folder, then renamed).
         ``attachment``: the write changes only where the disk is attached (and whether the
         guest reported a filesystem). A backend whose attachments die with the host may
         let a host crash lose such a write (the old record, whole, stays): recovery then
-        rebuilds the record from the attachments themselves (issue 15)."""
+        rebuilds the record from the attachments themselves (issue 15).
+        ``before_disk``: a create's `creating` record, which the disk's files follow in the
+        same folder and the create's last write makes durable. A backend whose datastore
+        journals names in the order they were made may leave this name's durability to
+        that: a crash can keep the disk's names only with this one's, and recovery undoes
+        a create that kept any of them (issue 15)."""
 
     def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
         """Remove the metadata file, fenced like ``write_metadata``; missing is fine."""

@@ -133,7 +133,7 @@ class LocalBackend:
         return _read_json(self._path(loc, loc.metadata_path))
 
     def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
-                       attachment: bool = False) -> None:
+                       attachment: bool = False, before_disk: bool = False) -> None:
         path = self._path(loc, loc.metadata_path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         # An attachment record is written whole (the file's fsync) but its rename is not
@@ -143,7 +143,10 @@ class LocalBackend:
         # or detached, and recovery's check against the kernel's loop table makes it
         # detached either way. A lost `formatted` flip only brings back the probe before
         # mkfs and one writable attach of a read-only volume, as before its first detach.
-        sync_dir = not attachment
+        # The `creating` record's folder is not fsynced either: ext4 and XFS journal names
+        # in the order they were made, so the extent's fsync, which comes next, makes
+        # this name durable too, and a crash cannot keep the disk's names without it.
+        sync_dir = not (attachment or before_disk)
         if fence is None:
             atomic_write_json(path, data, sync_dir=sync_dir)
             return

@@ -144,7 +144,7 @@ class VsphereBackend:
         return self._parse(name, loc.metadata_path, self.files.read(name, loc.metadata_path))
 
     def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
-                       attachment: bool = False) -> None:
+                       attachment: bool = False, before_disk: bool = False) -> None:
         # A disk's attachment is in the VM's configuration and outlives a host crash: every
         # record is written the one durable way.
         body = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"

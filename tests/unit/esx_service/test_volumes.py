@@ -167,7 +167,7 @@ def test_a_failed_final_metadata_write_leaves_no_disk(h, monkeypatch):
     real = h.backend.write_metadata
     writes = []
 
-    def second_write_fails(loc, data, fence=None, attachment=False):
+    def second_write_fails(loc, data, fence=None, attachment=False, before_disk=False):
         writes.append(data["status"])
         if len(writes) == 2:
             raise BackendError("datastore went read-only")
@@ -595,3 +595,32 @@ def test_a_name_too_long_for_the_guests_mount_point_is_refused_naming_the_limit(
         h.service.create("vm1", "卷" * 90 + "@ds1", {})  # 270 bytes in UTF-8
     assert h.service.create("vm1", "卷" * 80 + "@ds1", {})["volume"] == "卷" * 80
     assert h.service.list("vm1")[0]["volume"] == "卷" * 80
+
+
+# -- blank disks --------------------------------------------------------------------------
+def test_only_the_first_attach_of_a_created_disk_says_it_is_blank(h):
+    assert h.service.create("vm1", "db", {})["blank"] is True
+    first = h.service.attach("vm1", "db")
+    assert first["blank"] is True and first["volume"]["blank"] is False
+    assert "blank" not in h.service.attach("vm1", "db")  # the same attach, asked again
+    h.service.detach("vm1", "db")
+    assert "blank" not in h.service.attach("vm1", "db")
+
+
+def test_a_clone_is_never_blank(h):
+    h.service.create("vm1", "src", {})
+    assert h.service.create("vm1", "copy", {"clone-from": "src"})["blank"] is False
+    assert "blank" not in h.service.attach("vm1", "copy")
+
+
+def test_an_attach_undone_by_a_failed_record_leaves_the_disk_blank(h, monkeypatch):
+    h.service.create("vm1", "db", {})
+    real = h.backend.write_metadata
+
+    def fails(loc, data, fence=None, attachment=False, before_disk=False):
+        raise BackendError("datastore went read-only")
+    monkeypatch.setattr(h.backend, "write_metadata", fails)
+    with pytest.raises(BackendError):
+        h.service.attach("vm1", "db")
+    monkeypatch.setattr(h.backend, "write_metadata", real)
+    assert h.service.attach("vm1", "db")["blank"] is True  # nothing saw the disk meanwhile

@@ -152,7 +152,7 @@ def test_an_oversized_body_is_refused(app):
 
 def test_an_unexpected_exception_is_500_without_a_traceback(app, rig):
     rig.manager.create("db", {})
-    rig.mounter.fail["filesystem_of"] = RuntimeError("secret internals at 0xdeadbeef")
+    rig.mounter.fail["mkfs"] = RuntimeError("secret internals at 0xdeadbeef")
     status, reply = post(app, "/VolumeDriver.Mount", {"Name": "db", "ID": "m1"})
     assert status == 500
     assert "internal error on /VolumeDriver.Mount" in reply["Err"]

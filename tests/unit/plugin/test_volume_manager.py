@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from esx_service.backends.base import DiskLocation
 from esx_service.errors import VolumeNotFound
 from plugin.errors import (
     DeviceError,
@@ -138,9 +139,17 @@ def test_a_read_only_volume_is_mounted_read_only(rig):
     assert rig.backend.attached[("ds1", "_DEFAULT", "ro")][1]["read_only"] is True
 
 
+def _no_longer_blank(rig, name: str = "db") -> None:
+    """As after an attach whose Mount never reported a filesystem: the guest probes."""
+    loc = DiskLocation("ds1", "_DEFAULT", name)
+    rig.backend.write_metadata(loc, {**rig.backend.read_metadata(loc), "blank": False})
+
+
 @pytest.mark.parametrize("failing", ["mount", "mkfs", "filesystem_of"])
 def test_a_failed_mount_detaches_again_and_counts_nothing(rig, failing):
     rig.manager.create("db", {})
+    if failing == "filesystem_of":
+        _no_longer_blank(rig)
     rig.mounter.fail[failing] = FilesystemError(f"{failing} failed")
     with pytest.raises(FilesystemError):
         rig.manager.mount("db", "m1")
@@ -420,3 +429,14 @@ def test_an_unmount_whose_detach_fails_still_writes_the_released_count(rig):
     state = _state_on_disk(rig)
     assert state["refs"] == {}  # released and written...
     assert state["attached"] == ["db@ds1"]  # ...while the disk stays attached here
+
+
+
+def test_a_blank_disk_is_formatted_without_a_probe_and_any_other_is_probed(rig):
+    rig.manager.create("db", {})
+    rig.manager.mount("db", "m1")
+    assert (rig.mounter.calls["filesystem_of"], rig.mounter.calls["mkfs"]) == (0, 1)
+    rig.manager.create("logs", {})
+    _no_longer_blank(rig, "logs")  # e.g. a Mount that died before its first detach
+    rig.manager.mount("logs", "m2")
+    assert (rig.mounter.calls["filesystem_of"], rig.mounter.calls["mkfs"]) == (1, 2)

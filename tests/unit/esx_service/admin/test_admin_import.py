@@ -198,7 +198,7 @@ def test_a_failed_metadata_write_puts_the_disk_back_where_it_was(stack, run, mon
     make_disk(ds / "x", "disk")
     before = files_under(ds)
 
-    def broken(loc, data, fence=None, attachment=False):
+    def broken(loc, data, fence=None, attachment=False, before_disk=False):
         raise BackendError("disk full")
     monkeypatch.setattr(stack.service.backend, "write_metadata", broken)
     result = run("volume", "import", "--path", "[ds1] x/disk.vmdk", "--name", "d")

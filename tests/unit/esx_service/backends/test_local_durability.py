@@ -61,20 +61,35 @@ class FsyncLog:
 def test_each_operation_makes_only_the_fsyncs_crash_safety_needs(service, monkeypatch):
     log = FsyncLog(monkeypatch)
     service.create("vm1", "db", {"size": "8mb"})
-    # `creating` durable before the disk exists; the descriptor's name made durable by the
-    # `detached` write's folder fsync, the last step before the create answers
-    assert log.take() == ["metadata", "folder", "extent", "descriptor", "metadata", "folder"]
-    service.attach("vm1", "db")
+    # `creating` whole before the disk exists, its name journaled before the extent's;
+    # every name made durable by the `detached` write's folder fsync, the last step before
+    # the create answers
+    assert log.take() == ["metadata", "extent", "descriptor", "metadata", "folder"]
+    assert service.attach("vm1", "db")["blank"] is True
+    # the first attach of a blank disk: the guest formats without probing, so `blank`
+    # must never come back, whatever crashes
+    assert log.take() == ["metadata", "folder"]
+    service.detach("vm1", "db", formatted=True)
     assert log.take() == ["metadata"]  # the attachment record: whole, rename not synced
+    assert "blank" not in service.attach("vm1", "db")
+    assert log.take() == ["metadata"]
     service.detach("vm1", "db", formatted=True)
     assert log.take() == ["metadata"]
     service.remove("vm1", "db")
     assert log.take() == ["metadata", "folder"]  # `removing` durable before the disk goes
 
 
+def _used_once(service: VolumeService) -> None:
+    """A volume attached and detached once: no longer blank, so its attach records are
+    the ones a host crash may lose."""
+    service.create("vm1", "db", {"size": "8mb"})
+    service.attach("vm1", "db")
+    service.detach("vm1", "db", formatted=True)
+
+
 def test_a_lost_attached_record_is_rebuilt_from_the_loop_table(service, local_backend,
                                                                losetup: FakeLosetup):
-    service.create("vm1", "db", {"size": "8mb"})
+    _used_once(service)
     before = _file(local_backend, ".json").read_bytes()
     service.attach("vm1", "db")
     _file(local_backend, ".json").write_bytes(before)  # the crash lost the rename
@@ -88,7 +103,7 @@ def test_a_lost_attached_record_is_rebuilt_from_the_loop_table(service, local_ba
 
 def test_a_lost_attached_record_after_a_host_crash_leaves_the_volume_detached(
         service, local_backend, losetup: FakeLosetup):
-    service.create("vm1", "db", {"size": "8mb"})
+    _used_once(service)
     before = _file(local_backend, ".json").read_bytes()
     service.attach("vm1", "db")
     _file(local_backend, ".json").write_bytes(before)
@@ -143,3 +158,15 @@ def test_only_a_write_marked_as_an_attachment_record_skips_the_folder_fsync(loca
     assert log.take() == ["metadata", "folder"]
     local_backend.write_metadata(LOC, {"name": "db"}, attachment=True)
     assert log.take() == ["metadata"]
+
+
+def test_a_crash_cannot_bring_blank_back_after_the_first_attach(service, local_backend,
+                                                               losetup: FakeLosetup):
+    service.create("vm1", "db", {"size": "8mb"})
+    assert service.attach("vm1", "db")["blank"] is True
+    # whatever a crash keeps now (the record's folder was fsynced), it is not blank: the
+    # guest may have formatted and written the disk
+    losetup.devices.clear()
+    service.recover()
+    assert service.get("vm1", "db")["blank"] is False
+    assert "blank" not in service.attach("vm1", "db")
