@@ -33,6 +33,7 @@ class Mounter(Protocol):
     def grow(self, device: str, target: str, fstype: str) -> None: ...
     def grow_unmounted(self, device: str, fstype: str) -> None: ...
     def mounts_under(self, root: str) -> dict[str, str]: ...
+    def is_mount_point(self, target: str) -> bool: ...
 
 
 def _run(argv: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
@@ -123,6 +124,13 @@ class SystemMounter:
             raise FilesystemError(f"e2fsck -f -p {device} before growing it failed (exit "
                                   f"{checked.returncode}): {said}")
         _check(_run(["resize2fs", device]), f"growing the ext4 filesystem on {device}")
+
+    def is_mount_point(self, target: str) -> bool:
+        """Whether something is mounted at ``target``: two stats (a device of its own, or
+        the root of one), not a read of the whole mount table (0.25 ms with 100 mounts
+        here, on every Mount and Unmount; issue 15). A volume's mount point is a folder
+        of the mount root on another filesystem, so the two answer alike for it."""
+        return os.path.ismount(target)
 
     def mounts_under(self, root: str) -> dict[str, str]:
         """Mount point -> source device of every mount below ``root``."""

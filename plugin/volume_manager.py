@@ -125,7 +125,7 @@ class VolumeManager:
 
     def is_mounted(self, canonical: str) -> bool:
         """Whether the volume's filesystem is mounted at its mount point now."""
-        return self.mountpoint(canonical) in self.mounter.mounts_under(self.mount_root)
+        return self.mounter.is_mount_point(self.mountpoint(canonical))
 
     def mounted_volumes(self) -> set[str]:
         """Canonical names of the volumes mounted under the mount root now."""
@@ -252,7 +252,7 @@ class VolumeManager:
             with self.locks.hold(canonical):
                 self.touched.add(canonical)
                 target = self.mountpoint(canonical)
-                if target not in self.mounter.mounts_under(self.mount_root):
+                if not self.mounter.is_mount_point(target):
                     self.attach_and_mount(name, canonical)
                     fault_point("plugin.mount.mounted")
                 self.refs.add(canonical, mount_id)

@@ -466,6 +466,9 @@ class FakeMounter:
             raise FilesystemError(f"umount {target} failed: not mounted")
         del self.table[target]
 
+    def is_mount_point(self, target: str) -> bool:
+        return target in self.table
+
     def mounts_under(self, root: str) -> dict[str, str]:
         prefix = root.rstrip("/") + "/"
         return {t: m["device"] for t, m in self.table.items() if t.startswith(prefix)}

@@ -18,6 +18,7 @@ from esx_service.backends.local import LocalBackend
 from esx_service.errors import VolumeInUse
 from esx_service.loopdev import KernelLoopDevices
 from plugin.blockdev import SystemBlockDevices
+from plugin.filesystem import SystemMounter
 
 SIZE = 16 * 1024 * 1024
 
@@ -228,3 +229,27 @@ def test_a_claim_held_past_the_wait_is_refused_and_nothing_is_detached(images):
         holder.join()
         loops.detach(device, path)
     assert _wait_released(device)
+
+
+def test_a_mount_point_is_told_by_two_stats_as_the_mount_table_tells_it(images, tmp_path):
+    mounter = SystemMounter()
+    loops = KernelLoopDevices()
+    path = images()
+    device = loops.attach(path, read_only=False)
+    target = str(tmp_path / "mnt" / "db@ds1")
+    try:
+        mounter.mkfs(device, "ext4", "db")
+        assert not mounter.is_mount_point(target)  # not even there yet
+        mounter.mount(device, target, "ext4", read_only=False)
+        assert mounter.is_mount_point(target)
+        assert target in mounter.mounts_under(str(tmp_path / "mnt"))
+        os.makedirs(os.path.join(target, "sub"))
+        assert not mounter.is_mount_point(os.path.join(target, "sub"))
+        mounter.umount(target)
+        os.makedirs(target)  # an empty folder left where the mount was
+        assert not mounter.is_mount_point(target)
+        assert target not in mounter.mounts_under(str(tmp_path / "mnt"))
+    finally:
+        if mounter.is_mount_point(target):
+            mounter.umount(target)
+        loops.detach(device, path)
