@@ -42,12 +42,23 @@ def backing_file(device: str, sysfs_block: str = SYSFS_BLOCK) -> str | None:
         return None
 
 
-def loop_table(sysfs_block: str = SYSFS_BLOCK) -> list[tuple[str, str]]:
+PARTITIONS = "/proc/partitions"
+
+
+def loop_table(sysfs_block: str = SYSFS_BLOCK,
+               partitions: str | None = None) -> list[tuple[str, str]]:
     """(``/dev/loopN``, backing file) of every bound loop device, by device name. A device
     being torn down meanwhile is left out; any other error is raised as the OSError it is,
-    with the sysfs file it came from as its ``filename``."""
+    with the sysfs file it came from as its ``filename``. With ``partitions``
+    (/proc/partitions), only the loop devices it lists are looked at: those of a size
+    above 0, which leaves out the unbound ones without a failed open each (35 devices
+    here: 0.7 ms a scan, in every attach and detach; issue 15) and a device bound to an
+    empty file, which is never a disk's extent."""
     try:
-        entries = sorted(os.listdir(sysfs_block))
+        if partitions is not None:
+            entries = sorted(_sized_loops(partitions))
+        else:
+            entries = sorted(os.listdir(sysfs_block))
     except FileNotFoundError:
         return []
     table = []
@@ -55,6 +66,22 @@ def loop_table(sysfs_block: str = SYSFS_BLOCK) -> list[tuple[str, str]]:
         if entry.startswith("loop") and (backing := bound_file(entry, sysfs_block)) is not None:
             table.append((f"/dev/{entry}", backing))
     return table
+
+
+def _sized_loops(partitions: str) -> list[str]:
+    fd = os.open(partitions, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        raw = b""
+        while chunk := os.read(fd, 65536):
+            raw += chunk
+    finally:
+        os.close(fd)
+    names = []
+    for line in raw.decode("ascii", "replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 4 and fields[3].startswith("loop"):
+            names.append(fields[3])
+    return names
 
 
 def bound_file(device: str, sysfs_block: str = SYSFS_BLOCK) -> str | None:

@@ -12,7 +12,13 @@ import time
 
 from dockvols_common.atomic import atomic_write_bytes, atomic_write_json
 from dockvols_common.faults import fault_point
-from dockvols_common.loop_table import DELETED, bound_file, loop_table
+from dockvols_common.loop_table import (
+    DELETED,
+    PARTITIONS,
+    SYSFS_BLOCK,
+    bound_file,
+    loop_table,
+)
 
 from ..commands import CommandRunner, run_command
 from ..errors import (
@@ -63,6 +69,8 @@ class LocalBackend:
         # check costs a process, and recovery checks every volume. A runner of one's own
         # (tests) answers the listing too.
         self._sysfs_block = sysfs_block if run is run_command else None
+        # The kernel's own sysfs: /proc/partitions says which loop devices are bound
+        self._partitions = PARTITIONS if self._sysfs_block == SYSFS_BLOCK else None
         # Listings reuse each metadata file's parsed form while a stat proves the file
         # unchanged (esx_service/file_cache.py); reads under a volume's lock never do.
         self._listed: ParsedFiles[dict | None] = ParsedFiles(_parse_json)
@@ -382,7 +390,7 @@ class LocalBackend:
         try:
             # The kernel names a backing file by its path as it resolved it (d_path): already
             # real, so no realpath per device and scan (1.6 ms per scan of 14 devices here).
-            return loop_table(self._sysfs_block)
+            return loop_table(self._sysfs_block, partitions=self._partitions)
         except OSError as exc:
             raise BackendError(f"cannot read {exc.filename}: {exc}") from exc
 
@@ -417,9 +425,19 @@ class LocalBackend:
         # (only ever there if exclusion failed) is not ours to pull. Devices on a deleted
         # extent of this name are released too: nothing else can ever reach them.
         only = (attach_info or {}).get("device")
-        self._detach_devices([(dev, backing) for dev, backing in
-                              self._loops_on(self._extent_path(loc), deleted=True)
-                              if not only or dev == only], f"{loc.name}@{loc.datastore}")
+        extent = self._extent_path(loc)
+        if only and self._sysfs_block is not None:
+            # that device's sysfs file alone, not a scan of every loop device (issue 15)
+            real = os.path.realpath(extent)
+            try:
+                backing = bound_file(only, self._sysfs_block)
+            except OSError as exc:
+                raise BackendError(f"cannot read {exc.filename}: {exc}") from exc
+            pairs = [(only, backing)] if backing in (real, real + DELETED) else []
+        else:
+            pairs = [(dev, backing) for dev, backing in self._loops_on(extent, deleted=True)
+                     if not only or dev == only]
+        self._detach_devices(pairs, f"{loc.name}@{loc.datastore}")
 
     def _detach_devices(self, pairs: list[tuple[str, str]], what: str) -> None:
         """Detach (device, backing file) pairs and wait until the kernel let them go (a

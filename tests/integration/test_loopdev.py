@@ -253,3 +253,17 @@ def test_a_mount_point_is_told_by_two_stats_as_the_mount_table_tells_it(images, 
         if mounter.is_mount_point(target):
             mounter.umount(target)
         loops.detach(device, path)
+
+
+def test_the_partitions_list_finds_every_bound_device_a_full_scan_finds(images):
+    loops = KernelLoopDevices()
+    paths = [images(f"{n}.img") for n in "abc"]
+    devices = [loops.attach(p, read_only=n == 1) for n, p in enumerate(paths)]
+    try:
+        ours = {d: b for d, b in loop_table() if b in paths}
+        assert ours == dict(zip(devices, paths, strict=True))
+        assert {d: b for d, b in loop_table(partitions="/proc/partitions")
+                if b in paths} == ours
+    finally:
+        for device, path in zip(devices, paths, strict=True):
+            loops.detach(device, path)

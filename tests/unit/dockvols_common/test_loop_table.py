@@ -50,3 +50,26 @@ def test_an_unexpected_read_error_names_the_sysfs_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as raised:
         loop_table(str(tmp_path))
     assert raised.value.filename == str(tmp_path / "loop0" / "loop" / "backing_file")
+
+
+def test_with_the_partitions_list_only_the_sized_loop_devices_are_read(tmp_path,
+                                                                        monkeypatch):
+    sysfs = tmp_path / "block"
+    _bind(sysfs, "loop0", "/ds/a-flat.vmdk")
+    _bind(sysfs, "loop3", "/ds/empty-file")  # bound to an empty file: size 0, unlisted
+    _bind(sysfs, "loop12", "/ds/c-flat.vmdk")
+    partitions = tmp_path / "partitions"
+    partitions.write_text("major minor  #blocks  name\n\n"
+                          " 254        0  268435456 vda\n"
+                          "   7        0     102400 loop0\n"
+                          "   7       12      51200 loop12\n"
+                          " 259        1    1000000 nvme0n1p1\n")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a: (opened.append(str(path)),
+                                                      real_open(path, *a))[1])
+    table = loop_table(str(sysfs), partitions=str(partitions))
+    monkeypatch.undo()
+    assert table == [("/dev/loop0", "/ds/a-flat.vmdk"), ("/dev/loop12", "/ds/c-flat.vmdk")]
+    assert not any("loop3" in path for path in opened)
+    assert loop_table(str(sysfs), partitions=str(tmp_path / "missing")) == []
