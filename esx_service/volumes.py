@@ -519,14 +519,16 @@ class VolumeService:
                                                 disk_uuid=meta.disk_uuid or None)
                 fault_point("attach.disk_attached")
                 # A blank disk's first attach lets the guest format it without probing it
-                # (a superblock read, 1.2 ms of a first Mount here, issue 15), so the record
-                # that it is blank no more is made crash-safe before the answer: no crash
-                # can bring `blank` back once the guest may have written to the disk.
-                blank = meta.blank
+                # (a superblock read, 1.2 ms of a first Mount here, issue 15). Where only
+                # the record can say the disk is blank, the record that it is blank no
+                # more is made crash-safe before the answer: no crash can bring `blank`
+                # back once the guest may have written to the disk.
+                seen = self.backend.disk_blank(loc)
+                blank = meta.blank if seen is None else seen
                 try:
                     meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info,
                                        blank=False)
-                    self._save(loc, meta, attachment=not blank)
+                    self._save(loc, meta, attachment=seen is not None or not blank)
                 except BaseException:
                     self.backend.detach_disk(loc, vm, info)
                     raise

@@ -194,6 +194,9 @@ class FakeBackend:
         self._enter("delete_disk")
         self.disks.pop(_key(loc), None)
 
+    def disk_blank(self, loc: DiskLocation) -> bool | None:
+        return None  # as the vsphere backend: the record says
+
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         disk = self.disks.get(_key(loc))
         if disk is None:

@@ -148,6 +148,11 @@ class Backend(Protocol):
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         """Bytes the disk really uses on the datastore (0 if unknown)."""
 
+    def disk_blank(self, loc: DiskLocation) -> bool | None:
+        """Whether the disk provably reads as zeros, nothing ever written to it (True), or
+        provably does not (False); None when the backend cannot tell without cost, and the
+        volume's record must say (VolumeMeta.blank)."""
+
     def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
                     disk_uuid: str | None = None) -> dict:
         """Attach to the VM; returns what the guest needs to find the disk. ``disk_uuid``:

@@ -227,7 +227,11 @@ class LocalBackend:
                 if source is not None:
                     _copy_extent(source, fd, sparse=diskformat == "thin")
                 os.ftruncate(fd, size)
-                os.fsync(fd)
+                # Written data is made durable here. A thin or lazily zeroed extent has
+                # none, only its inode and allocation, which the descriptor's fsync next
+                # commits with it (the journal is one, in order: ext4, XFS).
+                if source is not None or diskformat == "eagerzeroedthick":
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             # The descriptor's file is fsynced, its folder not: the volume layer's next step
@@ -289,6 +293,21 @@ class LocalBackend:
         descriptor = self._path(loc, loc.descriptor_path)
         _unlink(descriptor)
         self._extents.forget(*os.path.split(descriptor))
+
+    def disk_blank(self, loc: DiskLocation) -> bool | None:
+        # A thin extent with no block allocated is all holes: nothing was ever written to
+        # it that is still there (a write lost in a host crash left it as blank as before).
+        # A thick one has its blocks from the start, so only its record can tell.
+        try:
+            with open(self._path(loc, loc.descriptor_path), encoding="utf-8") as f:
+                found = parse_descriptor(f.read())
+            if not found.thin:
+                return None
+            extent = os.path.join(os.path.dirname(self._path(loc, loc.descriptor_path)),
+                                  os.path.basename(found.extent_file))
+            return os.stat(extent).st_blocks == 0
+        except (OSError, ValueError):
+            return None  # the attach itself reports what is wrong with the disk
 
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         descriptor = self._path(loc, loc.descriptor_path)

@@ -324,6 +324,9 @@ class VsphereBackend:
                 return int(capacity)
         return None
 
+    def disk_blank(self, loc: DiskLocation) -> bool | None:
+        return None  # a datastore search would tell, at a round trip: the record says
+
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         ds = self.inventory.datastore(loc.datastore)
         spec = vim.host.DatastoreBrowser.SearchSpec(

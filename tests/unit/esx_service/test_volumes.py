@@ -67,6 +67,16 @@ class Harness:
             raise exc
         monkeypatch.setattr(self.backend, method, wrapper)
 
+    def guest_writes(self, name: str) -> None:
+        """What a guest's mkfs leaves: data on the disk (the fake backend keeps none: only
+        its record says whether the disk is blank)."""
+        if self.kind == "local":
+            loc = self.loc(name)
+            with open(os.path.join(self.backend._paths[loc.datastore], loc.folder,
+                                   f"{name}-flat.vmdk"), "r+b") as f:
+                f.seek(1024)
+                f.write(b"\x53\xef" * 512)
+
     def set_status(self, name: str, status: str) -> None:
         loc = self.loc(name)
         data = self.backend.read_metadata(loc)
@@ -602,13 +612,34 @@ def test_only_the_first_attach_of_a_created_disk_says_it_is_blank(h):
     assert h.service.create("vm1", "db", {})["blank"] is True
     first = h.service.attach("vm1", "db")
     assert first["blank"] is True and first["volume"]["blank"] is False
+    h.guest_writes("db")
     assert "blank" not in h.service.attach("vm1", "db")  # the same attach, asked again
     h.service.detach("vm1", "db")
     assert "blank" not in h.service.attach("vm1", "db")
 
 
-def test_a_clone_is_never_blank(h):
+def test_a_thin_local_disk_nothing_was_written_to_is_blank_whatever_its_record_says(
+        tmp_path):
+    losetup = FakeLosetup()
+    h = Harness("local", LocalBackend({"ds1": str(tmp_path / "ds1")}, run=losetup), losetup)
+    h.service.create("vm1", "db", {})
+    h.service.attach("vm1", "db")  # a Mount that died before its mkfs wrote anything
+    h.service.detach("vm1", "db")
+    assert h.service.attach("vm1", "db")["blank"] is True
+    h.service.detach("vm1", "db")
+    h.guest_writes("db")
+    assert "blank" not in h.service.attach("vm1", "db")
+    h.service.detach("vm1", "db")
+    # a thick disk's blocks are there from the start: its record alone can say
+    h.service.create("vm1", "thick", {"diskformat": "zeroedthick", "size": "8mb"})
+    assert h.service.attach("vm1", "thick")["blank"] is True
+    h.service.detach("vm1", "thick")
+    assert "blank" not in h.service.attach("vm1", "thick")
+
+
+def test_a_clone_is_never_blank_by_its_record(h):
     h.service.create("vm1", "src", {})
+    h.guest_writes("src")
     assert h.service.create("vm1", "copy", {"clone-from": "src"})["blank"] is False
     assert "blank" not in h.service.attach("vm1", "copy")
 

@@ -58,17 +58,39 @@ class FsyncLog:
         return out
 
 
-def test_each_operation_makes_only_the_fsyncs_crash_safety_needs(service, monkeypatch):
+def _extent_written(backend: LocalBackend) -> None:
+    with open(_file(backend, "-flat.vmdk"), "r+b") as f:
+        f.write(b"\x53\xef" * 512)
+
+
+@pytest.mark.parametrize("diskformat", ["eagerzeroedthick", "zeroedthick"])
+def test_a_thick_disk_is_blank_by_its_record_made_crash_safe_at_its_first_attach(
+        service, monkeypatch, diskformat):
+    log = FsyncLog(monkeypatch)
+    service.create("vm1", "db", {"size": "8mb", "diskformat": diskformat})
+    written = ["extent"] if diskformat == "eagerzeroedthick" else []  # zeros are data
+    assert log.take() == ["metadata", *written, "descriptor", "metadata", "folder"]
+    assert service.attach("vm1", "db")["blank"] is True
+    assert log.take() == ["metadata", "folder"]  # `blank` must never come back
+    service.detach("vm1", "db", formatted=True)
+    log.take()
+    assert "blank" not in service.attach("vm1", "db")
+    assert log.take() == ["metadata"]
+
+
+def test_each_operation_makes_only_the_fsyncs_crash_safety_needs(service, local_backend,
+                                                                 monkeypatch):
     log = FsyncLog(monkeypatch)
     service.create("vm1", "db", {"size": "8mb"})
-    # `creating` whole before the disk exists, its name journaled before the extent's;
-    # every name made durable by the `detached` write's folder fsync, the last step before
-    # the create answers
-    assert log.take() == ["metadata", "extent", "descriptor", "metadata", "folder"]
+    # `creating` whole before the disk exists, its name journaled before the extent's; the
+    # thin extent has no data, and its inode goes with the descriptor's fsync; every name
+    # made durable by the `detached` write's folder fsync, the last step before the create
+    # answers
+    assert log.take() == ["metadata", "descriptor", "metadata", "folder"]
     assert service.attach("vm1", "db")["blank"] is True
-    # the first attach of a blank disk: the guest formats without probing, so `blank`
-    # must never come back, whatever crashes
-    assert log.take() == ["metadata", "folder"]
+    # blank because the thin extent has no block: an attachment record like any other
+    assert log.take() == ["metadata"]
+    _extent_written(local_backend)  # the guest's mkfs
     service.detach("vm1", "db", formatted=True)
     assert log.take() == ["metadata"]  # the attachment record: whole, rename not synced
     assert "blank" not in service.attach("vm1", "db")
@@ -162,7 +184,7 @@ def test_only_a_write_marked_as_an_attachment_record_skips_the_folder_fsync(loca
 
 def test_a_crash_cannot_bring_blank_back_after_the_first_attach(service, local_backend,
                                                                losetup: FakeLosetup):
-    service.create("vm1", "db", {"size": "8mb"})
+    service.create("vm1", "db", {"size": "8mb", "diskformat": "zeroedthick"})
     assert service.attach("vm1", "db")["blank"] is True
     # whatever a crash keeps now (the record's folder was fsynced), it is not blank: the
     # guest may have formatted and written the disk
