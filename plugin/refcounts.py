@@ -25,7 +25,11 @@ import os
 import threading
 import time
 
-from dockvols_common.atomic import atomic_write_json
+from dockvols_common.atomic import atomic_write_bytes
+
+# No page is smaller (4 KiB on x86 and arm64 alike); the kernel copies a write page by page
+# and stops between pages only, so a write that stays in this first page is never cut.
+_PAGE = 4096
 
 RECOVERED = "recovered:"
 
@@ -79,6 +83,7 @@ class RefCounts:
         return real + max(0, recovered - self._departed.get(volume, 0))
 
     _dirty = False  # a change not written yet (release with save=False)
+    _length: int | None = None  # the file's length as this process last wrote it
 
     def _save(self) -> None:
         self._dirty = False
@@ -94,7 +99,31 @@ class RefCounts:
                        "attached": sorted(self._attached)}
         if self._departed:
             state["departed"] = self._departed
-        atomic_write_json(self._path, state, durable=False)
+        data = json.dumps(state, indent=1, sort_keys=True).encode() + b"\n"
+        if not self._rewrite_in_place(data):
+            atomic_write_bytes(self._path, data, durable=False)
+            self._length = len(data)
+
+    def _rewrite_in_place(self, data: bytes) -> bool:
+        """Overwrite the file within its first page, padded with blanks (JSON allows them)
+        over what was longer: a write within one page is done whole or not at all, even
+        under kill -9, and unlike the rename over the file, which makes ext4 write the new
+        file's data out first (0.24 ms of 0.3 here, three times per container; issue 15),
+        it costs a few microseconds. Larger states, or an unknown file, are replaced."""
+        if self._length is None or max(self._length, len(data)) > _PAGE:
+            return False
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            os.pwrite(fd, data.ljust(self._length, b" "), 0)
+            if self._length > len(data):
+                os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        self._length = len(data)
+        return True
 
     def total(self, volume: str) -> int:
         """How many users the volume has: real mount IDs plus recovered users not departed."""

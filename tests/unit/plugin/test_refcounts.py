@@ -196,3 +196,35 @@ def test_a_state_file_from_before_the_attach_record_counts_its_volumes_as_attach
         json.dump({"refs": {"db@ds1": {"m1": 1}}, "aliases": {}}, f)
     refs = RefCounts(path)
     assert refs.attached_here("db@ds1") and not refs.attached_here("other@ds1")
+
+
+def _on_disk(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_a_small_state_is_rewritten_in_place_and_always_reads_whole(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m1")  # the first write of a process replaces the file
+    inode = os.stat(path).st_ino
+    for i in range(2, 6):
+        refs.add("db@ds1", f"m{i}")
+    longest = os.path.getsize(path)
+    for i in range(1, 6):
+        refs.release("db@ds1", f"m{i}")
+        assert os.stat(path).st_ino == inode  # rewritten in place, never renamed over
+        assert _on_disk(path)["refs"] == ({"db@ds1": {f"m{j}": 1 for j in range(i + 1, 6)}}
+                                          if i < 5 else {})
+    assert os.path.getsize(path) < longest  # and cut to its new length
+    assert RefCounts(path).total("db@ds1") == 0
+
+
+def test_a_state_over_one_page_is_replaced_whole(path):
+    refs = RefCounts(path)
+    refs.add("db@ds1", "m0")
+    inode = os.stat(path).st_ino
+    for i in range(100):  # several KiB of mount IDs
+        refs.add("db@ds1", f"{i:064d}")
+    assert os.path.getsize(path) > 4096
+    assert os.stat(path).st_ino != inode
+    assert RefCounts(path).total("db@ds1") == 101
