@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 from dockvols_common.atomic import atomic_write_json
 from dockvols_common.locks import NamedLocks
-from dockvols_common.loop_table import DELETED, backing_file_path
+from dockvols_common.loop_table import DELETED, backing_file_path, bound_file
 from esx_service.backends.local import LocalBackend
 from esx_service.loopdev import KernelLoopDevices
 from plugin import superblock, syscalls
-from plugin.filesystem import _MKFS
+from plugin.esx_client import HttpEsxClient
+from plugin.filesystem import _MKFS, SystemMounter
+from plugin.refcounts import RefCounts
 
 from .environment import (
     PLUGIN_SOCKET,
@@ -42,40 +44,51 @@ META = {"name": "vol", "datastore": "datastore1", "vmgroup": "_DEFAULT", "status
         "attach_info": {"kind": "loop", "device": "/dev/loop3"}, "generation": 3,
         "created_at": "2026-11-30T16:00:00+00:00", "created_by": "bench-vm"}
 
-# How often each phase happens per operation in the code as it is now (counted by reading
+# How often each phase happens per operation, before issue 15 and now (counted by reading
 # plugin/volume_manager.py, esx_service/volumes.py and backends/local.py). "hop" = one HTTP
-# request and answer; metadata/descriptor/refcount writes are write-fsync-rename-fsync(dir).
+# request and answer.
 COUNTS = {
-    # phase: (per Create+Mount, per Unmount+Remove)
-    "VolumeDriver hop (dockerd -> plugin)": (2, 2),
-    "esx_service hop (plugin -> esx_service)": (2, 2),
-    "named lock, uncontended": (4, 4),
+    # phase: (before: per Create+Mount, per Unmount+Remove; now: the same)
+    "VolumeDriver hop (dockerd -> plugin)": (2, 2, 2, 2),
+    # a connection of its own per change before; the thread's kept-alive one now
+    "esx_service hop (plugin -> esx_service)": (2, 2, 2, 2),
+    "named lock, uncontended": (4, 4, 4, 4),
     # the volume's lease, one per esx_service call (the quota lease only under a total
     # quota, which the bench's vmgroup has not; counted with a wrapped LeaseManager.acquire).
     # Kept 0.25 s after each call (lease_store.py): in these back-to-back cycles only the
     # Create takes one; Mount, Unmount and Remove reuse it, and the release happens later
     # in the lease keeper's thread. A Mount or Unmount long after the call before takes one.
-    "datastore lease, taken and released (multi-host exclusion)": (1, 0),
-    "datastore lease kept from the call before, reused": (1, 2),
-    # esx_service's `creating` and `detached` at create, `removing` at remove
-    "crash-safe file write (2 fsyncs)": (2, 1),
-    # the descriptor (its folder is fsynced by the `detached` write after it) and the
-    # local backend's attachment records, `attached` and `detached` (recovery rebuilds them
-    # from the loop table): 2 fsyncs each before issue 15, the file's only now
-    "file write, the file fsynced, its folder not": (2, 1),
-    # Mount: attached (before asking), then the mount ID; Unmount: the ID, then detached
-    "atomic file write, no fsync (plugin's counts)": (2, 2),
-    "fsync of the new extent": (1, 0),
-    # the local backend's look for loop devices on the extent: attach (one left by an
-    # interrupted attach?) and detach (which devices to release); then the release wait
-    "loop table look-up (sysfs)": (1, 1),
-    "loop set-up": (1, 0),
-    "superblock probe": (1, 0),
-    "mkfs.ext4": (1, 0),
-    "mount": (1, 0),
-    "umount": (0, 1),
-    "loop release (and wait until free)": (0, 1),
-    "unlink of the 100 MB sparse extent": (0, 1),
+    "datastore lease, taken and released (multi-host exclusion)": (2, 2, 1, 0),
+    "datastore lease kept from the call before, reused": (0, 0, 1, 2),
+    # before: `creating`, the descriptor and `detached` at create, `attached`, `detached`,
+    # `removing`; now: `detached` at create and `removing` only
+    "crash-safe file write (2 fsyncs)": (4, 2, 1, 1),
+    # now: `creating` (its name journaled before the extent's), the descriptor (its folder
+    # fsynced by `detached` after it), and the local backend's attachment records (recovery
+    # rebuilds them from the loop table; a thin extent with no block is blank by itself)
+    "file write, the file fsynced, its folder not": (0, 0, 3, 1),
+    # the plugin's state file: Mount writes it before asking for the attach and with the
+    # mount ID; Unmount once, with the detach (two writes before). Crash-safe before; now
+    # rewritten in place while it fits in one page, not renamed over
+    "plugin's state file write": (2, 2, 2, 1),
+    # before: always; now only where data was written (a clone, eagerzeroedthick): a thin
+    # extent's inode goes with the descriptor's fsync
+    "fsync of the new extent": (1, 0, 0, 0),
+    # attach: is a loop device left on the extent by an interrupted attach? (now: only the
+    # devices /proc/partitions lists); detach: which devices to release (now: the one the
+    # attach recorded, one sysfs file)
+    "loop table look-up (sysfs)": (1, 1, 1, 0),
+    "one loop device's backing file (sysfs)": (0, 0, 0, 1),
+    "is it mounted? (mount table before, two stats now)": (1, 1, 1, 1),
+    "loop set-up": (1, 0, 1, 0),
+    # now: a blank disk (made by a create, nothing written to it) is formatted unprobed
+    "superblock probe": (1, 0, 0, 0),
+    "mkfs.ext4": (1, 0, 1, 0),
+    "mount": (1, 0, 1, 0),
+    "umount": (0, 1, 0, 1),
+    "loop release (and wait until free)": (0, 1, 0, 1),
+    # now renamed into the datastore's trash, whose thread unlinks it after the answer
+    "the 100 MB extent: unlinked before, into the trash now": (0, 1, 0, 1),
 }
 
 
@@ -130,7 +143,13 @@ class Cycle:
             step("umount", lambda: _run(["umount", target]))
             step("loop release (and wait until free)",
                  lambda: (_run(["losetup", "--detach", device]), _wait_free(device)))
-        step("unlink of the 100 MB sparse extent", lambda: os.unlink(image))
+        trash = os.path.join(self.root, ".trash")
+        os.makedirs(trash, exist_ok=True)
+        gone = os.path.join(trash, os.path.basename(image))
+        step("the 100 MB extent: unlinked before, into the trash now",
+             (lambda: os.rename(image, gone)) if self.new else (lambda: os.unlink(image)))
+        if self.new:
+            os.unlink(gone)  # the trash's thread, after the answer
         os.rmdir(target)
 
 
@@ -166,10 +185,14 @@ def measure(env: BenchEnv) -> dict:
         old["file write, the file fsynced, its folder not"] = same
         new["file write, the file fsynced, its folder not"] = _hops(
             lambda: atomic_write_json(metadata, META, sync_dir=False), 50)
-        # the plugin's refcounts: durable before issue 15, atomic only now
-        old["atomic file write, no fsync (plugin's counts)"] = same
-        new["atomic file write, no fsync (plugin's counts)"] = _hops(
-            lambda: atomic_write_json(metadata, META, durable=False), 50)
+        # the plugin's state file: crash-safe before issue 15, rewritten in place now
+        old["plugin's state file write"] = same
+        counts = RefCounts(os.path.join(root, "refcounts.json"))
+        counts.add("vol@datastore1", "0" * 64)  # the first write replaces the file
+        ids = iter(range(10**9))
+        # each add writes the file once; the mount IDs are Docker's 64 hex digits
+        new["plugin's state file write"] = _hops(
+            lambda: counts.add(f"v{next(ids) % 4}@datastore1", "1" * 64), 200)
         extent = os.path.join(root, "extent")
 
         def new_extent() -> None:
@@ -190,6 +213,14 @@ def measure(env: BenchEnv) -> dict:
         ext = os.path.join(root, "dockvols", "_DEFAULT", "vol-flat.vmdk")
         old["loop table look-up (sysfs)"] = _hops(lambda: _loops_on_before(ext), 100)
         new["loop table look-up (sysfs)"] = _hops(lambda: backend._loops_on(ext, True), 100)
+        new["one loop device's backing file (sysfs)"] = _hops(
+            lambda: bound_file("/dev/loop0"), 100)
+        mounts = SystemMounter()
+        target = os.path.join(root, "mnt", "vol@datastore1")
+        old["is it mounted? (mount table before, two stats now)"] = _hops(
+            lambda: target in mounts.mounts_under(os.path.dirname(target)), 100)
+        new["is it mounted? (mount table before, two stats now)"] = _hops(
+            lambda: mounts.is_mount_point(target), 100)
         taken = _leases(root, keep=0.0)
         old["datastore lease, taken and released (multi-host exclusion)"] = \
             new["datastore lease, taken and released (multi-host exclusion)"] = taken
@@ -201,10 +232,11 @@ def measure(env: BenchEnv) -> dict:
     client = DriverClient(PLUGIN_SOCKET)
     driver_hop = _hops(lambda: client.call("Path", {"Name": "no-such-volume"}))
     client.close()
-    esx_hop = _hops(lambda: _esx_status(env.esx_socket))
+    old["esx_service hop (plugin -> esx_service)"] = _hops(lambda: _esx_status(env.esx_socket))
+    kept = HttpEsxClient(f"unix://{env.esx_socket}")
+    new["esx_service hop (plugin -> esx_service)"] = _hops(kept.status)
     for side in (old, new):
         side["VolumeDriver hop (dockerd -> plugin)"] = driver_hop
-        side["esx_service hop (plugin -> esx_service)"] = esx_hop
     p50 = {side: {k: percentile(v, 50) * 1000 for k, v in times.items()}
            for side, times in (("old", old), ("new", new))}
     return {"runs": RUNS, "p50_ms": p50, "raw_hop_p50_ms": percentile(raw_hop, 50) * 1000,
@@ -239,9 +271,9 @@ def _whole_cycle(client: DriverClient, name: str, times: dict[str, list[float]])
 
 def _totals(p50: dict) -> dict[str, list[float]]:
     """Sum over phases of count x p50, per side: [Create+Mount, Unmount+Remove] in ms."""
-    return {side: [sum(up * p50[side].get(k, 0.0) for k, (up, _) in COUNTS.items()),
-                   sum(down * p50[side].get(k, 0.0) for k, (_, down) in COUNTS.items())]
-            for side in ("old", "new")}
+    def total(side: str, column: int) -> float:
+        return sum(counts[column] * p50[side].get(k, 0.0) for k, counts in COUNTS.items())
+    return {"old": [total("old", 0), total("old", 1)], "new": [total("new", 2), total("new", 3)]}
 
 
 def _leases(root: str, keep: float) -> list[float]:
@@ -273,7 +305,7 @@ def _leases(root: str, keep: float) -> list[float]:
 def _esx_status(socket_path: str) -> None:
     from dockvols_common.http_client import UnixHTTPConnection
 
-    conn = UnixHTTPConnection(socket_path, 10)  # one connection per call, as the plugin does
+    conn = UnixHTTPConnection(socket_path, 10)  # a connection per call, as the plugin did
     try:
         conn.request("GET", "/v1/status")
         json.loads(conn.getresponse().read() or b"{}")
@@ -284,10 +316,12 @@ def _esx_status(socket_path: str) -> None:
 def render(r: dict) -> str:
     rows = []
     totals = r["totals"]
-    for phase, (up, down) in r["counts"].items():
+    for phase, (up_was, down_was, up, down) in r["counts"].items():
         o, n = r["p50_ms"]["old"].get(phase, 0.0), r["p50_ms"]["new"].get(phase, 0.0)
-        rows.append([phase, up, down, fmt_ms(o), fmt_ms(n),
-                     fmt_ms(up * o), fmt_ms(up * n), fmt_ms(down * o), fmt_ms(down * n)])
+        rows.append([phase, f"{up_was} / {up}", f"{down_was} / {down}",
+                     fmt_ms(o) if up_was or down_was else "-",
+                     fmt_ms(n) if up or down else "-",
+                     fmt_ms(up_was * o), fmt_ms(up * n), fmt_ms(down_was * o), fmt_ms(down * n)])
     rows.append(["**sum**", "", "", "", "", f"**{fmt_ms(totals['old'][0])}**",
                  f"**{fmt_ms(totals['new'][0])}**", f"**{fmt_ms(totals['old'][1])}**",
                  f"**{fmt_ms(totals['new'][1])}**"])
@@ -301,27 +335,27 @@ def render(r: dict) -> str:
     return "\n".join([
         f"Each device phase timed {r['runs']} times per side (interleaved, after 2 warm-ups) "
         "on a 100 MB sparse file on the datastore's filesystem; hops 300 calls, the file "
-        "write 50, the lock 2,000. **before** = the way dockvols did it before issue 15 "
-        "(`losetup --find --show`, `blkid -p`, `mount`, `umount`, `losetup --detach` "
-        "processes), **now** = `/dev/loop-control` + LOOP_CONFIGURE, a superblock read, "
-        "mount(2), umount2(2), LOOP_CLR_FD; the loop table look-up before = a text-mode "
-        "open() of every loop device's sysfs file and a realpath per listed file, now = "
-        "os.open/os.read and one realpath. Hops, locks, a lease taken and the crash-safe "
-        "write are the same code on both sides; the plugin's counts and the writes whose "
-        "folder is no longer fsynced (the descriptor, `attached`, `detached`) were "
-        "crash-safe writes before, and a reused lease (kept 0.25 s after each call, on "
-        "a mounted datastore since issue 15) was a take and a release, which their before "
-        "columns time. 'x C+M' / 'x U+R' = how often "
-        "the phase happens per Create+Mount / "
-        "Unmount+Remove now; the ms columns are per call (p50), then p50 x count. The "
-        "VolumeDriver hop is a `Path` of an unknown name over a kept-alive connection; "
-        f"the esx_service hop a `GET /v1/status` on a new connection. One raw HTTP hop "
-        f"(minimal stdlib server, unix socket, kept alive): {fmt_ms(r['raw_hop_p50_ms'])} ms. "
+        "writes 50 to 200, the lock 2,000. **before** = the way dockvols did it before issue "
+        "15 (`losetup --find --show`, `blkid -p`, `mount`, `umount`, `losetup --detach` "
+        "processes, a crash-safe write for every record, a lease taken per call, a new "
+        "connection per change, the mount table read to know whether a volume is mounted), "
+        "**now** = `/dev/loop-control` + LOOP_CONFIGURE, mount(2), umount2(2), LOOP_CLR_FD, "
+        "the superblock read only for a disk that may hold data, the file's fsync only "
+        "where a crash cannot lose the record or recovery rebuilds it, a kept lease (0.25 s "
+        "after each call), the plugin's kept-alive connection to esx_service and its state "
+        "file rewritten in place, two stats of the mount point, and the removed extent "
+        "renamed into the trash (its unlink runs after the answer, in the trash's thread). "
+        "'x C+M' / 'x U+R' = how often the phase happens per Create+Mount / "
+        "Unmount+Remove, before / now; the ms columns are per call (p50), then p50 x count "
+        "('-': the phase does not happen on that side). The VolumeDriver hop is a `Path` of "
+        "an unknown name over a kept-alive connection; the esx_service hop a `GET "
+        "/v1/status`, on a new connection before and on the plugin's client now. One raw "
+        f"HTTP hop (minimal stdlib server, unix socket, kept alive): "
+        f"{fmt_ms(r['raw_hop_p50_ms'])} ms. "
         "The last two rows time real life cycles at the plugin socket, interleaved with the "
         "phases: what is left over is Python between the phases (request parsing and "
         "dispatch in both servers, JSON, logging, the service's name and policy look-ups, "
-        "metadata and descriptor reads, the plugin's mount-table reads) and the wait for "
-        "a core on a loaded machine.",
+        "metadata and descriptor reads) and the wait for a core on a loaded machine.",
         "",
         md_table(["phase", "x C+M", "x U+R", "before ms", "now ms", "C+M before",
                   "C+M now", "U+R before", "U+R now"], rows),
