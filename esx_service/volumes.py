@@ -12,8 +12,6 @@ write is fenced by the volume's lease, so a host that lost it cannot overwrite.
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
@@ -40,7 +38,7 @@ from .errors import (
     VolumeNotFound,
 )
 from .listing import Listed, ListingMemo
-from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta
+from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta, json_copy
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
 from .op_gate import OperationGate, OpObserver
 from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
@@ -107,16 +105,16 @@ class VolumeService:
         lease (one GET less per operation through the vSphere API, issue 15)."""
         fence = self._locks.fence(_key(loc))
         if fence is not None and METADATA in fence.memo and self._still_ours(loc):
-            return copy.deepcopy(fence.memo[METADATA])
+            return json_copy(fence.memo[METADATA])  # type: ignore[return-value]
         data = self.backend.read_metadata(loc)
         if fence is not None:
-            fence.memo[METADATA] = copy.deepcopy(data)
+            fence.memo[METADATA] = json_copy(data)
         return data
 
     def _wrote(self, loc: DiskLocation, data: dict | None) -> None:
         fence = self._locks.fence(_key(loc))
         if fence is not None:
-            fence.memo[METADATA] = json.loads(json.dumps(data))  # as a read would give it
+            fence.memo[METADATA] = json_copy(data)  # as a read would give it
 
     def _forget(self, loc: DiskLocation) -> None:
         """Before a write: should it fail half-way, the next operation reads the file."""

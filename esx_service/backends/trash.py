@@ -19,6 +19,7 @@ import uuid
 
 log = logging.getLogger("dockvols.local.trash")
 TRASH = os.path.join("dockvols", ".trash")  # in each datastore; the dot keeps it from listings
+IDLE_EXIT = 5.0  # seconds the thread waits for more before it ends
 SUFFIX = ".deleting"  # never *.vmdk: an import's search for disks must not find one here
 
 
@@ -100,7 +101,17 @@ class Trash:
         self._queue.put((datastore, path, size))
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while True:
+            try:
+                item = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:  # nothing queued for a while: the next discard starts one
+                    if self._queued == 0 and self._thread is threading.current_thread():
+                        self._thread = None
+                        return
+                continue
+            if item is None:
+                return
             datastore, path, size = item
             try:
                 _unlink(path)

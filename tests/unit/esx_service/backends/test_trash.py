@@ -103,3 +103,21 @@ def test_close_frees_what_is_queued_or_leaves_it_for_the_next_start(tmp_path, lo
     trash.close()
     assert not victim.exists()
     assert len(_trash_files(str(root))) == (1 if fails else 0)
+
+
+def test_the_thread_ends_when_idle_and_the_next_discard_starts_another(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(trash_module, "IDLE_EXIT", 0.3)
+    root = tmp_path / "ds1"
+    root.mkdir()
+    trash = Trash({"ds1": str(root)})
+    for n in range(2):
+        victim = root / f"v{n}-flat.vmdk"
+        victim.write_bytes(b"x" * 4096)
+        trash.discard("ds1", str(victim))
+        assert trash.wait_empty(5)
+        thread = trash._thread
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive() and trash._thread is None
+    assert _trash_files(str(root)) == []
