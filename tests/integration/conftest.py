@@ -24,9 +24,11 @@ from bench.processes import (
 )
 from dockvols_common.loop_table import loop_table
 from dockvols_common.mountinfo import mounts_under as read_mounts_under
+from esx_service.backends.trash import TRASH
 
 # Another name lets two suites (or `make run`) share a host: legacy sockets are host-wide.
 DRIVER = os.environ.get("DOCKVOLS_TEST_DRIVER", "vsphere")
+TRASH_FOLDER = os.path.basename(TRASH)  # removed extents, freed after the answer
 PLUGIN_SOCKET = f"/run/docker/plugins/{DRIVER}.sock"
 RECONCILE_PERIOD = 2.0
 
