@@ -52,16 +52,20 @@ class Trash:
         """Make ``path`` gone now and its blocks free soon. Missing is fine."""
         folder = os.path.join(self._roots[datastore], TRASH)
         target = os.path.join(folder, uuid.uuid4().hex + SUFFIX)
+        moved = False
         for _ in range(2):
             try:
                 os.rename(path, target)
+                moved = True
                 break
             except FileNotFoundError:
-                if os.path.exists(path):  # the trash folder is missing, not the file
-                    os.makedirs(folder, exist_ok=True)
-                    continue
-                return
-        else:  # made and gone again under us: free it here, as before
+                if not os.path.lexists(path):
+                    return  # gone already
+                os.makedirs(folder, exist_ok=True)  # the trash folder was missing
+            except OSError as exc:  # another filesystem (a bind mount), a read-only trash
+                log.warning("cannot move %s into the trash (%s): freeing it now", path, exc)
+                break
+        if not moved:  # freed here, as before the trash
             _unlink(path)
             return
         self._queue_file(datastore, target)

@@ -121,3 +121,19 @@ def test_the_thread_ends_when_idle_and_the_next_discard_starts_another(tmp_path,
         thread.join(5)
         assert not thread.is_alive() and trash._thread is None
     assert _trash_files(str(root)) == []
+
+
+def test_an_extent_that_cannot_be_moved_into_the_trash_is_freed_at_once(tmp_path,
+                                                                         monkeypatch):
+    root = tmp_path / "ds1"
+    root.mkdir()
+    victim = root / "v-flat.vmdk"
+    victim.write_bytes(b"x" * 4096)
+    trash = Trash({"ds1": str(root)})
+
+    def cross_device(source: str, target: str) -> None:
+        raise OSError(18, "Invalid cross-device link", source)
+    monkeypatch.setattr(trash_module.os, "rename", cross_device)
+    trash.discard("ds1", str(victim))
+    assert not victim.exists()
+    assert trash.pending("ds1") == 0 and trash._thread is None
