@@ -517,12 +517,15 @@ class VolumeService:
                                                 disk_uuid=meta.disk_uuid or None)
                 fault_point("attach.disk_attached")
                 # A blank disk's first attach lets the guest format it without probing it
-                # (a superblock read, 1.2 ms of a first Mount here, issue 15). Where only
-                # the record can say the disk is blank, the record that it is blank no
-                # more is made crash-safe before the answer: no crash can bring `blank`
+                # (a superblock read, 1.2 ms of a first Mount here, issue 15). Blank is what
+                # the record says, unless the backend sees data on the disk. Where it can
+                # look, that look covers a record a host crash took back (the guest's
+                # durable writes are there to see), so the record that the disk is blank
+                # no more is an attachment record like any other; where it cannot, that
+                # record is made crash-safe before the answer: no crash can bring `blank`
                 # back once the guest may have written to the disk.
                 seen = self.backend.disk_blank(loc)
-                blank = meta.blank if seen is None else seen
+                blank = meta.blank and seen is not False
                 try:
                     meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info,
                                        blank=False)

@@ -149,9 +149,11 @@ class Backend(Protocol):
         """Bytes the disk really uses on the datastore (0 if unknown)."""
 
     def disk_blank(self, loc: DiskLocation) -> bool | None:
-        """Whether the disk provably reads as zeros, nothing ever written to it (True), or
-        provably does not (False); None when the backend cannot tell without cost, and the
-        volume's record must say (VolumeMeta.blank)."""
+        """False when the disk provably holds data now; True when it provably does not (a
+        host crash that lost writes can only make it more so); None when the backend
+        cannot tell without cost. The volume's record (VolumeMeta.blank) decides with it:
+        a filesystem may report a just-written file's blocks late (ZFS, until its
+        transaction group syncs), so True alone never makes a disk blank."""
 
     def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
                     disk_uuid: str | None = None) -> dict:

@@ -295,9 +295,9 @@ class LocalBackend:
         self._extents.forget(*os.path.split(descriptor))
 
     def disk_blank(self, loc: DiskLocation) -> bool | None:
-        # A thin extent with no block allocated is all holes: nothing was ever written to
-        # it that is still there (a write lost in a host crash left it as blank as before).
-        # A thick one has its blocks from the start, so only its record can tell.
+        # A thin extent with a block allocated holds data (mkfs wrote there, and a host
+        # crash keeps what the guest made durable); one with none is all holes. A thick
+        # one has its blocks from the start, so only its record can tell.
         try:
             with open(self._path(loc, loc.descriptor_path), encoding="utf-8") as f:
                 found = parse_descriptor(f.read())
