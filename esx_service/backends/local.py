@@ -194,7 +194,7 @@ class LocalBackend:
             extent = self._extent_name(loc)
         except ValueError as exc:
             raise BackendError(f"corrupt descriptor {descriptor}: {exc}") from exc
-        return os.path.join(os.path.dirname(descriptor), os.path.basename(extent))
+        return _beside(descriptor, extent)
 
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
                     storage_policy: str | None) -> str:
@@ -260,8 +260,7 @@ class LocalBackend:
             with open(descriptor, encoding="utf-8") as f:
                 text = f.read()
             found = parse_descriptor(text)
-            extent = os.path.join(os.path.dirname(descriptor),
-                                  os.path.basename(found.extent_file))
+            extent = _beside(descriptor, found.extent_file)
             fd = os.open(extent, os.O_WRONLY)
             try:
                 current = os.fstat(fd).st_size
@@ -298,14 +297,13 @@ class LocalBackend:
         # A thin extent with a block allocated holds data (mkfs wrote there, and a host
         # crash keeps what the guest made durable); one with none is all holes. A thick
         # one has its blocks from the start, so only its record can tell.
+        descriptor = self._path(loc, loc.descriptor_path)
         try:
-            with open(self._path(loc, loc.descriptor_path), encoding="utf-8") as f:
+            with open(descriptor, encoding="utf-8") as f:
                 found = parse_descriptor(f.read())
             if not found.thin:
                 return None
-            extent = os.path.join(os.path.dirname(self._path(loc, loc.descriptor_path)),
-                                  os.path.basename(found.extent_file))
-            return os.stat(extent).st_blocks == 0
+            return os.stat(_beside(descriptor, found.extent_file)).st_blocks == 0
         except (OSError, ValueError):
             return None  # the attach itself reports what is wrong with the disk
 
@@ -319,7 +317,7 @@ class LocalBackend:
         except (ValueError, OSError) as exc:
             raise BackendError(f"corrupt descriptor {descriptor}: {exc}") from exc
         try:
-            return os.stat(os.path.join(folder, os.path.basename(extent))).st_blocks * 512
+            return os.stat(_beside(descriptor, extent)).st_blocks * 512
         except FileNotFoundError:
             return 0
 
@@ -398,15 +396,19 @@ class LocalBackend:
         return disk_uuid
 
     # -- attach -----------------------------------------------------------------------
-    def _loop_table(self) -> list[tuple[str, str]]:
+    def _loop_table(self, only: str | None = None) -> list[tuple[str, str]]:
         """(device, backing file) of every bound loop device, the backing file as a real
-        path (symbolic links resolved), with `` (deleted)`` after a deleted one's."""
+        path (symbolic links resolved), with `` (deleted)`` after a deleted one's; with
+        ``only``, of that device alone (its one sysfs file, not a scan; issue 15)."""
         if self._sysfs_block is None:
             out = self._run(["losetup", "--noheadings", "--output", "NAME,BACK-FILE", "--list"])
             return [(p[0], _real(p[1].strip())) for p in (line.split(None, 1)
                                                           for line in out.splitlines())
-                    if len(p) == 2]
+                    if len(p) == 2 and (only is None or p[0] == only)]
         try:
+            if only is not None:
+                backing = bound_file(only, self._sysfs_block)
+                return [] if backing is None else [(only, backing)]
             # The kernel names a backing file by its path as it resolved it (d_path): already
             # real, so no realpath per device and scan (1.6 ms per scan of 14 devices here).
             return loop_table(self._sysfs_block, partitions=self._partitions)
@@ -417,11 +419,13 @@ class LocalBackend:
         real = os.path.realpath(extent)
         return [dev for dev, backing in self._loop_table() if backing == real]
 
-    def _loops_on(self, extent: str, deleted: bool = False) -> list[tuple[str, str]]:
+    def _loops_on(self, extent: str, deleted: bool = False,
+                  only: str | None = None) -> list[tuple[str, str]]:
         """(device, backing) on the extent; with ``deleted``, also those on a deleted file
-        that had this path (the kernel shows it as ``<path> (deleted)``)."""
+        that had this path (the kernel shows it as ``<path> (deleted)``); with ``only``,
+        that device if it is one of them."""
         real = os.path.realpath(extent)
-        return [(dev, backing) for dev, backing in self._loop_table()
+        return [(dev, backing) for dev, backing in self._loop_table(only)
                 if backing == real or (deleted and backing == real + DELETED)]
 
     def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
@@ -443,20 +447,9 @@ class LocalBackend:
         # The device this attach made, when known: another VM's device on the same extent
         # (only ever there if exclusion failed) is not ours to pull. Devices on a deleted
         # extent of this name are released too: nothing else can ever reach them.
-        only = (attach_info or {}).get("device")
-        extent = self._extent_path(loc)
-        if only and self._sysfs_block is not None:
-            # that device's sysfs file alone, not a scan of every loop device (issue 15)
-            real = os.path.realpath(extent)
-            try:
-                backing = bound_file(only, self._sysfs_block)
-            except OSError as exc:
-                raise BackendError(f"cannot read {exc.filename}: {exc}") from exc
-            pairs = [(only, backing)] if backing in (real, real + DELETED) else []
-        else:
-            pairs = [(dev, backing) for dev, backing in self._loops_on(extent, deleted=True)
-                     if not only or dev == only]
-        self._detach_devices(pairs, f"{loc.name}@{loc.datastore}")
+        only = (attach_info or {}).get("device") or None
+        self._detach_devices(self._loops_on(self._extent_path(loc), deleted=True, only=only),
+                             f"{loc.name}@{loc.datastore}")
 
     def _detach_devices(self, pairs: list[tuple[str, str]], what: str) -> None:
         """Detach (device, backing file) pairs and wait until the kernel let them go (a
@@ -548,6 +541,12 @@ def _parse_extent(raw: bytes) -> str:
 def _parse_json(raw: bytes) -> dict | None:
     data = json.loads(raw)
     return data if isinstance(data, dict) else None
+
+
+def _beside(descriptor: str, extent_file: str) -> str:
+    """The extent a descriptor names: in the descriptor's own folder, whatever path the
+    descriptor gives (a descriptor names its extent relative to itself)."""
+    return os.path.join(os.path.dirname(descriptor), os.path.basename(extent_file))
 
 
 def _unlink(path: str) -> None:
