@@ -125,13 +125,14 @@ class HttpHandler(socketserver.BaseRequestHandler):
                     response = self.answer(request)
                 except Exception as exc:  # the last boundary: answer, keep serving
                     response = self.failure(request, exc)
-                keep = server.done_with(conn)  # False while draining
-                close = response.close or _wants_close(request) or not keep
+                # In flight until its answer is written: a drain that saw it answered
+                # earlier let the process exit with the answer unsent.
+                close = response.close or _wants_close(request) or server.draining
                 try:
                     self._send(response, close)
                 except OSError:
                     return  # the client went away
-                if close:
+                if not server.done_with(conn) or close:  # a drain begun meanwhile: close
                     return
         finally:
             server.untrack(conn)
@@ -306,9 +307,14 @@ class HttpServerMixin(socketserver.ThreadingMixIn):
             self._idle.discard(conn)
             self._busy.add(conn)
 
+    @property
+    def draining(self) -> bool:
+        with self._conn_lock:
+            return self._draining
+
     def done_with(self, conn: socket.socket) -> bool:
-        """The request on ``conn`` is answered (about to be sent): False when the
-        connection must close after it (the server is draining)."""
+        """The request on ``conn`` is answered and its answer written: False when the
+        connection must close now (the server is draining)."""
         with self._conn_lock:
             self._busy.discard(conn)
             if self._draining:

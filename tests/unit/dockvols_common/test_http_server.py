@@ -100,3 +100,39 @@ def test_a_refused_request_gets_its_status_and_the_connection_closes(sock_path, 
     assert len(got) == 1  # nothing after the refusal is served
     assert got[0].split(b" ")[1] == status and b"Connection: close" in got[0]
     assert b"100 Continue" not in got[0]  # a body it would refuse is never asked for
+
+
+def test_a_drain_waits_until_the_answer_in_flight_is_written(short_tmp, monkeypatch):
+    """A request leaves the in-flight set only once its answer is written: a drain that
+    returned before let the plugin exit on SIGTERM with the answer unsent."""
+    writing, release = threading.Event(), threading.Event()
+    real_send = _Echo._send
+
+    def slow_send(self, response, close):  # type: ignore[no-untyped-def]
+        writing.set()
+        release.wait(5)
+        real_send(self, response, close)
+    monkeypatch.setattr(_Echo, "_send", slow_send)
+    server = UnixHttpServer(str(short_tmp / "d.sock"), _Echo)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                     daemon=True).start()
+    answers: list[list[bytes]] = []
+    client = threading.Thread(target=lambda: answers.append(_talk(
+        str(server.server_address), b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")))
+    client.start()
+    try:
+        assert writing.wait(5)
+        server.shutdown()
+        drained: list[bool] = []
+        drainer = threading.Thread(target=lambda: drained.append(server.drain(5)))
+        drainer.start()
+        drainer.join(0.3)
+        assert drained == []  # the answer is not written yet: still in flight
+        release.set()
+        drainer.join(5)
+        client.join(5)
+        assert drained == [True]
+        assert len(answers[0]) == 1 and answers[0][0].startswith(b"HTTP/1.1 200")
+    finally:
+        release.set()
+        server.server_close()
