@@ -276,8 +276,9 @@ class VolumeManager:
             fstype = view.get("fstype", "ext4")
             # Until a detach has reported a filesystem, probe before mkfs: a disk with data
             # is never formatted again. After that, the recorded fstype is the truth. A
-            # blank disk (made by a create, attached for the first time: the service
-            # records durably that it is blank no more before saying so) reads as zeros.
+            # blank disk (made by a create, attached for the first time) reads as zeros;
+            # the service sees to it that no crash can call it blank again once we may
+            # have written to it (VolumeService.attach).
             if view.get("formatted"):
                 found: str | None = fstype
             elif answer.get("blank"):
