@@ -2,9 +2,10 @@
 
 A tag is ``<host>_<locality>_<pid>_<start>_<random>``. ``host`` is the operator's host id
 (``[service] host_id``, default the host name) and only informs; ``locality`` is a digest of
-the kernel's boot id and this process's PID namespace. Two processes with the same locality
-see the same PIDs, so there (and only there) a PID that no longer runs, or that now belongs to
-a process started at another time, proves the tagged writer dead. A tag from anywhere else
+the kernel's boot id and this process's PID namespace (random where /proc belongs to another
+PID namespace). Two processes with the same locality see the same PIDs, so there (and only
+there) a PID that no longer runs, or that now belongs to a process started at another time,
+proves the tagged writer dead. A tag from anywhere else
 (another host, another PID namespace, a faked host id on another machine) proves nothing and
 is left to the lease bound.
 """
@@ -27,6 +28,17 @@ def _read(path: str) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def _proc_is_ours() -> bool:
+    """Whether /proc numbers processes as this process's PID namespace does. A service
+    started in a PID namespace of its own without a /proc of its own (``unshare --pid``
+    without ``--mount-proc``) would otherwise read another process's start time for every
+    PID it looks up, its own included."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
 
 
 def _pid_namespace() -> str:
@@ -77,7 +89,12 @@ class Instance:
     def __init__(self, host_id: str | None = None) -> None:
         self.host = safe_host_id(host_id or socket.gethostname())
         boot = _read("/proc/sys/kernel/random/boot_id") or secrets.token_hex(8)
-        self.locality = hashlib.sha1(f"{boot}/{_pid_namespace()}".encode()).hexdigest()[:8]
+        # Where /proc cannot vouch for PIDs, this process judges no tag by its PID, and no
+        # other process judges its tags (their start time was read from the wrong process):
+        # a locality of its own. Every lease between them is waited out.
+        self.sighted = _proc_is_ours()
+        where = _pid_namespace() if self.sighted else f"unknown-{secrets.token_hex(8)}"
+        self.locality = hashlib.sha1(f"{boot}/{where}".encode()).hexdigest()[:8]
         self.pid = os.getpid()
         self.start = process_start(self.pid) or "0"
 
@@ -88,7 +105,7 @@ class Instance:
     def provably_dead(self, tag: Tag) -> bool:
         """True only when the tagged process cannot be running: same boot and PID namespace,
         and its PID is gone or belongs to a process started at another moment."""
-        if tag.locality != self.locality:
+        if tag.locality != self.locality or not self.sighted:
             return False
         if tag.pid == os.getpid():
             return tag.start != self.start

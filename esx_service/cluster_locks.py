@@ -232,7 +232,12 @@ class ClusterLocks:
         of the volume they belong to: every writer of a volume's files holds that lease, so
         whoever wrote one while we hold it is dead or fenced, and its rename would fail
         anyway. A temp file of a volume whose lease another host holds is left alone. Graves
-        of taken-over leases (``.dead-*``) and empty lease folders go too."""
+        of taken-over leases (``.dead-*``) and empty lease folders go too.
+
+        Leases this process keeps are let go first: recovery has just held (and kept) the
+        lease of every volume it looked at, and a kept entry of our own is, to the take
+        below, a live holder; the sweep then left exactly the temp files it is for."""
+        self.release_kept()
         store, removed = self.leases.store, 0
         for group in store.list_dir(datastore, "dockvols"):
             if group.startswith("."):

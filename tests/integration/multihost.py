@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import Daemon, python_daemon
-from dockvols_common.loop_table import DELETED, loop_table
+from dockvols_common.loop_table import DELETED, loop_table, loops_under
 from plugin.errors import ServiceError, ServiceUnreachable
 from plugin.esx_client import HttpEsxClient
 
@@ -103,6 +104,10 @@ class Cluster:
     def stop(self) -> None:
         for host in self.hosts:
             host.daemon.stop()
+        # A round that failed between attach and detach leaves its loop device: release it
+        # here, or every later test's leak check in this session fails on it.
+        for device in loops_under(str(self.datastore)):
+            subprocess.run(["losetup", "--detach", device], check=False)
 
     @property
     def folder(self) -> Path:

@@ -125,6 +125,22 @@ def test_a_holder_in_another_pid_namespace_or_host_is_never_presumed_dead(root):
     assert not me.provably_dead(me.tag())
 
 
+def test_a_process_whose_proc_is_another_namespaces_presumes_nobody_dead(monkeypatch):
+    """PID 1 of a namespace without its own /proc reads the host's /proc: its PIDs name
+    other processes there, so no PID it looks up proves anything."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    sighted = Instance("h1")
+    assert sighted.provably_dead(Tag("h1", sighted.locality, dead.pid, "1", "abc"))
+    real_readlink = os.readlink
+    monkeypatch.setattr(os, "readlink",
+                        lambda p: "1" if p == "/proc/self" else real_readlink(p))
+    blind, other_blind = Instance("h1"), Instance("h1")
+    for locality in (blind.locality, other_blind.locality, sighted.locality):
+        assert not blind.provably_dead(Tag("h1", locality, dead.pid, "1", "abc"))
+    assert not blind.provably_dead(other_blind.tag())
+
+
 def test_threads_as_hosts_never_lose_an_update(root):
     """Eight "hosts" increment one counter under one lease, 25 times each."""
     counter = root / "counter"
@@ -186,6 +202,20 @@ def test_recovery_sweeps_dead_temp_files_but_not_a_live_writers(root):
     left = sorted(os.listdir(folder))
     assert left == sorted([".lease-busy", f".busy.json.tmp-{elsewhere}"])
     other.release(busy)
+
+
+def test_recovery_sweeps_a_dead_writers_temp_file_of_a_volume_whose_lease_it_kept(root):
+    """Recovery holds each volume's lease, and keeps it: the sweep after it must not take
+    its own kept lease for another host's and leave the dead writer's temp file."""
+    service = VolumeService(LocalBackend({"ds1": str(root)}, run=FakeLosetup()), "ds1",
+                            locks=ClusterLocks(_manager(root), keep_seconds=60.0))
+    service.create("vm1", "db", {"size": "8mb"})
+    elsewhere = Tag("other-host", "0123456789", 1, "1", "abc")  # never provably dead
+    temp = root / "dockvols" / "_DEFAULT" / f".db.vmdk.tmp-{elsewhere}"
+    temp.write_text("x")
+    assert service.recover()["temp_files"] == 1
+    assert not temp.exists()
+    assert service.get("vm1", "db")["status"] == "detached"  # the volume itself untouched
 
 
 def test_volume_operations_on_two_hosts_share_one_datastore(root):
