@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -105,6 +106,29 @@ class DelayProxy:
             s.close()
 
 
+class ProxyProcess:
+    """The DelayProxy in a process of its own (``python -m bench.latency_model --proxy``):
+    its two threads per connection pumping bytes would otherwise compete for the measured
+    service's GIL (at 16 clients, 32 of them), and the network the proxy models costs the
+    service nothing."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.latency_model", "--proxy", upstream[0],
+             str(upstream[1]), repr(delay)], stdout=subprocess.PIPE, text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.strip().isdigit():
+            self._process.kill()
+            raise RuntimeError(f"the delay proxy did not start: {line!r}")
+        self.port = int(line)
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait(5)
+
+
 @contextmanager
 def service_behind(delay_ms: float) -> Iterator[tuple[dict[str, VolumeService],
                                                       VsphereBackend]]:
@@ -112,7 +136,7 @@ def service_behind(delay_ms: float) -> Iterator[tuple[dict[str, VolumeService],
     production (datastore leases through the vSphere file API, kept between operations on
     a volume), and "none" (in-process locks only, ``leases = process``)."""
     with vcsim(["-machines", "8"]) as (host, port, user, password):
-        proxy = DelayProxy((host, port), delay_ms / 1000)
+        proxy = ProxyProcess((host, port), delay_ms / 1000)
         try:
             session = VsphereSession("127.0.0.1", proxy.port, user, password, insecure=True)
             with VsphereBackend(session, metadata_access="http") as backend:
@@ -243,13 +267,13 @@ def render(r: dict) -> str:
                                f"{c['per_s'] / one:.2f}x", fmt_ms(c["p50_ms"]),
                                fmt_ms(c["p95_ms"]), c["error_count"]])
     return "\n".join([
-        "vcsim (vCenter model, 16 VMs) behind a loopback proxy that holds every request "
-        "for the delay before passing it on; VolumeService on the vsphere backend in this "
-        "process (metadata over the datastore's HTTP file interface, as from a remote "
-        "vCenter) with the datastore leases esx_service takes in production (through the "
-        "vSphere file API; a volume's lease is kept 2 s after an operation for the next "
-        "one on it), and, for creates, also with `leases = process` (in-process locks "
-        "only). Times in ms unless marked.",
+        "vcsim (vCenter model, 16 VMs) behind a loopback proxy (a process of its own) that "
+        "holds every request for the delay before passing it on; VolumeService on the vsphere "
+        "backend in this process (metadata over the datastore's HTTP file interface, as from a "
+        "remote vCenter) with the datastore leases esx_service takes in production (through the"
+        " vSphere file API; a volume's lease is kept 2 s after an operation for the next one on"
+        " it), and, for creates, also with `leases = process` (in-process locks only). Times in"
+        " ms unless marked.",
         "",
         "**Sequential creates** (1 GB thin; one warm-up create first):",
         "",
@@ -306,6 +330,10 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--proxy"]:  # ProxyProcess: serve until killed
+        proxy = DelayProxy((sys.argv[2], int(sys.argv[3])), float(sys.argv[4]))
+        print(proxy.port, flush=True)
+        threading.Event().wait()
     out = main()
     print(out["markdown"])
     sys.exit(0)
