@@ -24,6 +24,7 @@ from dockvols_common.instance import Instance
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.cluster_locks import ClusterLocks
 from esx_service.leases import LeaseManager
+from esx_service.main import configure_interpreter
 from esx_service.volumes import VolumeService
 from esx_service.vsphere.session import VsphereSession
 
@@ -135,6 +136,7 @@ def service_behind(delay_ms: float) -> Iterator[tuple[dict[str, VolumeService],
     """Two VolumeServices on one backend behind the proxy: "leases" as esx_service runs in
     production (datastore leases through the vSphere file API, kept between operations on
     a volume), and "none" (in-process locks only, ``leases = process``)."""
+    configure_interpreter()  # as esx_service's main() does
     with vcsim(["-machines", "8"]) as (host, port, user, password):
         proxy = ProxyProcess((host, port), delay_ms / 1000)
         try:

@@ -31,6 +31,18 @@ from .volumes import VolumeService
 
 log = logging.getLogger("dockvols.main")
 DRAIN_SECONDS = 30.0
+# How long a thread may hold the GIL before another that waits for it is let in. pyVmomi's
+# SOAP parsing is pure Python (an attach reads the devices of every VM on the datastore: 30
+# ms of CPU for 16 VMs here); at the default 5 ms, 16 such requests at once take turns so
+# often that each costs twice the CPU, and life cycles per second at 16 clients fell to
+# half those at 4. At 20 ms they did not fall (bench/latency_model.py, issue 15). Threads
+# blocked in I/O (most of the local backend's) let go of the GIL anyway.
+GIL_SWITCH_SECONDS = 0.02
+
+
+def configure_interpreter() -> None:
+    """Interpreter settings for the service process (the benches apply them too)."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
 
 def make_backend(config: ServiceConfig,
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dockvols-esx-service: {exc.message}", file=sys.stderr)
         return 2
     setup_logging(config)
+    configure_interpreter()
     try:
         telemetry = Telemetry(config.backend)
         instance = Instance(config.host_id)
