@@ -442,9 +442,12 @@ NOTES = """
   ratio moves with the wait for a core at each of the four wake-ups.
 - vSphere is CPU-bound in one process: pyVmomi parses SOAP in pure Python, and an attach
   reads the devices of every VM on the datastore (to refuse a disk another VM holds): 16
-  VMs' 208 devices, 30 ms of CPU of an attach+detach pair's 50-70. The GIL switch
-  interval of 20 ms (esx_service/main.py) keeps 16 clients from halving throughput;
-  the read itself stays O(VMs on the datastore). Tried and left: asking the other VMs for
+  VMs' 208 devices, 30 ms of CPU of an attach+detach pair's 50-70. At 16 clients the
+  threads' turns on the GIL doubled that CPU; a switch interval of 20 ms instead of 5
+  (esx_service/main.py) raised life cycles/s at 16 clients in side-by-side runs (2 ms
+  per request: 4.3 -> 7.9-10.4; 20 ms: 5.0 -> 9.0), yet at 2 ms this run's 16 clients
+  still made fewer than 4 did: the machine's 2 cores are shared with vcsim, and the
+  read stays O(VMs on the datastore). Tried and left: asking the other VMs for
   their file layout only (`layoutEx.disk` + `layoutEx.file`: 9 ms instead of 30) needs
   the caller's devices in a second filter spec of the same read, and vcsim applies every
   spec's properties to every object (so the read cost 51 ms); `layoutEx.file` alone is
