@@ -431,26 +431,29 @@ NOTES = """
 
 ## Left
 
-- The directory fsyncs of the descriptor and of the local backend's attach/detach
-  records (above): about 0.75 ms each, safe to drop with a third write mode in
-  dockvols_common/atomic.py and a durability flag through the Backend protocol.
+- Create+Mount against the floor sits at the 1.15x target within this machine's noise
+  (single `bench/floor.py` runs gave 1.00x to 1.31x on one day). What is left is mostly
+  fsyncs (about 8 per life cycle, 0.45 ms each here) and Python between the phases. A
+  rename over an existing record costs 0.16 ms against 0.02 ms onto a free name (the old
+  inode is freed inside the rename); linking the old record into the trash first made the
+  pair 0.06 ms (measured, not built: about 0.2 ms per Create+Mount).
 - Get against the raw hop: with both halves on the lean server the rest is mostly the
   second hop's thread wake-ups and the service's own work; on a loaded 2-core machine the
   ratio moves with the wait for a core at each of the four wake-ups.
-- Changes (create, attach, ...) still take a new connection to esx_service each (about
-  0.5 ms and a server thread more than a kept-alive one, four per life cycle): reusing the
-  kept-alive connection only when a zero-timeout poll shows it open would keep "never sent
-  twice", but tests/unit/plugin/test_esx_client.py asserts a connection per change.
-- Attach from 16 VMs at once on vSphere, and whole life cycles at 16 clients with 2 ms
-  per request: throughput stops growing past 4 (at 2 ms, 16 clients make fewer life
-  cycles per second than 4). The attach reads the devices of every VM on the datastore
-  (to refuse a disk another VM holds): on this machine, with 2 ms per request, that one
-  read took 50-75 ms of a ~90 ms attach in a probe outside the bench (vcsim serialising
-  and pyVmomi deserialising some 200 devices, under the GIL, on 2 cores that vcsim and
-  the bench share). Reading a lighter property for the other VMs (their disk files
-  only, `layout.disk`, which vcsim updates on every reconfigure) is the next step;
-  whether a real vCenter updates it at once after a hot-add on another host could not
-  be checked here.
+- vSphere is CPU-bound in one process: pyVmomi parses SOAP in pure Python, and an attach
+  reads the devices of every VM on the datastore (to refuse a disk another VM holds): 16
+  VMs' 208 devices, 30 ms of CPU of an attach+detach pair's 50-70. At 16 clients the
+  threads' turns on the GIL doubled that CPU; a switch interval of 20 ms instead of 5
+  (esx_service/main.py) raised life cycles/s at 16 clients in side-by-side runs (2 ms
+  per request: 4.3 -> 7.9-10.4; 20 ms: 5.0 -> 9.0), yet at 2 ms this run's 16 clients
+  still made fewer than 4 did: the machine's 2 cores are shared with vcsim, and the
+  read stays O(VMs on the datastore). Tried and left: asking the other VMs for
+  their file layout only (`layoutEx.disk` + `layoutEx.file`: 9 ms instead of 30) needs
+  the caller's devices in a second filter spec of the same read, and vcsim applies every
+  spec's properties to every object (so the read cost 51 ms); `layoutEx.file` alone is
+  wrong on vcsim (it keeps a removed disk's files); `layout.disk` (4 ms) is deprecated;
+  incremental reads (WaitForUpdatesEx) wait for vcsim's 250 ms tick. A second round trip
+  for the caller's devices would trade 20 ms of CPU for one round trip per attach.
 - pyinstrument/py-spy are installed into .venv by profile_slowest.py on demand; they are
   dev tools, and would belong in a `[project.optional-dependencies] bench` extra rather
   than in `test` if `make bench` should not reach PyPI at run time.
