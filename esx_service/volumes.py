@@ -524,7 +524,9 @@ class VolumeService:
                 # no more is an attachment record like any other; where it cannot, that
                 # record is made crash-safe before the answer: no crash can bring `blank`
                 # back once the guest may have written to the disk.
-                seen = self.backend.disk_blank(loc)
+                # Only a disk recorded blank is looked at: after its first attach the
+                # record alone says no (every attach after that skips the backend's look).
+                seen = self.backend.disk_blank(loc) if meta.blank else None
                 blank = meta.blank and seen is not False
                 try:
                     meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info,
