@@ -35,7 +35,8 @@ DRAIN_SECONDS = 30.0
 # SOAP parsing is pure Python (an attach reads the devices of every VM on the datastore: 30
 # ms of CPU for 16 VMs here); at the default 5 ms, 16 such requests at once take turns so
 # often that each costs twice the CPU, and life cycles per second at 16 clients fell to
-# half those at 4. At 20 ms they did not fall (bench/latency_model.py, issue 15). Threads
+# half those at 4. At 20 ms, side by side, they doubled at 16 clients (bench/latency_model.py,
+# issue 15; on 2 cores shared with vcsim, 16 clients can still make fewer than 4). Threads
 # blocked in I/O (most of the local backend's) let go of the GIL anyway.
 GIL_SWITCH_SECONDS = 0.02
 

@@ -152,8 +152,9 @@ class LocalBackend:
         # detached either way. A lost `formatted` flip only brings back the probe before
         # mkfs and one writable attach of a read-only volume, as before its first detach.
         # The `creating` record's folder is not fsynced either: ext4 and XFS journal names
-        # in the order they were made, so the extent's fsync, which comes next, makes
-        # this name durable too, and a crash cannot keep the disk's names without it.
+        # in the order they were made, so the create's next fsync (the extent's where it
+        # holds data, else the descriptor's) makes this name durable too, and a crash
+        # cannot keep the disk's names without it.
         sync_dir = not (attachment or before_disk)
         if fence is None:
             atomic_write_json(path, data, sync_dir=sync_dir)
