@@ -309,13 +309,19 @@ NOTES = """
   Unmount and Remove reuse it, its release left to the lease keeper's thread; a Mount or
   Unmount long after the call before takes one again), and six file replacements
   in esx_service: two crash-safe (write, fsync, rename, fsync the directory: `detached` at
-  create, `removing`) and four whose directory is not fsynced (`creating`, whose name
-  ext4 and XFS journal before the extent's, and the descriptor, whose directory the
-  `detached` write after them fsyncs; the local backend's `attached` and `detached`
-  attachment records, which recovery rebuilds from the loop table, since a loop device
-  does not outlive the host crash that could lose them); a thin extent is not fsynced (no
-  data: its inode goes with the descriptor's fsync): 8 fsyncs per life cycle, where there
-  were 10 at the stop before, 13 before that and 17 before issue 15. The plugin's state
+  create, `removing`), two whose directory is not fsynced (the local backend's
+  `attached` and `detached` attachment records, which recovery rebuilds from the loop
+  table, since a loop device does not outlive the host crash that could lose them), and
+  two with no fsync at all, `creating` and the descriptor: their names ext4 and XFS
+  journal before the `detached` write's, whose fsyncs make them durable before the create
+  answers, and a crash can only empty them (a new file's size is committed with its
+  data), which loses nothing kept nowhere else: an emptied `creating` record reads as an
+  interrupted create (recovery deletes the volume's files, which its location names), an
+  emptied descriptor as the default extent (its size is the extent's, its format and
+  UUID are in the volume's record, and a grow writes it again whole). A thin extent is
+  not fsynced (no data: its inode goes with the `detached` record's fsync): 6 fsyncs per
+  life cycle, where there were 8 at the stop before, then 10, 13, and 17 before issue 15.
+  The plugin's state
   file is written without fsync (it must outlive a plugin restart, which the page cache
   does, and a host crash takes every mount with it, after which recovery recounts from
   Docker), rewritten in place while it fits in one page, and once per Unmount.
@@ -432,11 +438,12 @@ NOTES = """
 ## Left
 
 - Create+Mount against the floor sits at the 1.15x target within this machine's noise
-  (single `bench/floor.py` runs gave 1.00x to 1.31x on one day). What is left is mostly
-  fsyncs (about 8 per life cycle, 0.45 ms each here) and Python between the phases. A
-  rename over an existing record costs 0.16 ms against 0.02 ms onto a free name (the old
-  inode is freed inside the rename); linking the old record into the trash first made the
-  pair 0.06 ms (measured, not built: about 0.2 ms per Create+Mount).
+  (single `bench/floor.py` runs gave 1.05x to 1.33x within one hour, the floor's own p50
+  from 22 to 62 ms). What is left is the four fsyncs a Create+Mount still makes (about
+  0.7 ms each here), the hops and Python between the phases. A rename over an existing
+  record costs 0.17 ms against 0.045 ms when the old record was linked into the trash
+  first, but with the trash's thread unlinking it the attach came out no faster
+  (measured side by side, not kept): the unlink meets the next fsync in the journal.
 - Get against the raw hop: with both halves on the lean server the rest is mostly the
   second hop's thread wake-ups and the service's own work; on a loaded 2-core machine the
   ratio moves with the wait for a core at each of the four wake-ups.

@@ -122,7 +122,9 @@ class Backend(Protocol):
         same folder and the create's last write makes durable. A backend whose datastore
         journals names in the order they were made may leave this name's durability to
         that: a crash can keep the disk's names only with this one's, and recovery undoes
-        a create that kept any of them (issue 15)."""
+        a create that kept any of them (issue 15). It may leave the content's durability
+        too, if it then reads a record a crash emptied as a `creating` one: all recovery
+        needs of it is the location, which the file's own name gives."""
 
     def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
         """Remove the metadata file, fenced like ``write_metadata``; missing is fine."""

@@ -31,7 +31,9 @@ from ..errors import (
     VolumeInUse,
 )
 from ..file_cache import ParsedFiles
+from ..file_names import name_of_stem
 from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
+from ..metadata import CREATING
 from ..options import MB
 from ..telemetry import report_progress
 from ..vmdk import (
@@ -133,12 +135,30 @@ class LocalBackend:
                     log.warning("skipping unreadable metadata %s: %s",
                                 os.path.join(folder, entry), exc)
                     continue
+                if data is _LOST:
+                    name = name_of_stem(entry.removesuffix(".json"))
+                    if name is None:  # a hashed stem: its next create cleans it up
+                        log.warning("skipping %s: a create a crash cut short, of a volume "
+                                    "whose name its file name does not hold",
+                                    os.path.join(folder, entry))
+                        continue
+                    data = _cut_create(datastore, group, name)
                 if data is not None:
                     found.append(data)
         return found
 
     def read_metadata(self, loc: DiskLocation) -> dict | None:
-        return _read_json(self._path(loc, loc.metadata_path))
+        path = self._path(loc, loc.metadata_path)
+        try:
+            with open(path, "rb") as f:
+                data = _parse_json(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"unreadable metadata {path}: {exc}") from exc
+        if data is _LOST:
+            return _cut_create(loc.datastore, loc.vmgroup, loc.name)
+        return data
 
     def write_metadata(self, loc: DiskLocation, data: dict, fence: Fence | None = None,
                        attachment: bool = False, before_disk: bool = False) -> None:
@@ -151,19 +171,24 @@ class LocalBackend:
         # or detached, and recovery's check against the kernel's loop table makes it
         # detached either way. A lost `formatted` flip only brings back the probe before
         # mkfs and one writable attach of a read-only volume, as before its first detach.
-        # The `creating` record's folder is not fsynced either: ext4 and XFS journal names
-        # in the order they were made, so the create's next fsync (the extent's where it
-        # holds data, else the descriptor's) makes this name durable too, and a crash
-        # cannot keep the disk's names without it.
+        # The `creating` record is not fsynced at all (issue 15: one fsync less per
+        # create). Its name is: ext4 and XFS journal names in the order they were made, so
+        # the create's next fsync (the extent's where it holds data, else the `detached`
+        # record's) makes it durable too, and a crash cannot keep the disk's names without
+        # it. Its content may be lost (an empty file: a new file's size is committed only
+        # with its data), and nothing in it is needed after a crash: the record replaces
+        # no other, and all recovery does with a `creating` record is delete the volume's
+        # files, which its location names. So an empty record reads as a `creating` one
+        # (_cut_create). Every other record is fsynced before the create answers.
         sync_dir = not (attachment or before_disk)
         if fence is None:
-            atomic_write_json(path, data, sync_dir=sync_dir)
+            atomic_write_json(path, data, durable=not before_disk, sync_dir=sync_dir)
             return
         # Staged in the lease's folder: once the lease is taken over that folder is gone
         # under its name, so the open or the rename fails and the write never lands.
         try:
             atomic_write_json(path, data, tmp_dir=self._path(loc, fence.staging),
-                              sync_dir=sync_dir)
+                              durable=not before_disk, sync_dir=sync_dir)
         except FileNotFoundError as exc:
             raise fence.lost_error() from exc
 
@@ -189,13 +214,26 @@ class LocalBackend:
     def _extent_path(self, loc: DiskLocation) -> str:
         descriptor = self._path(loc, loc.descriptor_path)
         try:
-            with open(descriptor, encoding="utf-8") as f:
-                extent = parse_descriptor(f.read()).extent_file
+            with open(descriptor, "rb") as f:
+                extent = _parse_extent(f.read()) or self._extent_name(loc)
         except FileNotFoundError:
             extent = self._extent_name(loc)
         except ValueError as exc:
             raise BackendError(f"corrupt descriptor {descriptor}: {exc}") from exc
         return _beside(descriptor, extent)
+
+    def _rebuilt_descriptor(self, loc: DiskLocation, extent: str) -> str:
+        """The descriptor a host crash emptied (a create writes it without fsync), made
+        again from what it held: the extent's name and size, and the format and UUID the
+        volume's record keeps. Only under the volume's lease: a reader that found it
+        empty uses the extent's name and writes nothing (a remove may be under way)."""
+        record = self.read_metadata(loc) or {}
+        options = record.get("options") or {}
+        log.warning("volume %s@%s: its disk descriptor was lost in a crash; rebuilt from "
+                    "the extent and the volume's record", loc.name, loc.datastore)
+        return build_descriptor(os.path.basename(extent), os.stat(extent).st_size,
+                                options.get("diskformat", "thin") == "thin",
+                                str(record.get("disk_uuid") or "") or new_disk_uuid())
 
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
                     storage_policy: str | None) -> str:
@@ -229,20 +267,25 @@ class LocalBackend:
                     _copy_extent(source, fd, sparse=diskformat == "thin")
                 os.ftruncate(fd, size)
                 # Written data is made durable here. A thin or lazily zeroed extent has
-                # none, only its inode and allocation, which the descriptor's fsync next
+                # none, only its inode and allocation, which the `detached` record's fsync
                 # commits with it (the journal is one, in order: ext4, XFS).
                 if source is not None or diskformat == "eagerzeroedthick":
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            # The descriptor's file is fsynced, its folder not: the volume layer's next step
-            # is the `detached` metadata in this same folder, whose folder fsync makes the
-            # extent's and the descriptor's names durable with it, before the create
-            # answers. A crash before that leaves the durable `creating` metadata, and
-            # recovery deletes whatever of the disk exists (issue 15: one fsync less).
+            # Neither the descriptor nor its folder is fsynced (issue 15: two fsyncs less
+            # per create). The volume layer's next step is the `detached` record in this
+            # folder, whose fsyncs make the extent's and the descriptor's names durable
+            # with it before the create answers; a crash before that leaves the durable
+            # `creating` record, and recovery deletes whatever of the disk exists. Its
+            # content alone may be lost (empty: ext4 and XFS commit a new file's size with
+            # its data), and everything in it is kept elsewhere too: the extent's name is
+            # the default one, its size the extent's, thin or thick and the UUID are in
+            # the volume's record. So an empty descriptor reads as the default extent, and
+            # a grow writes it again whole (lost_content, _rebuilt_descriptor).
             atomic_write_bytes(descriptor, build_descriptor(
                 os.path.basename(extent), size, diskformat == "thin", disk_uuid).encode(),
-                sync_dir=False)
+                durable=False)
         except OSError as exc:
             _unlink(extent)
             _unlink(descriptor)
@@ -260,6 +303,10 @@ class LocalBackend:
         try:
             with open(descriptor, encoding="utf-8") as f:
                 text = f.read()
+            rebuilt = lost_content(text.encode())
+            if rebuilt:  # written below with the new size, crash-safe
+                text = self._rebuilt_descriptor(
+                    loc, _beside(descriptor, self._extent_name(loc)))
             found = parse_descriptor(text)
             extent = _beside(descriptor, found.extent_file)
             fd = os.open(extent, os.O_WRONLY)
@@ -272,7 +319,7 @@ class LocalBackend:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if found.size_bytes < size:
+            if found.size_bytes < size or rebuilt:
                 atomic_write_bytes(descriptor, resize_descriptor(text, size).encode())
         except FileNotFoundError as exc:
             raise BackendError(f"cannot grow {loc.name}@{loc.datastore}: {exc.filename} "
@@ -312,7 +359,7 @@ class LocalBackend:
         descriptor = self._path(loc, loc.descriptor_path)
         folder, name = os.path.split(descriptor)
         try:
-            extent = self._extents.get(folder, name)
+            extent = self._extents.get(folder, name) or self._extent_name(loc)
         except FileNotFoundError:
             extent = self._extent_name(loc)
         except (ValueError, OSError) as exc:
@@ -524,24 +571,37 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"unreadable metadata {path}: {exc}") from exc
-    return data if isinstance(data, dict) else None
-
-
 def _parse_extent(raw: bytes) -> str:
+    """The extent a descriptor names; "" for one a host crash emptied (the default)."""
+    if lost_content(raw):
+        return ""
     return parse_descriptor(raw.decode("utf-8")).extent_file
 
 
+def lost_content(raw: bytes) -> bool:
+    """Whether a file's bytes are what a host crash leaves of a new file written without
+    fsync: nothing, or zeros (ext4 and XFS commit a file's size only with its data, so a
+    crash never leaves half of a one-page file). Anything else is the file's own."""
+    return not raw.strip(b"\0")
+
+
+# A record whose content a host crash lost (lost_content): only a `creating` record, the
+# one write that is not fsynced, can be (write_metadata).
+_LOST: dict = {}
+
+
 def _parse_json(raw: bytes) -> dict | None:
+    if lost_content(raw):
+        return _LOST
     data = json.loads(raw)
     return data if isinstance(data, dict) else None
+
+
+def _cut_create(datastore: str, vmgroup: str, name: str) -> dict:
+    """What an emptied record stands for: a create a crash cut short, which recovery (or
+    the next create of the name) undoes. Its options are the defaults: they are lost."""
+    return {"name": name, "datastore": datastore, "vmgroup": vmgroup, "status": CREATING,
+            "options": {}, "created_by": "(a create cut short by a crash)"}
 
 
 def _beside(descriptor: str, extent_file: str) -> str:
