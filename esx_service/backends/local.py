@@ -136,7 +136,12 @@ class LocalBackend:
                                 os.path.join(folder, entry), exc)
                     continue
                 if data is _LOST:
-                    name = name_of_stem(entry.removesuffix(".json"))
+                    stem = entry.removesuffix(".json")
+                    name = name_of_stem(stem)
+                    if not _cut_short(folder, stem):
+                        log.warning("skipping %s: %s", os.path.join(folder, entry),
+                                    _EMPTIED)
+                        continue
                     if name is None:  # a hashed stem: its next create cleans it up
                         log.warning("skipping %s: a create a crash cut short, of a volume "
                                     "whose name its file name does not hold",
@@ -157,6 +162,8 @@ class LocalBackend:
         except (OSError, ValueError) as exc:
             raise BackendError(f"unreadable metadata {path}: {exc}") from exc
         if data is _LOST:
+            if not _cut_short(os.path.dirname(path), loc.stem):
+                raise BackendError(f"unreadable metadata {path}: {_EMPTIED}")
             return _cut_create(loc.datastore, loc.vmgroup, loc.name)
         return data
 
@@ -179,7 +186,8 @@ class LocalBackend:
         # with its data), and nothing in it is needed after a crash: the record replaces
         # no other, and all recovery does with a `creating` record is delete the volume's
         # files, which its location names. So an empty record reads as a `creating` one
-        # (_cut_create). Every other record is fsynced before the create answers.
+        # where its descriptor, written after it, is missing or empty too (_cut_short,
+        # _cut_create). Every other record is fsynced before the create answers.
         sync_dir = not (attachment or before_disk)
         if fence is None:
             atomic_write_json(path, data, durable=not before_disk, sync_dir=sync_dir)
@@ -588,6 +596,9 @@ def lost_content(raw: bytes) -> bool:
 # A record whose content a host crash lost (lost_content): only a `creating` record, the
 # one write that is not fsynced, can be (write_metadata).
 _LOST: dict = {}
+_EMPTIED = ("it is empty, but the volume's disk descriptor is whole, so it is not what a "
+            "crash leaves of a create (that empties both); restore the record from a backup, "
+            "or move the volume's files away by hand")
 
 
 def _parse_json(raw: bytes) -> dict | None:
@@ -595,6 +606,18 @@ def _parse_json(raw: bytes) -> dict | None:
         return _LOST
     data = json.loads(raw)
     return data if isinstance(data, dict) else None
+
+
+def _cut_short(folder: str, stem: str) -> bool:
+    """Whether an emptied record is what a crash leaves of a create: the descriptor, written
+    after the record and unsynced like it, is missing or emptied too (writeback flushes the
+    older dirty file first). A record emptied beside a whole descriptor is something else
+    (a hand, a restore), and such a volume's files are never taken for a cut create's."""
+    try:
+        with open(os.path.join(folder, f"{stem}.vmdk"), "rb") as f:
+            return lost_content(f.read(64 * 1024))
+    except FileNotFoundError:
+        return True
 
 
 def _cut_create(datastore: str, vmgroup: str, name: str) -> dict:

@@ -271,12 +271,14 @@ def _record_lost(backend: LocalBackend, stem: str = "db") -> None:
     (folder / f"{stem}.json").write_bytes(b"")
 
 
-@pytest.mark.parametrize("descriptor_lost", [True, False])
+@pytest.mark.parametrize("descriptor", ["emptied", "missing"])
 def test_a_creating_record_whose_content_a_crash_lost_is_undone_by_recovery(
-        service, local_backend, descriptor_lost):
+        service, local_backend, descriptor):
     service.create("vm1", "db", {"size": "8mb"})
-    if descriptor_lost:
+    if descriptor == "emptied":
         _descriptor_lost(local_backend)
+    else:  # the crash came before the descriptor's name
+        _file(local_backend, ".vmdk").unlink()
     _record_lost(local_backend)
     assert service.list("vm1") == []  # a half-made volume is never shown
     with pytest.raises(VolumeNotFound):
@@ -291,6 +293,7 @@ def test_a_creating_record_whose_content_a_crash_lost_is_undone_by_recovery(
 def test_a_creating_record_whose_content_a_crash_lost_is_undone_by_the_next_create(
         service, local_backend):
     service.create("vm1", "db", {"size": "8mb", "diskformat": "zeroedthick"})
+    _descriptor_lost(local_backend)
     _record_lost(local_backend)
     view = service.create("vm1", "db", {"size": "12mb"})  # no recovery ran in between
     assert (view["status"], view["capacity_mb"]) == ("detached", 12)
@@ -303,8 +306,24 @@ def test_an_emptied_record_of_a_hashed_name_is_left_to_its_next_create(service,
     service.create("vm1", long_name, {"size": "8mb"})
     stem = next(n for n in os.listdir(_file(local_backend, ".json").parent)
                 if n.endswith(".json"))[:-len(".json")]
+    (_file(local_backend, ".json").parent / f"{stem}.vmdk").write_bytes(b"")
     _record_lost(local_backend, stem)
     assert service.list("vm1") == []
     service.recover()  # cannot name it: skipped, and harmless (never listed)
     view = service.create("vm1", long_name, {"size": "8mb"})
     assert view["status"] == "detached"
+
+
+def test_a_record_emptied_beside_a_whole_descriptor_is_never_taken_for_a_cut_create(
+        service, local_backend):
+    # Not what a crash leaves (it empties the descriptor written after the record too):
+    # a hand or a restore did this, and the volume's disk may hold data.
+    service.create("vm1", "db", {"size": "8mb"})
+    _record_lost(local_backend)
+    report = service.recover()
+    assert report["cleaned"] == 0
+    assert _file(local_backend, ".vmdk").stat().st_size > 0
+    assert _file(local_backend, "-flat.vmdk").exists()
+    with pytest.raises(BackendError, match="descriptor is whole"):
+        service.create("vm1", "db", {"size": "8mb"})
+    assert _file(local_backend, "-flat.vmdk").exists()
