@@ -285,7 +285,8 @@ def render(r: dict) -> str:
         "",
         "'round trips/create' counts the requests the create waited for (a datastore "
         "list refreshed every 5 s among them); 'all requests' adds what the lease keeper "
-        "and renewer sent meanwhile, after the answers (a kept lease's release: 2; a "
+        "and renewer sent meanwhile, after the answers (a kept lease's release: 2, 3 after "
+        "a remove; a "
         "renewal: 3). 'of which waiting' = round trips x delay.",
         "",
         "**Attach + detach from N VMs at once** (each VM its own volume, pairs back to back, "

@@ -141,8 +141,9 @@ def _fenced(rows: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
             i += 3
         elif rows[i][0] == "DeleteDatastoreFile_Task":
             out += [("MoveDatastoreFile_Task", 1, "the metadata, last: moved into the "
-                     "staging folder (fenced), deleted with it at release"),
-                    ("RetrievePropertiesEx", 1, "its end")]
+                     "staging folder (fenced), deleted with it at release; its end is read "
+                     "after the answer, before the lease's next write, reuse or release "
+                     "(the record was `removing`: nobody lists it meanwhile)")]
             i += 2
         else:
             out.append(rows[i])
@@ -296,8 +297,9 @@ def _print(runs: dict[str, dict[str, dict]]) -> None:
               f"{'yes' if agrees else 'NO'}")
     print("\n'before' = before issue 15's vSphere work; 'kept' = with the datastore leases, "
           "the volume's lease kept from the previous operation in this process; 'cold' = "
-          "the operation takes its lease (3 round trips); either way the release (2) comes "
-          "after the answer. Every call and why (without leases):")
+          "the operation takes its lease (3 round trips); either way the release (2; 3 "
+          "after a remove, whose last move's end it reads) comes after the answer. Every "
+          "call and why (without leases):")
     for op, rows in CALLS.items():
         print(f"  {op}: {none[op]['total']} round trips ({_methods(none[op])})")
         for method, n, why in rows:

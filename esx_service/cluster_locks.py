@@ -170,6 +170,7 @@ class ClusterLocks:
         if kept is None:
             return None
         lease = kept[0]
+        lease.settle()  # what the operation before sent and did not wait for
         try:
             lease.check()  # still renewed in time and not taken over
             return lease

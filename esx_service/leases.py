@@ -55,6 +55,27 @@ class Lease:
     # What this holder last read or wrote under the lease (the volume layer's metadata):
     # while the lease holds nobody else writes, so it need not be read again (issue 15).
     memo: dict[str, Any] = field(default_factory=dict)
+    # Work sent under the lease whose end nobody has read yet (a fenced delete's move,
+    # issue 15): read before anything else is written under the lease, and before the
+    # lease is reused or let go (settle).
+    pending: list[Callable[[], None]] = field(default_factory=list)
+
+    def later(self, finish: Callable[[], None]) -> None:
+        """Have ``finish`` (which waits for work already sent) run at the next ``settle``."""
+        self.pending.append(finish)
+
+    def settle(self) -> None:
+        """Wait for the work sent under the lease and not waited for. One that failed is
+        logged, and what the holder remembers of the metadata is forgotten: the next
+        operation reads the files again."""
+        while self.pending:
+            finish = self.pending.pop(0)
+            try:
+                finish()
+            except Exception as exc:  # whatever it was: read the files again
+                log.warning("work sent under the lock on %s did not finish: %s", self.what,
+                            exc)
+                self.memo.clear()
 
     @property
     def staging(self) -> str:
@@ -140,6 +161,7 @@ class LeaseManager:
     def release(self, lease: Lease) -> None:
         with self._guard:
             self._held.pop(id(lease), None)
+        lease.settle()  # a deferred move into the staging folder ends before it goes
         with lease.lock:
             lease.lost = True  # nothing may be written through it any more
             self.store.remove_tree(lease.datastore, lease.staging)

@@ -7,6 +7,7 @@ raises only ``esx_service.errors`` types, and the removing/detaching methods are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +64,13 @@ class Fence(Protocol):
 
     def lost_error(self) -> DockvolsError:
         """The error to raise when the datastore refused a fenced write."""
+
+    def later(self, finish: Callable[[], None]) -> None:
+        """Wait for work already sent (``finish``) only before the lease's next write, its
+        reuse or its release: off the operation's path."""
+
+    def settle(self) -> None:
+        """Run what ``later`` was given."""
 
 
 class StoragePolicyService(Protocol):

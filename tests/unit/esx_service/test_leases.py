@@ -408,3 +408,14 @@ def test_a_lease_no_longer_trusted_reads_the_metadata_again(root):
         data = service._read(LOC)  # not trusted: read from the file
         assert data is not None and data["status"] == "detached"
     locks.close()
+
+
+def test_a_lease_settles_what_was_sent_under_it_before_its_release(tmp_path):
+    store = LocalLeaseStore(lambda ds: str(tmp_path))
+    manager = LeaseManager(store, Instance("h1"), lease_seconds=5.0)
+    lease = manager.acquire("ds1", "dockvols/g/.lease-v", "volume v@ds1")
+    assert lease is not None
+    seen = []
+    lease.later(lambda: seen.append(os.path.isdir(tmp_path / lease.staging)))
+    manager.release(lease)
+    assert seen == [True]  # ran while its staging folder was still there

@@ -88,3 +88,48 @@ def test_a_first_move_refused_for_a_missing_staging_folder_is_a_lost_lease():
     assert lease.lost and len(session.file_manager.sent) == 2
     (tmp, _), _ = session.file_manager.sent
     assert session.file_manager.deleted == [tmp]  # its temporary file does not linger
+
+
+class Ordered(Session):
+    """Records, in order, every move sent and every single wait."""
+
+    def __init__(self, *ends: TaskEnd, failing_wait: Exception | None = None) -> None:
+        super().__init__(*ends)
+        self.log: list[str] = []
+        self.failing_wait = failing_wait
+        moves = self.file_manager
+        sent = moves.MoveDatastoreFile_Task
+
+        def move(sourceName: str, destinationName: str, **kw: Any) -> vim.Task:
+            self.log.append(f"move {sourceName.rpartition('/')[2]}")
+            return sent(sourceName=sourceName, destinationName=destinationName, **kw)
+
+        moves.MoveDatastoreFile_Task = move  # type: ignore[method-assign]
+
+    def wait(self, task: Any, what: str) -> None:
+        self.log.append(f"wait {task._moId}")
+        if self.failing_wait is not None:
+            raise self.failing_wait
+
+
+def test_a_fenced_delete_sends_its_move_and_reads_its_end_only_when_the_lease_settles():
+    session = Ordered(TaskEnd(), TaskEnd())
+    lease = _lease()
+    files = _files(session)
+    files.delete("ds1", "dockvols/g/v.json", fence=lease)
+    assert session.log == ["move v.json"]  # answered without waiting for the move
+    # the next write under the lease (a create of the same name) reads that end first,
+    # so its record can never be moved away by the delete sent before it
+    files.write("ds1", "dockvols/g/v.json", b"{}", fence=lease)
+    assert session.log[:2] == ["move v.json", "wait task-1"]
+    assert len(session.log) == 4 and not lease.pending
+
+
+def test_a_fenced_delete_refused_later_marks_the_lease_lost_and_forgets_the_memo():
+    session = Ordered(failing_wait=vim.fault.FileNotFound(file="staging"))
+    session.http = lambda *a, **k: (200, b"{}")  # type: ignore[method-assign]
+    lease = _lease()
+    lease.memo["metadata"] = None
+    _files(session).delete("ds1", "dockvols/g/v.json", fence=lease)
+    lease.settle()  # the record is still there: the staging folder was gone
+    assert lease.lost and lease.memo == {} and not lease.pending
