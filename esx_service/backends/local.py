@@ -37,6 +37,7 @@ from ..metadata import CREATING
 from ..options import MB
 from ..telemetry import report_progress
 from ..vmdk import (
+    DESCRIPTOR_LIMIT,
     FLAT_EXTENTS,
     build_descriptor,
     describe_vmdk,
@@ -615,7 +616,7 @@ def _cut_short(folder: str, stem: str) -> bool:
     (a hand, a restore), and such a volume's files are never taken for a cut create's."""
     try:
         with open(os.path.join(folder, f"{stem}.vmdk"), "rb") as f:
-            return lost_content(f.read(64 * 1024))
+            return lost_content(f.read(DESCRIPTOR_LIMIT))
     except FileNotFoundError:
         return True
 

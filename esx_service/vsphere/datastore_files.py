@@ -126,16 +126,8 @@ class HttpDatastoreFiles:
         FileNotFound; then, the first having succeeded, the second is sent again. Raises
         the first fault that counts (FileNotFound of the first: the staging folder is gone,
         the lease lost)."""
-        fm = self._session.file_manager
-
-        def move(source: str, target: str, force: bool) -> vim.Task:
-            return self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
-                sourceName=ds_path(datastore, source), sourceDatacenter=self._dc,
-                destinationName=ds_path(datastore, target), destinationDatacenter=self._dc,
-                force=force))
-
-        first = move(tmp, staged, False)
-        second = move(staged, relative, True)
+        first = self._send_move(datastore, tmp, staged, force=False)
+        second = self._send_move(datastore, staged, relative, force=True)
         ends, _ = self._session.wait_all([first, second],
                                          f"moving [{datastore}] {tmp} into place")
         if ends[1].error is None:
@@ -146,12 +138,16 @@ class HttpDatastoreFiles:
             raise ends[1].error
         self._move(datastore, staged, relative, force=True)
 
-    def _move(self, datastore: str, source: str, target: str, force: bool) -> None:
+    def _send_move(self, datastore: str, source: str, target: str, force: bool) -> vim.Task:
+        """Start the rename; its end is the caller's to read."""
         fm = self._session.file_manager
-        task = self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
+        return self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
             sourceName=ds_path(datastore, source), sourceDatacenter=self._dc,
             destinationName=ds_path(datastore, target), destinationDatacenter=self._dc,
             force=force))
+
+    def _move(self, datastore: str, source: str, target: str, force: bool) -> None:
+        task = self._send_move(datastore, source, target, force)
         self._session.wait(task, f"moving [{datastore}] {source} to {target}")
 
     def make_folder(self, datastore: str, folder: str) -> None:
@@ -173,12 +169,8 @@ class HttpDatastoreFiles:
             fence.settle()
             staged = f"{fence.staging}/.deleted-{relative.rpartition('/')[2]}"
             what = f"deleting [{datastore}] {relative}"
-            fm = self._session.file_manager
             try:
-                task = self._session.invoke(lambda: fm.MoveDatastoreFile_Task(
-                    sourceName=ds_path(datastore, relative), sourceDatacenter=self._dc,
-                    destinationName=ds_path(datastore, staged), destinationDatacenter=self._dc,
-                    force=True))
+                task = self._send_move(datastore, relative, staged, force=True)
             except vim.fault.VimFault as exc:
                 raise translate(exc, what) from exc
 
