@@ -68,6 +68,14 @@ WRITE = [("folder:PUT", 1, "a metadata write, to a temporary file beside the tar
           "atomic"),
          ("RetrievePropertiesEx", 1, "that rename's end: the state is recorded only once it "
           "is")]
+# A write sent beside a reconfigure (Backend.attach_recorded, detach_recorded): its end is
+# read with the reconfigure's, in one read. The record may land before the disk change: a
+# crash between leaves a record that the next attach and recovery check against the VMs'
+# devices; a reconfigure that fails after it landed has the record before written back.
+SENT = "sent before the reconfigure's end is read"
+SENT_WRITE = [WRITE[0], ("MoveDatastoreFile_Task", 1, f"the rename over the target that makes "
+                         f"the write atomic, {SENT}")]
+ONE_READ = "the reconfigure's end and the rename's in one read"
 # A fenced write (with a lease): the temporary file is moved into the lease's staging
 # folder and from there into place, both moves sent at once and their ends read together.
 FENCED_WRITE = [("folder:PUT", 1, "the temporary file"),
@@ -90,17 +98,19 @@ CALLS: dict[str, list[tuple[str, int, str]]] = {
         ("RetrievePropertiesEx", 1, "the devices of every VM on the datastore and of the "
          "caller: attached here already, or to another VM (refused), and a free slot"),
         ("ReconfigVM_Task", 1, "the hot-add"),
-        ("RetrievePropertiesEx", 1, "the task's end and, in the same read, the caller's "
-         "devices after it: the bus/unit/PCI slot the host assigned, for the guest"),
-        *[(m, n, f"`attached`, after the disk is: {why}") for m, n, why in WRITE],
+        *[(m, n, f"`attached`, beside the hot-add (the slot chosen, its controller's PCI "
+           f"slot, the UUID recorded at create: written again should the host say "
+           f"otherwise): {why}") for m, n, why in SENT_WRITE],
+        ("RetrievePropertiesEx", 1, f"{ONE_READ}, and the caller's devices after it: the "
+         "bus/unit/PCI slot the host assigned, for the guest"),
     ],
     "detach": [
         GET,
         ("RetrievePropertiesEx", 1, "the VM's devices: the key of the disk to remove (a key "
          "recorded at attach could name another disk by now)"),
         ("ReconfigVM_Task", 1, "the hot-remove"),
-        ("RetrievePropertiesEx", 1, "its end"),
-        *[(m, n, f"`detached`, after the disk is: {why}") for m, n, why in WRITE],
+        *[(m, n, f"`detached`, beside the hot-remove: {why}") for m, n, why in SENT_WRITE],
+        ("RetrievePropertiesEx", 1, ONE_READ),
     ],
     "list": [
         ("SearchDatastoreSubFolders_Task", 1, "every metadata file of the datastore, one "
@@ -135,7 +145,12 @@ def _fenced(rows: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
     out: list[tuple[str, int, str]] = []
     i = 0
     while i < len(rows):
-        if rows[i:i + 3] and rows[i][0] == "folder:PUT":
+        if rows[i][0] == "folder:PUT" and rows[i + 1][2].endswith(SENT):
+            state = rows[i][2].split(":")[0]
+            out += [(m, n, f"{state}: {why}") for m, n, why in FENCED_WRITE[:2]]
+            out[-1] = (*out[-1][:2], f"{out[-1][2]}, {SENT}")
+            i += 2
+        elif rows[i][0] == "folder:PUT":
             state = rows[i][2].split(":")[0]
             out += [(m, n, f"{state}: {why}") for m, n, why in FENCED_WRITE]
             i += 3

@@ -13,13 +13,15 @@ write is fenced by the volume's lease, so a host that lost it cannot overwrite.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from typing import TypeVar
 
 from dockvols_common.faults import fault_point
 
 from .access import AccessRules, OpenAccess
-from .backends.base import Backend, DatastoreInfo, DiskLocation
+from .backends.base import Backend, DatastoreInfo, DiskLocation, RecordWrite
 from .cluster_locks import LocalVolumeLocks, VolumeLocks
 from .errors import (
     AccessDenied,
@@ -45,6 +47,7 @@ from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_siz
 
 log = logging.getLogger("dockvols.volumes")
 METADATA = "metadata"  # its key in a lease's memo
+T = TypeVar("T")
 
 
 class VolumeService:
@@ -165,6 +168,25 @@ class VolumeService:
         self.backend.write_metadata(loc, data, fence=fence, attachment=attachment,
                                     before_disk=before_disk)
         self._wrote(loc, data)
+
+    def _change_recorded(self, loc: DiskLocation, before: VolumeMeta,
+                         make: Callable[[dict | None], dict],
+                         change: Callable[[RecordWrite], T], attachment: bool = True) -> T:
+        """An attach or detach and its record (``Backend.attach_recorded``), fenced by
+        the volume's lease; the lease's memory of the record follows what was written."""
+        fence = self._locks.fence(_key(loc))
+        if fence is not None:
+            fence.check()
+        written: list[dict] = []
+
+        def making(answer: dict | None) -> dict:
+            written.append(make(answer))
+            return written[-1]
+        self._forget(loc)
+        result = change(RecordWrite(making, before.to_dict(), fence, attachment))
+        if written:
+            self._wrote(loc, written[-1])
+        return result
 
     def _still_ours(self, loc: DiskLocation) -> bool:
         """Whether this process may still act on the volume (its lease, if any, holds)."""
@@ -502,10 +524,18 @@ class VolumeService:
                     meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
                 elif meta.status == ATTACHED:
                     holder = meta.attached_to or "?"
-                    if self.backend.vm_powered_on(holder):
+                    # A record can say attached while the disk is not: an attach whose
+                    # record went out beside its reconfigure and then failed, with a crash
+                    # before the record was written back (attach_recorded). Only the
+                    # refusal pays for the look.
+                    if not self.backend.is_attached(loc, holder, meta.attach_info):
+                        log.info("%s: its record says attached to VM %s, which does not "
+                                 "have it; attaching it here", meta.full_name, holder)
+                    elif self.backend.vm_powered_on(holder):
                         raise VolumeInUse(f"volume {meta.full_name} is attached to VM {holder}")
-                    log.info("detaching %s from powered-off VM %s", meta.full_name, holder)
-                    self.backend.detach_disk(loc, holder, meta.attach_info)
+                    else:
+                        log.info("detaching %s from powered-off VM %s", meta.full_name, holder)
+                        self.backend.detach_disk(loc, holder, meta.attach_info)
                     meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None)
                     self._save(loc, meta)
                 read_only = meta.options.access == "read-only" and meta.formatted
@@ -513,9 +543,6 @@ class VolumeService:
                 if not self._still_ours(loc):
                     raise LeaseLost(f"the lock on {meta.full_name} expired before the attach; "
                                     "nothing was attached, retrying is safe")
-                info = self.backend.attach_disk(loc, vm, read_only, meta.options.attach_as,
-                                                disk_uuid=meta.disk_uuid or None)
-                fault_point("attach.disk_attached")
                 # A blank disk's first attach lets the guest format it without probing it
                 # (a superblock read, 1.2 ms of a first Mount here, issue 15). Blank is what
                 # the record says, unless the backend sees data on the disk. Where it can
@@ -523,18 +550,25 @@ class VolumeService:
                 # durable writes are there to see), so the record that the disk is blank
                 # no more is an attachment record like any other; where it cannot, that
                 # record is made crash-safe before the answer: no crash can bring `blank`
-                # back once the guest may have written to the disk.
+                # back once the guest may have written to the disk. The look comes before
+                # the attach, which writes nothing to the disk, while the guest can come
+                # only after it.
                 # Only a disk recorded blank is looked at: after its first attach the
                 # record alone says no (every attach after that skips the backend's look).
                 seen = self.backend.disk_blank(loc) if meta.blank else None
                 blank = meta.blank and seen is not False
-                try:
-                    meta = meta.evolve(status=ATTACHED, attached_to=vm, attach_info=info,
-                                       blank=False)
-                    self._save(loc, meta, attachment=seen is not None or not blank)
-                except BaseException:
-                    self.backend.detach_disk(loc, vm, info)
-                    raise
+                before = meta
+
+                def attached(answer: dict | None) -> VolumeMeta:
+                    return before.evolve(status=ATTACHED, attached_to=vm, attach_info=answer,
+                                         blank=False)
+                info = self._change_recorded(
+                    loc, before, lambda answer: attached(answer).to_dict(),
+                    lambda record: self.backend.attach_recorded(
+                        loc, vm, read_only, before.options.attach_as, before.disk_uuid or None,
+                        record),
+                    attachment=seen is not None or not blank)
+                meta = attached(info)
                 answer: dict[str, object] = {"volume": self.view(meta), "attach": info}
                 if blank:
                     answer["blank"] = True
@@ -553,12 +587,14 @@ class VolumeService:
                 if not self._still_ours(loc):
                     raise LeaseLost(f"the lock on {meta.full_name} expired before the detach; "
                                     "nothing was detached, retrying is safe")
-                self.backend.detach_disk(loc, vm, meta.attach_info)
-                fault_point("detach.disk_detached")
-                meta = meta.evolve(status=DETACHED, attached_to=None, attach_info=None,
-                                   formatted=meta.formatted or formatted)
-                self._save(loc, meta, attachment=True)
-                return self.view(meta)
+                after = meta.evolve(status=DETACHED, attached_to=None, attach_info=None,
+                                    formatted=meta.formatted or formatted)
+                data = after.to_dict()
+                self._change_recorded(
+                    loc, meta, lambda _answer: data,
+                    lambda record: self.backend.detach_recorded(loc, vm, meta.attach_info,
+                                                                record))
+                return self.view(after)
 
     # -- recovery ---------------------------------------------------------------------
     def _discard(self, loc: DiskLocation) -> None:

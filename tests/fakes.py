@@ -23,7 +23,14 @@ import threading
 from collections import Counter
 
 from esx_service.api import Api, Text
-from esx_service.backends.base import DatastoreInfo, DiskLocation, Fence
+from esx_service.backends.base import (
+    DatastoreInfo,
+    DiskLocation,
+    Fence,
+    RecordWrite,
+    attach_then_record,
+    detach_then_record,
+)
 from esx_service.errors import (
     BackendError,
     BadRequest,
@@ -221,6 +228,14 @@ class FakeBackend:
         self.attached[_key(loc)] = (vm, info)
         self._leave("attach_disk")
         return dict(info)
+
+    def attach_recorded(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                        disk_uuid: str | None, record: RecordWrite) -> dict:
+        return attach_then_record(self, loc, vm, read_only, attach_as, disk_uuid, record)
+
+    def detach_recorded(self, loc: DiskLocation, vm: str, attach_info: dict | None,
+                        record: RecordWrite) -> None:
+        detach_then_record(self, loc, vm, attach_info, record)
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
         self._enter("detach_disk")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from dockvols_common.faults import fault_point
+
 from ..errors import DockvolsError
 from ..file_names import file_stem
 
@@ -71,6 +73,41 @@ class Fence(Protocol):
 
     def settle(self) -> None:
         """Run what ``later`` was given."""
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """The volume record that goes with an attach or detach (``Backend.attach_recorded``,
+    ``detach_recorded``)."""
+
+    make: Callable[[dict | None], dict]  # the attach answer (None for a detach) -> the record
+    previous: dict                       # the record before: written back if the change fails
+    fence: Fence | None
+    attachment: bool = True              # Backend.write_metadata's ``attachment``
+
+
+def attach_then_record(backend: Backend, loc: DiskLocation, vm: str, read_only: bool,
+                       attach_as: str, disk_uuid: str | None, record: RecordWrite) -> dict:
+    """``Backend.attach_recorded`` of a backend whose attach is done when it answers: the
+    record after the disk, and the disk detached again if the record fails."""
+    info = backend.attach_disk(loc, vm, read_only, attach_as, disk_uuid=disk_uuid)
+    fault_point("attach.disk_attached")
+    try:
+        backend.write_metadata(loc, record.make(info), fence=record.fence,
+                               attachment=record.attachment)
+    except BaseException:
+        backend.detach_disk(loc, vm, info)
+        raise
+    return info
+
+
+def detach_then_record(backend: Backend, loc: DiskLocation, vm: str,
+                       attach_info: dict | None, record: RecordWrite) -> None:
+    """``Backend.detach_recorded`` of a backend whose detach is done when it answers."""
+    backend.detach_disk(loc, vm, attach_info)
+    fault_point("detach.disk_detached")
+    backend.write_metadata(loc, record.make(None), fence=record.fence,
+                           attachment=record.attachment)
 
 
 class StoragePolicyService(Protocol):
@@ -172,6 +209,24 @@ class Backend(Protocol):
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
         """Detach from the VM; not attached is fine."""
+
+    def attach_recorded(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                        disk_uuid: str | None, record: RecordWrite) -> dict:
+        """``attach_disk`` and the volume's record ``record.make(answer)``; returns the
+        answer. A backend whose attach is done when it answers writes the record after it
+        (``attach_then_record``). One whose attach is a request that runs on a server
+        (vSphere's reconfigure) may send the record beside it and read both ends in one
+        read (issue 15: a round trip less), so the record may land first: a crash between
+        leaves a record saying attached while the disk is not, which the next attach and
+        recovery check against the VM's devices. Either way, if the attach fails after
+        the record landed, ``record.previous`` is written back; if the record fails after
+        the attach, the disk is detached again."""
+
+    def detach_recorded(self, loc: DiskLocation, vm: str, attach_info: dict | None,
+                        record: RecordWrite) -> None:
+        """``detach_disk`` and the record ``record.make(None)``, as ``attach_recorded``; a
+        record that fails after the detach leaves the disk detached (the next attach and
+        recovery see it)."""
 
     def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
         """Whether the disk really is attached to that VM now. With ``attach_info`` None:

@@ -46,7 +46,15 @@ from ..vmdk import (
     resize_descriptor,
     with_extent_and_uuid,
 )
-from .base import DatastoreInfo, DiskLocation, Fence, StoragePolicyService
+from .base import (
+    DatastoreInfo,
+    DiskLocation,
+    Fence,
+    RecordWrite,
+    StoragePolicyService,
+    attach_then_record,
+    detach_then_record,
+)
 from .trash import Trash
 
 log = logging.getLogger("dockvols.local")
@@ -499,6 +507,14 @@ class LocalBackend:
                         ", ".join(d for d, _ in leftovers), loc.name, loc.datastore)
             self._detach_devices(leftovers, f"{loc.name}@{loc.datastore}")
         return {"kind": "loop", "device": self._loops.attach(extent, read_only)}
+
+    def attach_recorded(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                        disk_uuid: str | None, record: RecordWrite) -> dict:
+        return attach_then_record(self, loc, vm, read_only, attach_as, disk_uuid, record)
+
+    def detach_recorded(self, loc: DiskLocation, vm: str, attach_info: dict | None,
+                        record: RecordWrite) -> None:
+        detach_then_record(self, loc, vm, attach_info, record)
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
         # The device this attach made, when known: another VM's device on the same extent

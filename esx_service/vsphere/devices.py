@@ -145,6 +145,21 @@ def attach_answer(devices: Iterable[Device], disk: vim.vm.device.VirtualDisk,
     }
 
 
+def foreseen_answer(devices: Iterable[Device], slot: Slot, disk_uuid: str | None) -> dict:
+    """``attach_answer`` as it will be once the disk is at ``slot``, known before the
+    reconfigure where the controller exists already (a new one's PCI slot is the host's
+    to choose: None here, and the record is written again after)."""
+    controller = next((d for d in devices if d.key == slot.controller_key), None)
+    pci = getattr(getattr(controller, "slotInfo", None), "pciSlotNumber", None)
+    return {
+        "kind": "scsi",
+        "controller_bus": slot.bus,
+        "unit": slot.unit,
+        "disk_uuid": disk_uuid,
+        "pci_slot": pci,
+    }
+
+
 def normalise_uuid(value: str) -> str:
     """``6000c29b-0e7d-331c-1c21-c1f5bc918f4d`` from any of vSphere's spellings
     (``60 00 C2 9b 0e 7d 33 1c-1c 21 c1 f5 bc 91 8f 4d``, upper case, no separators)."""

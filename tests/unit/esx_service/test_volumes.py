@@ -400,6 +400,16 @@ def test_a_disk_left_on_a_powered_off_vm_may_be_taken():
     assert backend.holder_of("db") == "vm2"
 
 
+def test_a_record_saying_attached_to_a_vm_that_lacks_the_disk_does_not_block_others(h):
+    # what an attach whose record went out beside its reconfigure leaves when the
+    # reconfigure failed and the service died before writing the record back
+    h.service.create("vm1", "db", {})
+    info = h.service.attach("vm1", "db")["attach"]
+    h.backend.detach_disk(h.loc("db"), "vm1", info)  # the disk is not there after all
+    assert h.service.attach("vm2", "db")["volume"]["attached_to"] == "vm2"
+    assert h.attached_devices("db") == 1
+
+
 def test_a_read_only_volume_is_attached_read_only_once_formatted(h):
     h.service.create("vm1", "ro", {"access": "read-only"})
     h.service.attach("vm1", "ro")  # fresh: writable, so the guest can make the filesystem
