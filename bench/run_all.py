@@ -409,14 +409,18 @@ NOTES = """
   and why; `test_each_operation_makes_exactly_the_round_trips_its_table_claims` measures
   each operation on vcsim and fails if the methods or counts differ from the table):
   without leases create/attach/detach/list/remove went 13/9/7/3/8 (issue 15 as filed) ->
-  10/9/7/3/8 -> 10/7/7/3/8: attach reads the reconfigure's end and the VM's devices in
-  one PropertyCollector read, and takes the disk's UUID from the metadata where the host
-  leaves backing.uuid unset (vcsim) instead of asking the disk. The gap to the bare
+  10/9/7/3/8 -> 10/7/7/3/8 -> 10/6/6/3/8: attach reads the reconfigure's end and the VM's
+  devices in one PropertyCollector read, and takes the disk's UUID from the metadata where
+  the host leaves backing.uuid unset (vcsim) instead of asking the disk; an attach or
+  detach sends its record's write beside the reconfigure and reads all their ends in that
+  one read (the record may land first: a crash between leaves a record that recovery and
+  the next attach check against the VMs' devices; a reconfigure that fails after it has
+  the record before written back). The gap to the bare
   minimum 6/6/5/3/5 is the crash-safe metadata write: a PUT of a temporary file, then
   its rename (MoveDatastoreFile_Task) and one read of the rename's end, 3 requests where
   a bare PUT is 1 (a /folder PUT is not atomic; vcsim's truncates and copies), and the
   metadata delete as a task (+1). With the datastore leases (production) 30/19/17/3/20
-  -> 15/7/7/3/8 -> 15/7/7/3/7: a lease is taken by entering, then listing (MakeDirectory
+  -> 15/7/7/3/8 -> 15/7/7/3/7 -> 15/6/6/3/7: a lease is taken by entering, then listing (MakeDirectory
   with parents, one datastore search and its read: 3, not 6); through the vSphere API it
   is kept 2 s after its operation, still renewed, so the next operation on the volume in
   this service (Mount after Create, Remove after Unmount) pays nothing for it and does
@@ -429,7 +433,7 @@ NOTES = """
   the record it moves is `removing`, which nobody lists, and a move the datastore
   refused, the lease lost, leaves that record to recovery, as a crash would); the quota
   lease is taken only where the vmgroup has a total quota. With the lease taken by the
-  operation itself ('cold'): 15/11/11/3/11. **Crash safety** rests on what it rested on
+  operation itself ('cold'): 15/10/10/3/11. **Crash safety** rests on what it rested on
   before: the order of states (`creating` before the disk, `detached` after it,
   `removing` before the disk is deleted, the metadata last), every metadata write a
   rename of a complete temporary file, and the lease's fencing (a write or delete is a
@@ -467,13 +471,19 @@ NOTES = """
   is it the garbage collector: `gc.freeze()` with a generation-0 threshold of 50,000
   gave 8.84 life cycles/s at 16 clients (2 ms per request) against 8.82 with Python's
   defaults, medians of 8 alternating 4 s rounds in one process (not kept).
-- vSphere round trips: a detach could send its `detached` record with the reconfigure
-  and read all three tasks' ends at once (6, not 7), and a create could mark itself in
-  its lease's staging folder (one MakeDirectory) instead of a fenced `creating` record
-  (12, not 15); both change what a crash or a taken-over lease leaves, so both need the
-  taker to finish a dead holder's marked work, and an import after a create under the
-  same kept lease must not meet a stale mark (it moves the user's disk in before any
-  record). Not built.
+- vSphere round trips: a create could mark itself in its lease's staging folder (one
+  MakeDirectory) instead of a fenced `creating` record (12, not 15), and a remove could
+  move its record into the staging folder before the disk goes instead of writing
+  `removing` (5, not 7). Both leave a crash's work in a dead holder's entry, so the taker
+  must finish it, and only under the lease: a contender that buried the entry is not yet
+  the holder, and another may make the volume anew meanwhile, so graves would be worked
+  off after the take, and the startup sweep would take over this host's dead entries
+  (a hashed stem does not name its volume: such a grave waits for the name's next
+  operation). A remove followed by a create or an import of the same name under the same
+  kept lease must not meet the stale mark (an import moves the user's disk in before any
+  record: it would take a fresh lease). Where a vmgroup has a total quota, `creating` and
+  `removing` stay (other hosts count them). Not built: it changes what every crash leaves,
+  and needs the soak's kills at each new point.
 - pyinstrument/py-spy are installed into .venv by profile_slowest.py on demand; they are
   dev tools, and would belong in a `[project.optional-dependencies] bench` extra rather
   than in `test` if `make bench` should not reach PyPI at run time.
