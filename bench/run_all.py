@@ -405,42 +405,41 @@ NOTES = """
   the plugin and esx_service, so throughput flattens at the core count; p99 is
   the interesting column. "stale answers" counts Gets the plugin answered from its cache
   because esx_service refused the connection.
-- **vSphere round trips** (bench/vsphere_roundtrips.py prints the table of every call
-  and why; `test_each_operation_makes_exactly_the_round_trips_its_table_claims` measures
-  each operation on vcsim and fails if the methods or counts differ from the table):
-  without leases create/attach/detach/list/remove went 13/9/7/3/8 (issue 15 as filed) ->
+- **vSphere round trips** (bench/vsphere_roundtrips.py prints the table of every call and
+  why; `test_each_operation_makes_exactly_the_round_trips_its_table_claims` measures each
+  operation on vcsim and fails if the methods or counts differ from the table): without
+  leases create/attach/detach/list/remove went 13/9/7/3/8 (issue 15 as filed) ->
   10/9/7/3/8 -> 10/7/7/3/8 -> 10/6/6/3/8: attach reads the reconfigure's end and the VM's
   devices in one PropertyCollector read, and takes the disk's UUID from the metadata where
   the host leaves backing.uuid unset (vcsim) instead of asking the disk; an attach or
   detach sends its record's write beside the reconfigure and reads all their ends in that
   one read (the record may land first: a crash between leaves a record that recovery and
   the next attach check against the VMs' devices; a reconfigure that fails after it has
-  the record before written back). The gap to the bare
-  minimum 6/6/5/3/5 is the crash-safe metadata write: a PUT of a temporary file, then
-  its rename (MoveDatastoreFile_Task) and one read of the rename's end, 3 requests where
-  a bare PUT is 1 (a /folder PUT is not atomic; vcsim's truncates and copies), and the
-  metadata delete as a task (+1). With the datastore leases (production) 30/19/17/3/20
-  -> 15/7/7/3/8 -> 15/7/7/3/7 -> 15/6/6/3/7: a lease is taken by entering, then listing (MakeDirectory
-  with parents, one datastore search and its read: 3, not 6); through the vSphere API it
-  is kept 2 s after its operation, still renewed, so the next operation on the volume in
-  this service (Mount after Create, Remove after Unmount) pays nothing for it and does
-  not read the metadata again (the lease remembers what this service last read or wrote
-  under it; nobody else writes while it is held), and a keeper thread releases it (2)
-  after the answer; a fenced write sends both of its moves (into the lease's staging
-  folder, then into place) before reading both ends in one read (4, not 5); a fenced
-  delete leaves the metadata in the staging folder that the release deletes with it, and
-  its move's end is read only before the lease's next write, reuse or release (1, not 4:
-  the record it moves is `removing`, which nobody lists, and a move the datastore
-  refused, the lease lost, leaves that record to recovery, as a crash would); the quota
-  lease is taken only where the vmgroup has a total quota. With the lease taken by the
-  operation itself ('cold'): 15/10/10/3/11. **Crash safety** rests on what it rested on
-  before: the order of states (`creating` before the disk, `detached` after it,
-  `removing` before the disk is deleted, the metadata last), every metadata write a
-  rename of a complete temporary file, and the lease's fencing (a write or delete is a
-  move out of or into the holder's staging folder, refused once the lease is taken
-  over). A kept lease is a held lease: a service that dies while keeping one is taken
-  over like one that died mid-operation (at once on the same boot and PID namespace,
-  else after lease_seconds).
+  the record before written back). The gap to the bare minimum 6/6/5/3/5 is the crash-safe
+  metadata write: a PUT of a temporary file, then its rename (MoveDatastoreFile_Task) and
+  one read of the rename's end, 3 requests where a bare PUT is 1 (a /folder PUT is not
+  atomic; vcsim's truncates and copies), and the metadata delete as a task (+1). With the
+  datastore leases (production) 30/19/17/3/20 -> 15/7/7/3/8 -> 15/7/7/3/7 -> 15/6/6/3/7: a
+  lease is taken by entering, then listing (MakeDirectory with parents, one datastore
+  search and its read: 3, not 6); through the vSphere API it is kept 2 s after its
+  operation, still renewed, so the next operation on the volume in this service (Mount
+  after Create, Remove after Unmount) pays nothing for it and does not read the metadata
+  again (the lease remembers what this service last read or wrote under it; nobody else
+  writes while it is held), and a keeper thread releases it (2) after the answer; a fenced
+  write sends both of its moves (into the lease's staging folder, then into place) before
+  reading both ends in one read (4, not 5); a fenced delete leaves the metadata in the
+  staging folder that the release deletes with it, and its move's end is read only before
+  the lease's next write, reuse or release (1, not 4: the record it moves is `removing`,
+  which nobody lists, and a move the datastore refused, the lease lost, leaves that record
+  to recovery, as a crash would); the quota lease is taken only where the vmgroup has a
+  total quota. With the lease taken by the operation itself ('cold'): 15/10/10/3/11.
+  **Crash safety** rests on what it rested on before: the order of states (`creating`
+  before the disk, `detached` after it, `removing` before the disk is deleted, the
+  metadata last), every metadata write a rename of a complete temporary file, and the
+  lease's fencing (a write or delete is a move out of or into the holder's staging folder,
+  refused once the lease is taken over). A kept lease is a held lease: a service that dies
+  while keeping one is taken over like one that died mid-operation (at once on the same
+  boot and PID namespace, else after lease_seconds).
 
 ## Left
 

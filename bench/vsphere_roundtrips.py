@@ -171,6 +171,32 @@ FENCED = {op: _fenced(rows) if op != "list" else rows for op, rows in CALLS.item
 # it always takes the lease (no total quota on the vmgroup, so no quota lease; a thin disk,
 # so no space lease).
 LEASED_COLD = {op: (TAKE + rows if op != "list" else rows) for op, rows in FENCED.items()}
+# Under a lease, a create marks itself in the lease's staging folder instead of writing a
+# fenced `creating` record, and a remove moves the record into that folder instead of
+# writing `removing` and deleting it after the disk (esx_service.volumes: _make,
+# _remove_parked). What a crash leaves there, the lease's next holder finishes
+# (_finish_taken_over). Where a vmgroup has a total quota, the records stay (other hosts
+# count them).
+MARKED = {
+    "create": [
+        GET,
+        ("MakeDirectory", 1, "the create's mark in the lease's staging folder (refused once "
+         "the lease is lost): should this service die before the record is written, the "
+         "lease's next holder deletes the disk"),
+        *FENCED["create"][4:],  # the disk, its UUID and the `detached` record, as before
+    ],
+    "remove": [
+        GET,
+        ("MoveDatastoreFile_Task", 1, "the record into the lease's staging folder (refused "
+         "once the lease is lost): out of sight at once, and the mark the lease's next "
+         "holder finishes should this service die before the disk is gone"),
+        ("RetrievePropertiesEx", 1, "its end: only then may the disk go"),
+        ("DeleteVirtualDisk_Task", 1, "the disk (the record goes with the staging folder "
+         "at release)"),
+        ("RetrievePropertiesEx", 1, "its end"),
+    ],
+}
+LEASED_COLD.update({op: TAKE + rows for op, rows in MARKED.items()})
 # Kept from the previous operation on the volume: no take, and no GET of the metadata either
 # (the lease's memo holds what this service last read or wrote, and nobody else writes
 # while it holds the lease: esx_service.volumes._read).
@@ -312,9 +338,8 @@ def _print(runs: dict[str, dict[str, dict]]) -> None:
               f"{'yes' if agrees else 'NO'}")
     print("\n'before' = before issue 15's vSphere work; 'kept' = with the datastore leases, "
           "the volume's lease kept from the previous operation in this process; 'cold' = "
-          "the operation takes its lease (3 round trips); either way the release (2; 3 "
-          "after a remove, whose last move's end it reads) comes after the answer. Every "
-          "call and why (without leases):")
+          "the operation takes its lease (3 round trips); either way the release (2) comes "
+          "after the answer. Every call and why (without leases):")
     for op, rows in CALLS.items():
         print(f"  {op}: {none[op]['total']} round trips ({_methods(none[op])})")
         for method, n, why in rows:
@@ -323,6 +348,9 @@ def _print(runs: dict[str, dict[str, dict]]) -> None:
     for op in OPERATIONS:
         print(f"  {op}: kept {kept[op]['total']} ({_methods(kept[op])}); cold "
               f"{cold[op]['total']}")
+    for op, rows in MARKED.items():
+        print(f"  {op} (kept/cold): " + "; ".join(
+            f"{m}{f' x{n}' if n > 1 else ''}: {why}" for m, n, why in rows))
     print("  a lease taken: " + "; ".join(f"{m}: {why}" for m, _, why in TAKE))
     print(f"  {RELEASE_AFTER[0]}: {RELEASE_AFTER[2]}")
     print("  a metadata write: " + "; ".join(f"{m}{f' x{n}' if n > 1 else ''}: {why}"

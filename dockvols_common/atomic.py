@@ -40,8 +40,12 @@ def atomic_write_bytes(path: str, data: bytes, durable: bool = True,
         except FileNotFoundError:
             pass
         raise
-    if not (durable and sync_dir):
-        return
+    if durable and sync_dir:
+        fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    """Make the names in ``directory`` (a rename into or out of it) durable."""
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -27,6 +27,7 @@ mounted datastore (``keep_seconds`` 0) leases are released at once, as before.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -35,28 +36,48 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-from dockvols_common.instance import temp_tag
+from dockvols_common.instance import parse_tag, temp_tag
 from dockvols_common.locks import NamedLocks
 
 from .errors import DockvolsError, LeaseLost
-from .file_names import file_stem
-from .leases import Lease, LeaseManager
+from .file_names import file_stem, name_of_stem
+from .leases import GRAVE, Lease, LeaseManager
 
 log = logging.getLogger("dockvols.locks")
 LEASE_PREFIX = ".lease-"
 QUOTA_LEASE = ".quota.lease"
 SPACE_LEASE = ".space.lease"
+# A mark in a holder's staging folder: work a crash would leave half done, which the next
+# holder finishes (VolumeLocks.on_takeover): ``.mark-create-<n>``, ``.mark-remove-...``.
+MARK = ".mark-"
 
 
 class VolumeLocks(Protocol):
-    def hold(self, key: str) -> AbstractContextManager[None]:
-        """Exclusive use of ``key`` while the context lasts (waits, bounded)."""
+    def hold(self, key: str, fresh: bool = False) -> AbstractContextManager[None]:
+        """Exclusive use of ``key`` while the context lasts (waits, bounded). ``fresh``: not
+        through a lease kept from an operation before (whose marks it would inherit)."""
 
     def try_hold(self, key: str) -> AbstractContextManager[bool]:
         """Like ``hold``, but yields False at once when someone else holds ``key``."""
 
     def fence(self, key: str) -> Lease | None:
         """The lease this process holds for ``key``, for fenced writes; None if local only."""
+
+    def mark(self, key: str, what: str) -> str | None:
+        """Leave a mark of ``what`` (``create``) in the staging folder of the lease held for
+        ``key``, refused once the lease is lost; its name, or None where there are no
+        leases (nobody else to finish anything)."""
+
+    def unmark(self, key: str, mark: str) -> None:
+        """Take back a mark whose work turned out not to be this operation's to finish."""
+
+    def abandon(self, key: str) -> None:
+        """Let the lease held for ``key`` expire at release, marks and all, for its next
+        holder to finish what this one could not clean up."""
+
+    def on_takeover(self, finish: Callable[[str, list[str]], None]) -> None:
+        """Call ``finish(key, marks)`` with the marks of the dead holders whose entries the
+        lease for ``key`` took over, under that lease, before the operation holding it."""
 
     def sweep(self, datastore: str) -> int:
         """Remove temp files and lease leftovers whose writers are provably dead; how many."""
@@ -88,7 +109,7 @@ class LocalVolumeLocks:
         self._local = NamedLocks()
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str, fresh: bool = False) -> Iterator[None]:
         with self._local.hold(key):
             yield
 
@@ -98,6 +119,18 @@ class LocalVolumeLocks:
             yield True
 
     def fence(self, key: str) -> Lease | None:
+        return None
+
+    def mark(self, key: str, what: str) -> str | None:
+        return None
+
+    def unmark(self, key: str, mark: str) -> None:
+        return None
+
+    def abandon(self, key: str) -> None:
+        return None
+
+    def on_takeover(self, finish: Callable[[str, list[str]], None]) -> None:
         return None
 
     def sweep(self, datastore: str) -> int:
@@ -120,10 +153,14 @@ class ClusterLocks:
         self._kept_guard = threading.Lock()
         self._closed = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._finish: Callable[[str, list[str]], None] | None = None
+        self._marks = itertools.count(1)
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str, fresh: bool = False) -> Iterator[None]:
         with self._local.hold(key):
+            if fresh:
+                self._drop_kept(key)
             with self._leased(key, wait=True) as got:
                 assert got
                 yield
@@ -146,9 +183,45 @@ class ClusterLocks:
                 return
             self._held[key] = lease
             try:
+                if lease.graves:
+                    self._work_off_graves(key, lease)
                 yield True
             finally:
                 self._held.pop(key, None)
+
+    def _work_off_graves(self, key: str, lease: Lease) -> None:
+        """Finish what the dead holders marked, under the lease, then delete their graves.
+        Should finishing fail, the graves stay for the next holder (and the operation fails
+        with the reason)."""
+        store = self.leases.store
+        marks = sorted({entry for grave in lease.graves
+                        for entry in store.list_dir(lease.datastore, f"{lease.path}/{grave}")
+                        if entry.startswith(MARK)})
+        if marks and self._finish is not None and len(key.split("/")) == 3:
+            self._finish(key, marks)
+        self.leases.bury(lease)
+
+    def mark(self, key: str, what: str) -> str | None:
+        lease = self._held.get(key)
+        if lease is None:
+            return None
+        name = f"{MARK}{what}-{next(self._marks)}"  # never there before: made, or refused
+        if not self.leases.store.create_dir(lease.datastore, f"{lease.staging}/{name}"):
+            raise lease.lost_error()  # the staging folder is gone: the lease was taken over
+        return name
+
+    def unmark(self, key: str, mark: str) -> None:
+        lease = self._held.get(key)
+        if lease is not None:
+            self.leases.store.remove_tree(lease.datastore, f"{lease.staging}/{mark}")
+
+    def abandon(self, key: str) -> None:
+        lease = self._held.get(key)
+        if lease is not None:
+            lease.abandoned = True
+
+    def on_takeover(self, finish: Callable[[str, list[str]], None]) -> None:
+        self._finish = finish
 
     @contextmanager
     def _lease_at(self, datastore: str, path: str, what: str,
@@ -179,8 +252,15 @@ class ClusterLocks:
             self._drop(lease)
             return None
 
+    def _drop_kept(self, key: str) -> None:
+        with self._kept_guard:
+            kept = self._kept.pop(key, None)
+        if kept is not None:
+            self._drop(kept[0])
+
     def _keep(self, key: str, lease: Lease) -> bool:
-        if self.keep_seconds <= 0 or lease.lost or self._closed.is_set():
+        if (self.keep_seconds <= 0 or lease.lost or lease.abandoned
+                or self._closed.is_set()):
             return False
         with self._kept_guard:
             self._kept[key] = (lease, self._clock())
@@ -233,7 +313,8 @@ class ClusterLocks:
         of the volume they belong to: every writer of a volume's files holds that lease, so
         whoever wrote one while we hold it is dead or fenced, and its rename would fail
         anyway. A temp file of a volume whose lease another host holds is left alone. Graves
-        of taken-over leases (``.dead-*``) and empty lease folders go too.
+        of taken-over leases (``.dead-*``) and entries of provably dead holders are worked
+        off under their lease (``_sweep_lease_dir``); empty lease folders go too.
 
         Leases this process keeps are let go first: recovery has just held (and kept) the
         lease of every volume it looked at, and a kept entry of our own is, to the take
@@ -266,13 +347,50 @@ class ClusterLocks:
         return removed
 
     def _sweep_lease_dir(self, datastore: str, path: str) -> int:
-        store, removed = self.leases.store, 0
-        for entry in store.list_dir(datastore, path):
-            if entry.startswith(".dead-"):
-                store.remove_tree(datastore, f"{path}/{entry}")
-                removed += 1
-        store.remove_empty_dir(datastore, path)
-        return removed
+        """Graves, and entries of holders provably dead (this host's service before a
+        restart): taken over and worked off under the lease, marks finished (a create or
+        remove a crash cut short). A volume's lease is taken by its name, so the volume
+        layer finishes the marks; a hashed stem does not hold its name, so its marked
+        graves wait for that name's next operation."""
+        store = self.leases.store
+        entries = store.list_dir(datastore, path)
+        graves = [e for e in entries if e.startswith(GRAVE)]
+        dead = [e for e in entries if not e.startswith(".") and self._provably_dead(e)]
+        if not graves and not dead:
+            store.remove_empty_dir(datastore, path)
+            return 0
+        key = _volume_key(datastore, path)
+        if key is not None:
+            with self.try_hold(key) as mine:
+                return len(graves) + len(dead) if mine else 0
+        with self._lease_at(datastore, path, f"leftovers of {path}", wait=False) as lease:
+            if lease is None:
+                return 0
+            marked = [g for g in lease.graves
+                      if any(e.startswith(MARK)
+                             for e in store.list_dir(datastore, f"{path}/{g}"))]
+            if marked:
+                log.warning("leaving %s in %s on %s: the volume's name is not in its file "
+                            "name, so its next operation finishes what they mark",
+                            ", ".join(marked), path, datastore)
+                lease.graves = [g for g in lease.graves if g not in marked]
+            removed = len(lease.graves)
+            self.leases.bury(lease)
+            return removed
+
+    def _provably_dead(self, entry: str) -> bool:
+        tag = parse_tag(entry)
+        return tag is not None and self.leases.instance.provably_dead(tag)
+
+
+def _volume_key(datastore: str, path: str) -> str | None:
+    """The volume key of a volume's lease folder (``dockvols/<vmgroup>/.lease-<stem>``);
+    None for a quota or space lease, or a stem that does not hold its name."""
+    parts = path.split("/")
+    if len(parts) != 3 or not parts[2].startswith(LEASE_PREFIX):
+        return None
+    name = name_of_stem(parts[2][len(LEASE_PREFIX):])
+    return f"{datastore}/{parts[1]}/{name}" if name is not None else None
 
 
 _LEGACY_TEMP = re.compile(r"^\.(.+)\.tmp(-\d+)?$")

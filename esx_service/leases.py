@@ -11,8 +11,16 @@ named after its holder's tag (``dockvols_common.instance``): the holder's *stagi
 - **Expire and take over**: a waiter watches the other entries' stamps with its *own*
   monotonic clock, so no two hosts' clocks are ever compared. An entry whose stamp has not
   changed for ``lease_seconds`` (or whose writer is provably dead, same boot and PID
-  namespace) is renamed away (atomic: of two takers one wins) and deleted with whatever
-  temp files its dead writer left in it.
+  namespace) is renamed away (atomic: of two takers one wins) into a *grave*
+  (``.dead-<random>``). Graves are the next holder's: it gets them with the lease
+  (``Lease.graves``), finishes what their dead holders marked there (the volume layer,
+  through ``cluster_locks``), and only then deletes them with whatever temp files they
+  hold. Not the taker that buried one: it may not become the holder, and the work must be
+  done under the lease.
+- **Marks**: a holder may leave marks in its staging folder (``cluster_locks``: a create
+  under way, a record moved aside by a remove) for the work a crash would leave half
+  done. A holder whose clean-up failed *abandons* its lease: the release leaves its
+  staging folder, marks and all, for the next holder to find in a grave.
 - **Fencing**: every metadata write of a holder is staged in its staging folder and renamed
   from there into place. Once a lease is taken over, that folder no longer exists under its
   name, so the late rename fails (``LeaseLost``): the datastore itself refuses a write from a
@@ -39,6 +47,7 @@ from .lease_store import LeaseStore
 
 log = logging.getLogger("dockvols.leases")
 TRUST = 0.75  # of lease_seconds after the last renewal: the holder's own safety margin
+GRAVE = ".dead-"  # a dead holder's entry, renamed away
 
 
 @dataclass
@@ -59,6 +68,10 @@ class Lease:
     # issue 15): read before anything else is written under the lease, and before the
     # lease is reused or let go (settle).
     pending: list[Callable[[], None]] = field(default_factory=list)
+    # Entries of dead holders in the lease folder (``.dead-*``), found when the lease was
+    # taken: the holder's to finish and delete (LeaseManager.bury).
+    graves: list[str] = field(default_factory=list)
+    abandoned: bool = False  # released without deleting the staging folder (its marks)
 
     def later(self, finish: Callable[[], None]) -> None:
         """Have ``finish`` (which waits for work already sent) run at the next ``settle``."""
@@ -129,8 +142,8 @@ class LeaseManager:
         # after entering, so of two entrants at least one sees the other.
         entered = self.store.enter(datastore, mine)
         while True:
-            others = [e for e in self.store.list_dir(datastore, path)
-                      if not e.startswith(".") and e != tag]
+            names = self.store.list_dir(datastore, path)
+            others = [e for e in names if not e.startswith(".") and e != tag]
             if others:
                 live = [e for e in others if not self._take_if_dead(datastore, path, e)]
                 if not live:
@@ -150,7 +163,8 @@ class LeaseManager:
                 continue
             if entered:
                 lease = Lease(datastore, path, tag, what, self.lease_seconds, self._clock,
-                              renewed_at=self._clock())
+                              renewed_at=self._clock(),
+                              graves=sorted(e for e in names if e.startswith(GRAVE)))
                 self._forget(datastore, path)
                 with self._guard:
                     self._held[id(lease)] = lease
@@ -164,8 +178,18 @@ class LeaseManager:
         lease.settle()  # a deferred move into the staging folder ends before it goes
         with lease.lock:
             lease.lost = True  # nothing may be written through it any more
+            if lease.abandoned:  # its marks stay: it expires, and its taker finishes them
+                log.warning("leaving the lease on %s to expire: what it marked is for its "
+                            "next holder to finish", lease.what)
+                return
             self.store.remove_tree(lease.datastore, lease.staging)
         self.store.remove_empty_dir(lease.datastore, lease.path)
+
+    def bury(self, lease: Lease) -> None:
+        """Delete the graves found with the lease, their work done."""
+        while lease.graves:
+            self.store.remove_tree(lease.datastore, f"{lease.path}/{lease.graves[0]}")
+            lease.graves.pop(0)
 
     def _take_if_dead(self, datastore: str, path: str, entry: str) -> bool:
         """Bury ``entry`` if its holder is dead; True when it is gone (buried or vanished)."""
@@ -183,13 +207,11 @@ class LeaseManager:
                 return False
             if now - seen[1] <= self.lease_seconds:
                 return False
-        grave = f"{path}/.dead-{secrets.token_hex(6)}"
+        grave = f"{path}/{GRAVE}{secrets.token_hex(6)}"
         if self.store.rename(datastore, full, grave):
             log.warning("took over the lease %s on %s from %s (%s)", path, datastore, entry,
                         "its process is gone" if dead else
                         f"not renewed for {self.lease_seconds:g}s")
-            # What a dead holder staged (temp files of its writes) dies with it.
-            self.store.remove_tree(datastore, grave)
         self._seen.pop((datastore, full), None)
         return True
 

@@ -13,7 +13,8 @@ write is fenced by the volume's lease, so a host that lost it cannot overwrite.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TypeVar
@@ -21,8 +22,8 @@ from typing import TypeVar
 from dockvols_common.faults import fault_point
 
 from .access import AccessRules, OpenAccess
-from .backends.base import Backend, DatastoreInfo, DiskLocation, RecordWrite
-from .cluster_locks import LocalVolumeLocks, VolumeLocks
+from .backends.base import Backend, DatastoreInfo, DiskLocation, Fence, RecordWrite
+from .cluster_locks import MARK, LocalVolumeLocks, VolumeLocks
 from .errors import (
     AccessDenied,
     BackendError,
@@ -61,6 +62,7 @@ class VolumeService:
         self._locks: VolumeLocks = locks or LocalVolumeLocks()
         self.gate = OperationGate(observer)
         self._listing = ListingMemo()
+        self._locks.on_takeover(self._finish_taken_over)
 
     # -- naming -----------------------------------------------------------------------
     def datastores(self) -> list[DatastoreInfo]:
@@ -243,11 +245,19 @@ class VolumeService:
     def _make(self, vm: str, loc: DiskLocation, meta: VolumeMeta,
               source: tuple[DiskLocation, VolumeMeta] | None) -> VolumeMeta:
         options = meta.options
+        counted = self.access.counts_use(loc.vmgroup, loc.datastore)
         # The check and the `creating` metadata (which counts as used) go together, so two
-        # creates in one vmgroup cannot both slip under its quota.
-        with self._quota_lock(loc):
+        # creates in one vmgroup cannot both slip under its quota. Where nothing counts the
+        # use (no total quota) and a lease fences the volume, the create marks itself in
+        # the lease's staging folder instead (one MakeDirectory through the vSphere API,
+        # where the record is a PUT, two moves and a read: issue 15): should this service
+        # die before the volume's record is written, the lease's next holder finds the
+        # mark and deletes the disk (_finish_taken_over).
+        with self._quota_lock(loc, counted):
             self._check_space(vm, loc, options.size_mb)
-            self._save(loc, meta, before_disk=True)
+            mark = None if counted else self._locks.mark(_key(loc), "create")
+            if mark is None:
+                self._save(loc, meta, before_disk=True)
         fault_point("create.metadata_written")
         try:
             if not self._still_ours(loc):
@@ -266,23 +276,26 @@ class VolumeService:
                                blank=source is None)
             self._save(loc, meta)
         except DiskExists:
-            self._undo_create(loc, disk_ours=False)
+            self._undo_create(loc, disk_ours=False, mark=mark)
             raise
         except BaseException:
-            self._undo_create(loc, disk_ours=True)
+            self._undo_create(loc, disk_ours=True, mark=mark)
             raise
         return meta
 
-    def _quota_lock(self, loc: DiskLocation) -> AbstractContextManager[None]:
+    def _quota_lock(self, loc: DiskLocation,
+                    counted: bool | None = None) -> AbstractContextManager[None]:
         """The (datastore, vmgroup) lock, where a total quota makes creates and grows
         depend on each other; elsewhere none, since nothing they check is shared (on
         vSphere the lease costs 3 to 5 round trips, issue 15). An admin setting a total
         quota meanwhile races with creates either way: the lock never covered the DB."""
-        if self.access.counts_use(loc.vmgroup, loc.datastore):
+        if counted is None:
+            counted = self.access.counts_use(loc.vmgroup, loc.datastore)
+        if counted:
             return self._locks.hold(f"quota:{loc.datastore}/{loc.vmgroup}")
         return nullcontext()
 
-    def _undo_create(self, loc: DiskLocation, disk_ours: bool) -> None:
+    def _undo_create(self, loc: DiskLocation, disk_ours: bool, mark: str | None) -> None:
         """Take back what this create made, and only that. Under the volume's lease nobody
         else makes this volume's disk, so a disk there after a failure is this create's
         (made, then its answer lost) unless the backend found one there before it began
@@ -292,9 +305,19 @@ class VolumeService:
             log.warning("create of %s@%s failed after its lock was taken over; leaving its "
                         "files to the new holder", loc.name, loc.datastore)
             return
-        if disk_ours:
-            self.backend.delete_disk(loc)
-        self._delete_metadata(loc)
+        if mark is not None and not disk_ours:
+            # the disk found there is not this create's: its mark must not have the
+            # lease's next holder delete it
+            self._locks.unmark(_key(loc), mark)
+            return
+        try:
+            if disk_ours:
+                self.backend.delete_disk(loc)
+            self._delete_metadata(loc)  # a record whose write failed may have landed
+        except BaseException:
+            if mark is not None:  # the mark stays, for the lease's next holder
+                self._locks.abandon(_key(loc))
+            raise
 
     def adopt(self, vm: str, loc: DiskLocation, source: str, options: VolumeOptions,
               origin: str) -> dict:
@@ -306,8 +329,11 @@ class VolumeService:
         (already ``detached``) written last, so a crash in between leaves an unlisted disk in
         dockvols' folder, never ``creating`` metadata whose clean-up would delete the
         user's disk. ``formatted`` stays False: the guest probes before any mkfs."""
+        # A fresh lease, never one kept from an operation before: a create's mark in it
+        # would have the lease's next holder delete the user's disk, moved in below
+        # before its record, should this service die in between.
         with self.gate.operation("admin-import", vm, f"{loc.name}@{loc.datastore}"), \
-                self._locks.hold(_key(loc)):
+                self._locks.hold(_key(loc), fresh=True):
             existing = self._meta(loc)
             if existing is not None:
                 state = "" if existing.visible else f" (it is {existing.status})"
@@ -413,9 +439,45 @@ class VolumeService:
         with self._locks.hold(_key(loc)):
             meta = self._visible(loc)
             self._require_detached(meta, "remove")
-            self._save(loc, meta.evolve(status=REMOVING))
-            fault_point("remove.marked")
-            self._discard(loc)
+            fence = self._locks.fence(_key(loc))
+            if fence is None or self.access.counts_use(loc.vmgroup, loc.datastore):
+                # no lease to mark in, or a total quota that other hosts count `removing`
+                # records in: the record says `removing` until the disk is gone
+                self._save(loc, meta.evolve(status=REMOVING))
+                fault_point("remove.marked")
+                self._discard(loc)
+                return
+            self._remove_parked(loc, meta, fence)
+
+    def _remove_parked(self, loc: DiskLocation, meta: VolumeMeta, fence: Fence) -> None:
+        """The record moved into the lease's staging folder before the disk goes (issue
+        15: 4 round trips with a kept lease, where a `removing` record, the disk and the
+        record's delete took 7): out of sight at once, and a mark the lease's next holder
+        finds and finishes (deletes the disk) should this service die before it is gone.
+        The staging folder goes with the lease's release."""
+        fence.check()
+        parked = f"{MARK}remove-{uuid.uuid4().hex[:12]}.json"
+        self._forget(loc)
+        self.backend.park_metadata(loc, fence, parked)
+        self._wrote(loc, None)
+        fault_point("remove.marked")
+        try:
+            if not self._still_ours(loc):
+                raise LeaseLost(f"the lock on {meta.full_name} expired before its disk was "
+                                "deleted; the lock's next holder deletes it")
+            self.backend.delete_disk(loc)
+        except LeaseLost:
+            raise  # the parked record is the next holder's to finish
+        except BaseException as exc:
+            try:
+                self.backend.unpark_metadata(loc, fence, parked)
+                self._wrote(loc, meta.to_dict())
+            except BaseException as again:
+                log.error("removing %s failed (%s) and putting its record back failed too "
+                          "(%s): the lock's next holder finishes the remove", meta.full_name,
+                          exc, again)
+                self._locks.abandon(_key(loc))
+            raise
 
     def update_options(self, vm: str, loc: DiskLocation, changes: dict) -> VolumeMeta:
         """Change options of an existing volume of any vmgroup (admin); ``changes`` maps
@@ -603,6 +665,30 @@ class VolumeService:
                             "deleted, retrying is safe")
         self.backend.delete_disk(loc)
         self._delete_metadata(loc)
+
+    def _finish_taken_over(self, key: str, marks: Sequence[str]) -> None:
+        """What a dead holder of the volume's lease marked (a create, a remove's parked
+        record), finished by the lease's next holder before its own operation: where the
+        volume has no visible record, its disk is deleted (a create that never answered, or
+        a remove that did not finish); a visible record means the marked work finished or
+        never began, and the volume stays as it is."""
+        datastore, vmgroup, name = key.split("/")
+        loc = DiskLocation(datastore, vmgroup, name)
+        self._forget(loc)
+        data = self.backend.read_metadata(loc)
+        meta = VolumeMeta.from_dict(data) if data is not None else None
+        if meta is not None and meta.visible:
+            log.info("%s: a dead holder of its lock left %s; the volume is whole",
+                     meta.full_name, ", ".join(marks))
+            return
+        log.warning("finishing what a dead holder of the lock on %s@%s left (%s): deleting "
+                    "its disk", name, datastore, ", ".join(marks))
+        if not self._still_ours(loc):
+            raise LeaseLost(f"the lock on {name}@{datastore} expired before a dead holder's "
+                            "work was finished; retrying is safe")
+        self.backend.delete_disk(loc)
+        if meta is not None:
+            self._delete_metadata(loc)
 
     def _finish_interrupted(self, loc: DiskLocation, meta: VolumeMeta) -> None:
         log.warning("cleaning up %s left %s by an interrupted operation",

@@ -91,6 +91,7 @@ class FakeBackend:
         # datastore name -> free bytes
         self.free = dict(datastores or {"ds1": 100 * GB, "ds2": 50 * GB})
         self.metadata: dict[tuple[str, str, str], dict] = {}
+        self.parked: dict[tuple[str, str], dict] = {}  # (staging, name) -> a parked record
         self.disks: dict[tuple[str, str, str], dict] = {}
         self.attached: dict[tuple[str, str, str], tuple[str, dict]] = {}
         self.powered_off: set[str] = set()
@@ -149,6 +150,16 @@ class FakeBackend:
         if fence is not None:
             fence.check()
         self.metadata.pop(_key(loc), None)
+
+    def park_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        self._enter("park_metadata")
+        fence.check()
+        if _key(loc) not in self.metadata:
+            raise BackendError(f"no metadata for {loc.name}")
+        self.parked[(fence.staging, name)] = self.metadata.pop(_key(loc))
+
+    def unpark_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        self.metadata[_key(loc)] = self.parked.pop((fence.staging, name))
 
     # -- disks ------------------------------------------------------------------------
     def _new_disk(self, loc: DiskLocation, size_bytes: int, diskformat: str,

@@ -174,6 +174,15 @@ class Backend(Protocol):
     def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
         """Remove the metadata file, fenced like ``write_metadata``; missing is fine."""
 
+    def park_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        """Move the metadata file into the lease's staging folder as ``name``, durably,
+        before the disk goes (a remove): out of everyone's sight at once, and a mark the
+        lease's next holder finds should this one die before the disk is gone. Raises the
+        fence's lost error once the lease was taken over, BackendError if there is no file."""
+
+    def unpark_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        """Move a parked metadata file back into place (the disk could not be deleted)."""
+
     def create_disk(self, loc: DiskLocation, size_mb: int, diskformat: str,
                     storage_policy: str | None) -> str:
         """Create the VMDK (with the VSAN storage policy of that name, if given); returns the

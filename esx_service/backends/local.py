@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from dockvols_common.atomic import atomic_write_bytes, atomic_write_json
+from dockvols_common.atomic import atomic_write_bytes, atomic_write_json, fsync_dir
 from dockvols_common.faults import fault_point
 from dockvols_common.loop_table import (
     DELETED,
@@ -223,6 +223,26 @@ class LocalBackend:
                 raise fence.lost_error() from exc
             return  # already gone
         _unlink(gone)
+
+    def park_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        path = self._path(loc, loc.metadata_path)
+        staging = self._path(loc, fence.staging)
+        try:
+            os.rename(path, os.path.join(staging, name))
+        except FileNotFoundError as exc:
+            if not os.path.isdir(staging):
+                raise fence.lost_error() from exc
+            raise BackendError(f"cannot remove {loc.name}@{loc.datastore}: its metadata "
+                               f"{path} is gone") from exc
+        # Durable before the disk goes, so a remove that answered never comes back: one
+        # fsync commits the rename (both folders' entries are in one journal transaction
+        # on ext4 and XFS), where the `removing` record it replaces took two.
+        fsync_dir(staging)
+
+    def unpark_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        path = self._path(loc, loc.metadata_path)
+        os.rename(os.path.join(self._path(loc, fence.staging), name), path)
+        fsync_dir(os.path.dirname(path))
 
     # -- disks ------------------------------------------------------------------------
     def _extent_name(self, loc: DiskLocation) -> str:

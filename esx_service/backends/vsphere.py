@@ -157,6 +157,14 @@ class VsphereBackend:
         self.files.delete(self.inventory.datastore(loc.datastore).name, loc.metadata_path,
                           fence)
 
+    def park_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        self.files.park(self.inventory.datastore(loc.datastore).name, loc.metadata_path,
+                        fence, name)
+
+    def unpark_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
+        self.files.unpark(self.inventory.datastore(loc.datastore).name, loc.metadata_path,
+                          fence, name)
+
     @staticmethod
     def _parse(datastore: str, path: str, raw: bytes | None) -> dict | None:
         if raw is None:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from pyVmomi import vim
 
-from dockvols_common.atomic import atomic_write_bytes
+from dockvols_common.atomic import atomic_write_bytes, fsync_dir
 from dockvols_common.instance import temp_name
 
 from ..backends.base import Fence
@@ -76,6 +76,13 @@ class DatastoreFiles(Protocol):
 
     def delete(self, datastore: str, relative: str, fence: Fence | None = None) -> None:
         """Remove the file (fenced like ``write``); missing is fine."""
+
+    def park(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
+        """Move the file into the fence's staging folder as ``name`` and wait for it
+        (Backend.park_metadata)."""
+
+    def unpark(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
+        """Move it back into place."""
 
     def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
         """Relative paths of files matching ``pattern`` in ``folder`` and its subfolders."""
@@ -240,6 +247,24 @@ class HttpDatastoreFiles:
         except vim.fault.VimFault as exc:
             raise translate(exc, what) from exc
 
+    def park(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
+        fence.settle()
+        what = f"moving [{datastore}] {relative} aside"
+        try:
+            self._move(datastore, relative, f"{fence.staging}/{name}", force=False)
+        except vim.fault.FileNotFound as exc:
+            if self.read(datastore, relative) is not None:
+                raise fence.lost_error() from exc  # the staging folder is gone
+            raise BackendError(f"{what}: the file is gone") from exc
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+
+    def unpark(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
+        try:
+            self._move(datastore, f"{fence.staging}/{name}", relative, force=False)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, f"moving [{datastore}] {relative} back") from exc
+
     def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
         browser = self._browser(datastore)
         spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[pattern])
@@ -316,6 +341,29 @@ class LocalDatastoreFiles:
             pass
         except OSError as exc:
             raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
+
+    def park(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
+        path = self._path(datastore, relative)
+        staging = self._path(datastore, fence.staging)
+        try:
+            try:
+                os.rename(path, os.path.join(staging, name))
+            except FileNotFoundError as exc:
+                if not os.path.isdir(staging):
+                    raise fence.lost_error() from exc
+                raise BackendError(f"moving [{datastore}] {relative} aside: the file is "
+                                   "gone") from exc
+            fsync_dir(staging)
+        except OSError as exc:
+            raise BackendError(f"moving [{datastore}] {relative} aside failed: {exc}") from exc
+
+    def unpark(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
+        path = self._path(datastore, relative)
+        try:
+            os.rename(os.path.join(self._path(datastore, fence.staging), name), path)
+            fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            raise BackendError(f"moving [{datastore}] {relative} back failed: {exc}") from exc
 
     def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
         root = self.root(datastore)

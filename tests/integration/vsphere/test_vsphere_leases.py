@@ -58,6 +58,7 @@ def test_a_remote_lease_excludes_expires_is_taken_over_and_fences_late_writes(
     clock.now += 2.1  # a is silent for longer than the lease
     lease_b = b.acquire(ds, path, f"volume {name}", wait=False)
     assert lease_b is not None
+    assert len(lease_b.graves) == 1  # a's entry, renamed away: b's to finish and delete
     b_backend.write_metadata(loc, {"by": "b"}, fence=lease_b)
     lease_a.renewed_at = clock.now  # a wakes up believing it still holds the lease
     with pytest.raises(LeaseLost):
@@ -72,6 +73,7 @@ def test_a_remote_lease_excludes_expires_is_taken_over_and_fences_late_writes(
     assert lease_a.lost
     b_backend.delete_metadata(loc, fence=lease_b)
     assert a_backend.read_metadata(loc) is None
+    b.bury(lease_b)
     b.release(lease_b)
     assert b.store.list_dir(ds, path) == []  # released: no entry left
 

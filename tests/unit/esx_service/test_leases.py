@@ -107,10 +107,16 @@ def test_a_provably_dead_holder_on_this_host_is_taken_over_at_once(root):
     me = Instance("h1")
     tag = Tag(me.host, me.locality, dead.pid, "1", "abc")
     (root / PATH / str(tag)).mkdir(parents=True)
-    (root / PATH / str(tag) / temp_name("db.json")).write_text("{half")
+    half = temp_name("db.json")
+    (root / PATH / str(tag) / half).write_text("{half")
     b = _manager(root)
     lease = b.acquire("ds1", PATH, "volume db@ds1", wait=False)
     assert lease is not None
+    # the dead entry is a grave now, the new holder's to finish and delete
+    [grave] = lease.graves
+    assert sorted(os.listdir(root / PATH)) == [grave, lease.tag]
+    assert os.listdir(root / PATH / grave) == [half]
+    b.bury(lease)
     assert os.listdir(root / PATH) == [lease.tag]  # the dead entry and its temp file: gone
 
 
