@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from dockvols_common.atomic import atomic_write_json
+from dockvols_common.atomic import atomic_write_json, fsync_dir
 from dockvols_common.locks import NamedLocks
 from dockvols_common.loop_table import DELETED, backing_file_path, bound_file
 from esx_service.backends.local import LocalBackend
@@ -61,15 +61,20 @@ COUNTS = {
     "datastore lease, taken and released (multi-host exclusion)": (2, 2, 1, 0),
     "datastore lease kept from the call before, reused": (0, 0, 1, 2),
     # before: `creating`, the descriptor and `detached` at create, `attached`, `detached`,
-    # `removing`; now: `detached` at create and `removing` only
-    "crash-safe file write (2 fsyncs)": (4, 2, 1, 1),
+    # `removing`; now: `detached` at create only
+    "crash-safe file write (2 fsyncs)": (4, 2, 1, 0),
     # now: the local backend's attachment records (recovery rebuilds them from the loop
     # table; a thin extent with no block is blank by itself)
     "file write, the file fsynced, its folder not": (0, 0, 1, 1),
-    # now: `creating` (its name journaled before the extent's) and the descriptor, made
-    # durable by the `detached` record's fsyncs; a crash may empty either, and each holds
-    # nothing kept nowhere else (an empty one reads as what it was)
-    "file write, no fsync (renamed into place)": (0, 0, 2, 0),
+    # now: the descriptor, made durable by the `detached` record's fsyncs; a crash may
+    # empty it, and it holds nothing kept nowhere else (an empty one reads as the default)
+    "file write, no fsync (renamed into place)": (0, 0, 1, 0),
+    # now: the create's mark in the lease's staging folder, where the `creating` record was
+    # (its name journaled before the extent's, durable with the `detached` record)
+    "a create's mark (a folder in the lease's staging folder)": (0, 0, 1, 0),
+    # now: the remove's record moved into the lease's staging folder before the disk goes,
+    # that folder fsynced, where `removing` was written crash-safe and the record deleted
+    "the record moved into the lease's staging folder (folder fsynced)": (0, 0, 0, 1),
     # the plugin's state file: Mount writes it before asking for the attach and with the
     # mount ID; Unmount once, with the detach (two writes before). Crash-safe before; now
     # rewritten in place while it fits in one page, not renamed over
@@ -188,7 +193,24 @@ def measure(env: BenchEnv) -> dict:
         old["file write, the file fsynced, its folder not"] = same
         new["file write, the file fsynced, its folder not"] = _hops(
             lambda: atomic_write_json(metadata, META, sync_dir=False), 50)
-        fresh = iter(range(10**9))  # `creating` and the descriptor are new files
+        staging = os.path.join(root, "staging")
+        os.mkdir(staging)
+        marks = iter(range(10**9))
+        new["a create's mark (a folder in the lease's staging folder)"] = _hops(
+            lambda: os.mkdir(os.path.join(staging, f".mark-create-{next(marks)}")), 50)
+        records = []
+        for n in range(70):  # 20 warm-ups and 50 timed parks
+            records.append(os.path.join(root, f"park{n}.json"))
+            atomic_write_json(records[-1], META)
+
+        def park() -> None:
+            record = records.pop()
+            os.rename(record, os.path.join(staging, os.path.basename(record)))
+            fsync_dir(staging)
+
+        new["the record moved into the lease's staging folder (folder fsynced)"] = _hops(
+            park, 50)
+        fresh = iter(range(10**9))  # the descriptor is a new file
         new["file write, no fsync (renamed into place)"] = _hops(
             lambda: atomic_write_json(f"{metadata}.{next(fresh)}", META, durable=False), 50)
         # the plugin's state file: crash-safe before issue 15, rewritten in place now

@@ -307,20 +307,24 @@ NOTES = """
   (issue 11: directories made, listed and removed, no fsync; since issue 15 a lease is kept
   0.25 s after its call, so in back-to-back cycles the Create takes one and Mount,
   Unmount and Remove reuse it, its release left to the lease keeper's thread; a Mount or
-  Unmount long after the call before takes one again), and six file replacements
-  in esx_service: two crash-safe (write, fsync, rename, fsync the directory: `detached` at
-  create, `removing`), two whose directory is not fsynced (the local backend's
-  `attached` and `detached` attachment records, which recovery rebuilds from the loop
-  table, since a loop device does not outlive the host crash that could lose them), and
-  two with no fsync at all, `creating` and the descriptor: their names ext4 and XFS
-  journal before the `detached` write's, whose fsyncs make them durable before the create
-  answers, and a crash can only empty them (a new file's size is committed with its
-  data), which loses nothing kept nowhere else: an emptied `creating` record reads as an
-  interrupted create (recovery deletes the volume's files, which its location names), an
-  emptied descriptor as the default extent (its size is the extent's, its format and
-  UUID are in the volume's record, and a grow writes it again whole). A thin extent is
-  not fsynced (no data: its inode goes with the `detached` record's fsync): 6 fsyncs per
-  life cycle, where there were 8 at the stop before, then 10, 13, and 17 before issue 15.
+  Unmount long after the call before takes one again), and in esx_service: one
+  crash-safe record (write, fsync, rename, fsync the directory: `detached` at create),
+  two whose directory is not fsynced (the local backend's `attached` and `detached`
+  attachment records, which recovery rebuilds from the loop table, since a loop device
+  does not outlive the host crash that could lose them), the descriptor with no fsync
+  at all (its name ext4 and XFS journal before the `detached` write's, whose fsyncs make
+  it durable before the create answers; a crash can only empty it, and an emptied
+  descriptor reads as the default extent: its size is the extent's, its format and UUID
+  are in the volume's record, and a grow writes it again whole), the create's mark (a
+  folder in the lease's staging folder, where the `creating` record was: durable with
+  `detached` the same way) and the remove's record moved into that folder, the folder
+  fsynced (where `removing` took a crash-safe write and the record's delete another
+  rename). A thin extent is not fsynced (no data: its inode goes with the `detached`
+  record's fsync): 5 fsyncs per life cycle, where there were 6 and 8 at the stops
+  before, then 10, 13, and 17 before issue 15. Without leases, or where a total quota
+  counts use, the `creating` and `removing` records stay (an emptied `creating` record
+  reads as an interrupted create: recovery deletes the volume's files, which its
+  location names).
   The plugin's state
   file is written without fsync (it must outlive a plugin restart, which the page cache
   does, and a host crash takes every mount with it, after which recovery recounts from
@@ -359,10 +363,10 @@ NOTES = """
   mount table (0.25 ms, in every Mount and Unmount); a blank disk is formatted without
   the superblock probe (1.2 ms); the `creating` record and a thin extent leave their
   durability to the create's last write (0.5 ms). What stays: mkfs, a process on both
-  sides; the hops; the two crash-safe records (`detached` at create, `removing`),
-  which order the disk against what the volume layer says about it; a lease taken per
-  Create. Not taken: skipping the plugin's state-file write after the mount (recovery
-  recounts from Docker anyway, but Unmount and Path with esx_service down need the
+  sides; the hops; the crash-safe `detached` record at create and the remove's record
+  moved aside, which order the disk against what the volume layer says about it; a
+  lease taken per Create. Not taken: skipping the plugin's state-file write after the
+  mount (recovery recounts from Docker anyway, but Unmount and Path with esx_service down need the
   names it keeps), and a compact metadata JSON (28 µs a write).
 - **Raw HTTP hop**: a minimal `http.server` on a unix socket answering `{"Err":""}` to
   the same client code over a kept-alive connection. A Get is two hops (dockerd ->
@@ -419,27 +423,32 @@ NOTES = """
   metadata write: a PUT of a temporary file, then its rename (MoveDatastoreFile_Task) and
   one read of the rename's end, 3 requests where a bare PUT is 1 (a /folder PUT is not
   atomic; vcsim's truncates and copies), and the metadata delete as a task (+1). With the
-  datastore leases (production) 30/19/17/3/20 -> 15/7/7/3/8 -> 15/7/7/3/7 -> 15/6/6/3/7: a
-  lease is taken by entering, then listing (MakeDirectory with parents, one datastore
-  search and its read: 3, not 6); through the vSphere API it is kept 2 s after its
-  operation, still renewed, so the next operation on the volume in this service (Mount
+  datastore leases (production) 30/19/17/3/20 -> 15/7/7/3/8 -> 15/7/7/3/7 -> 15/6/6/3/7 ->
+  12/6/6/3/4: a lease is taken by entering, then listing (MakeDirectory with parents, one
+  datastore search and its read: 3, not 6); through the vSphere API it is kept 2 s after
+  its operation, still renewed, so the next operation on the volume in this service (Mount
   after Create, Remove after Unmount) pays nothing for it and does not read the metadata
   again (the lease remembers what this service last read or wrote under it; nobody else
   writes while it is held), and a keeper thread releases it (2) after the answer; a fenced
   write sends both of its moves (into the lease's staging folder, then into place) before
-  reading both ends in one read (4, not 5); a fenced delete leaves the metadata in the
-  staging folder that the release deletes with it, and its move's end is read only before
-  the lease's next write, reuse or release (1, not 4: the record it moves is `removing`,
-  which nobody lists, and a move the datastore refused, the lease lost, leaves that record
-  to recovery, as a crash would); the quota lease is taken only where the vmgroup has a
-  total quota. With the lease taken by the operation itself ('cold'): 15/10/10/3/11.
-  **Crash safety** rests on what it rested on before: the order of states (`creating`
-  before the disk, `detached` after it, `removing` before the disk is deleted, the
-  metadata last), every metadata write a rename of a complete temporary file, and the
-  lease's fencing (a write or delete is a move out of or into the holder's staging folder,
-  refused once the lease is taken over). A kept lease is a held lease: a service that dies
-  while keeping one is taken over like one that died mid-operation (at once on the same
-  boot and PID namespace, else after lease_seconds).
+  reading both ends in one read (4, not 5); a create marks itself in the lease's staging
+  folder (one MakeDirectory, refused once the lease is lost) instead of a fenced
+  `creating` record (4), and a remove moves the record into that folder and reads the
+  move's end before the disk goes (2), instead of a fenced `removing` record (4) and the
+  record's delete after the disk (1): the folder, marks and all, goes with the release,
+  and what a dead holder left there the lease's next holder finishes under the lease (the
+  volume's disk deleted where no visible record is left) before its own operation, and
+  recovery's sweep for this host's own dead entries. Where a vmgroup has a total quota the
+  records stay (other hosts count them), and the quota lease is taken. With the lease
+  taken by the operation itself ('cold'): 12/10/10/3/8. **Crash safety** rests on the
+  order of what the volume layer records against the disk (a mark or `creating` before the
+  disk, `detached` after it; the record moved aside or `removing` before the disk is
+  deleted), every metadata write a rename of a complete temporary file, and the lease's
+  fencing (a write, delete or mark is a move or MakeDirectory into the holder's staging
+  folder, refused once the lease is taken over). A kept lease is a held lease: a service
+  that dies while keeping one is taken over like one that died mid-operation (at once on
+  the same boot and PID namespace, else after lease_seconds), and a mark beside a visible
+  record means nothing.
 
 ## Left
 
@@ -470,19 +479,16 @@ NOTES = """
   is it the garbage collector: `gc.freeze()` with a generation-0 threshold of 50,000
   gave 8.84 life cycles/s at 16 clients (2 ms per request) against 8.82 with Python's
   defaults, medians of 8 alternating 4 s rounds in one process (not kept).
-- vSphere round trips: a create could mark itself in its lease's staging folder (one
-  MakeDirectory) instead of a fenced `creating` record (12, not 15), and a remove could
-  move its record into the staging folder before the disk goes instead of writing
-  `removing` (5, not 7). Both leave a crash's work in a dead holder's entry, so the taker
-  must finish it, and only under the lease: a contender that buried the entry is not yet
-  the holder, and another may make the volume anew meanwhile, so graves would be worked
-  off after the take, and the startup sweep would take over this host's dead entries
-  (a hashed stem does not name its volume: such a grave waits for the name's next
-  operation). A remove followed by a create or an import of the same name under the same
-  kept lease must not meet the stale mark (an import moves the user's disk in before any
-  record: it would take a fresh lease). Where a vmgroup has a total quota, `creating` and
-  `removing` stay (other hosts count them). Not built: it changes what every crash leaves,
-  and needs the soak's kills at each new point.
+- vSphere round trips: a create is 12 with its lease (3 to take it, the existence GET, the
+  mark, the disk and its end, its UUID, the fenced `detached` write); a bare 6 would need
+  a create that takes no lease (two hosts may race for a name) and a record written
+  with one non-atomic PUT. A detach is 6 against 5: the record's rename. A one-request
+  fenced write is not possible on vcsim (its /folder PUT creates missing parents, so a
+  PUT into the staging folder cannot be refused once the lease is lost); a real ESX host
+  is said not to create parents on PUT, where a PUT into the staging folder and one move
+  would do: unverified here, not built. A stem too long to hold its volume's name
+  leaves a dead holder's marks to that name's next operation (the sweep cannot name
+  the volume).
 - pyinstrument/py-spy are installed into .venv by profile_slowest.py on demand; they are
   dev tools, and would belong in a `[project.optional-dependencies] bench` extra rather
   than in `test` if `make bench` should not reach PyPI at run time.

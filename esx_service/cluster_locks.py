@@ -197,7 +197,11 @@ class ClusterLocks:
         marks = sorted({entry for grave in lease.graves
                         for entry in store.list_dir(lease.datastore, f"{lease.path}/{grave}")
                         if entry.startswith(MARK)})
-        if marks and self._finish is not None and len(key.split("/")) == 3:
+        if marks:
+            if self._finish is None or len(key.split("/")) != 3:  # nobody to finish them
+                log.warning("leaving %s in %s on %s: nothing here finishes what they mark",
+                            ", ".join(lease.graves), lease.path, lease.datastore)
+                return
             self._finish(key, marks)
         self.leases.bury(lease)
 

@@ -131,3 +131,65 @@ def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
     backend.write_metadata(loc, meta)
     service.remove(vm, name)
     locks.close()
+
+
+class _Crash(BaseException):
+    """The service dies here: nothing after it runs."""
+
+
+@pytest.mark.parametrize("cut", ["create", "remove"])
+def test_a_remote_holders_cut_create_or_remove_is_finished_by_the_next_holder(
+        two_hosts: tuple[VsphereBackend, VsphereBackend], name: str, cut: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the vSphere file API: a create that died after its disk (its mark in the lease's
+    staging folder, no record) or a remove that died after moving its record aside (the
+    disk still there) is finished by the next holder, once the dead one's lease expired:
+    the grave listed, the disk deleted, the grave deleted, under the lease."""
+    a_backend, b_backend = two_hosts
+    clock = FakeClock()
+    vm = "DC0_H0_VM0"
+    a = VolumeService(a_backend, locks=ClusterLocks(_manager(a_backend.lease_store(), "a",
+                                                             clock)))
+    b = VolumeService(b_backend, locks=ClusterLocks(_manager(b_backend.lease_store(), "b",
+                                                             clock)))
+    ds = a_backend.datastores()[0].name
+    loc = DiskLocation(ds, "_DEFAULT", name)
+    disk = f"{loc.folder}/{loc.stem}.vmdk"
+    if cut == "create":
+        real = VsphereBackend.write_metadata
+
+        def die_at_the_record(self, where, data, **kw):  # type: ignore[no-untyped-def]
+            if data.get("status") == "detached":
+                raise _Crash("after the disk, before its record")
+            return real(self, where, data, **kw)
+        monkeypatch.setattr(VsphereBackend, "write_metadata", die_at_the_record)
+        monkeypatch.setattr(VolumeService, "_undo_create", lambda *args, **kw: None)
+        with pytest.raises(_Crash):
+            a.create(vm, name, {"size": "10mb"})
+    else:
+        a.create(vm, name, {"size": "10mb"})
+
+        def die(point: str) -> None:
+            if point == "remove.marked":
+                raise _Crash(point)
+        monkeypatch.setattr("esx_service.volumes.fault_point", die)
+        with pytest.raises(_Crash):
+            a.remove(vm, name)
+    monkeypatch.undo()
+    assert a_backend.read_file(ds, disk) is not None  # the disk is there, no record
+    assert a_backend.read_metadata(loc) is None
+    # a dies: its kept lease is never renewed nor released again
+    a_locks = a._locks
+    assert isinstance(a_locks, ClusterLocks)
+    a_locks._closed.set()  # its keeper thread goes with it
+    a_locks._kept.clear()
+    b_store = b._locks.leases.store  # type: ignore[attr-defined]
+    lease_path = f"{loc.folder}/.lease-{loc.stem}"
+    b_manager = b._locks.leases  # type: ignore[attr-defined]
+    assert b_manager.acquire(ds, lease_path, "first look", wait=False) is None  # a: live
+    clock.now += 2.1
+    assert b.create(vm, name, {"size": "10mb"})["status"] == "detached"
+    assert not [e for e in b_store.list_dir(ds, lease_path) if e.startswith(".dead-")]
+    b.remove(vm, name)
+    assert a_backend.read_file(ds, disk) is None
+    b._locks.close()  # type: ignore[attr-defined]
