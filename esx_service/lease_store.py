@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from dockvols_common.atomic import fsync_dir
+
 from .errors import BackendError
 
 
@@ -165,6 +167,33 @@ class LocalLeaseStore:
                 os.unlink(self.path(datastore, relative))
             except FileNotFoundError:
                 pass
+
+
+def park_file(path: str, staging: str, name: str, what: str,
+              lost: Callable[[], BaseException]) -> None:
+    """Move ``path`` into a lease's staging folder as ``name``, durably (a remove's record,
+    before its disk goes): one fsync commits the rename, since ext4 and XFS journal both
+    folders' entries in one transaction. Raises ``lost()`` when the staging folder is gone
+    (the lease was taken over), BackendError naming ``what`` for anything else."""
+    try:
+        try:
+            os.rename(path, os.path.join(staging, name))
+        except FileNotFoundError as exc:
+            if not os.path.isdir(staging):
+                raise lost() from exc
+            raise BackendError(f"moving {what} aside: {path} is gone") from exc
+        fsync_dir(staging)
+    except OSError as exc:
+        raise BackendError(f"moving {what} aside failed: {exc}") from exc
+
+
+def unpark_file(path: str, staging: str, name: str, what: str) -> None:
+    """Move a parked file back into place, durably."""
+    try:
+        os.rename(os.path.join(staging, name), path)
+        fsync_dir(os.path.dirname(path))
+    except OSError as exc:
+        raise BackendError(f"moving {what} back failed: {exc}") from exc
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from dockvols_common.atomic import atomic_write_bytes, atomic_write_json, fsync_dir
+from dockvols_common.atomic import atomic_write_bytes, atomic_write_json
 from dockvols_common.faults import fault_point
 from dockvols_common.loop_table import (
     DELETED,
@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..file_cache import ParsedFiles
 from ..file_names import name_of_stem
+from ..lease_store import park_file, unpark_file
 from ..loopdev import KernelLoopDevices, LoopDevices, LosetupLoopDevices
 from ..metadata import CREATING
 from ..options import MB
@@ -225,24 +226,14 @@ class LocalBackend:
         _unlink(gone)
 
     def park_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
-        path = self._path(loc, loc.metadata_path)
-        staging = self._path(loc, fence.staging)
-        try:
-            os.rename(path, os.path.join(staging, name))
-        except FileNotFoundError as exc:
-            if not os.path.isdir(staging):
-                raise fence.lost_error() from exc
-            raise BackendError(f"cannot remove {loc.name}@{loc.datastore}: its metadata "
-                               f"{path} is gone") from exc
         # Durable before the disk goes, so a remove that answered never comes back: one
-        # fsync commits the rename (both folders' entries are in one journal transaction
-        # on ext4 and XFS), where the `removing` record it replaces took two.
-        fsync_dir(staging)
+        # fsync, where the `removing` record it replaces took two.
+        park_file(self._path(loc, loc.metadata_path), self._path(loc, fence.staging), name,
+                  f"the metadata of {loc.name}@{loc.datastore}", fence.lost_error)
 
     def unpark_metadata(self, loc: DiskLocation, fence: Fence, name: str) -> None:
-        path = self._path(loc, loc.metadata_path)
-        os.rename(os.path.join(self._path(loc, fence.staging), name), path)
-        fsync_dir(os.path.dirname(path))
+        unpark_file(self._path(loc, loc.metadata_path), self._path(loc, fence.staging), name,
+                    f"the metadata of {loc.name}@{loc.datastore}")
 
     # -- disks ------------------------------------------------------------------------
     def _extent_name(self, loc: DiskLocation) -> str:

@@ -401,6 +401,18 @@ class VsphereBackend:
 
     def attach_disk(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
                     disk_uuid: str | None = None) -> dict:
+        return self._attach(loc, vm, read_only, attach_as, disk_uuid, None)
+
+    def attach_recorded(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                        disk_uuid: str | None, record: RecordWrite) -> dict:
+        """The record sent beside the reconfigure (Backend.attach_recorded): it says where
+        the disk will be (the free slot chosen, its controller's PCI slot, the UUID recorded
+        at create); should the host put it elsewhere, it is written again. 6 round trips
+        with a kept lease, not 7 (issue 15)."""
+        return self._attach(loc, vm, read_only, attach_as, disk_uuid, record)
+
+    def _attach(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
+                disk_uuid: str | None, record: RecordWrite | None) -> dict:
         ds = self.inventory.datastore(loc.datastore)
         path = ds_path(ds.name, loc.descriptor_path)
         target = self._require_vm(vm)
@@ -409,84 +421,48 @@ class VsphereBackend:
             using = self.inventory.devices_of_vms_on(ds, also=target.ref)
             _, current = using.pop(target.ref._moId, (target.name, []))
             disk = devices.find_disk(current, path)
-            if disk is None:
-                holders = devices.holders(dict(using.values()), path)
-                if holders:
-                    raise VolumeInUse(f"disk {path} is attached to VM {holders[0]}")
-                slot = devices.find_free_slot(current, vm=f"VM {target.name}")
-                current = self._reconfigure_and_read(
-                    target, devices.add_disk_specs(path, slot, attach_as, read_only),
-                    f"attaching {path} to VM {target.name}")
-                disk = devices.find_disk(current, path)
-                if disk is None:  # a read that raced the task's end: look once more
-                    current = self._devices(target)
-                    disk = devices.find_disk(current, path)
-                if disk is None:
-                    raise BackendError(f"attaching {path} to VM {target.name}: the reconfigure "
-                                       "succeeded but the VM shows no such disk")
-        return self._answer(current, disk, disk_uuid, path)
-
-    def attach_recorded(self, loc: DiskLocation, vm: str, read_only: bool, attach_as: str,
-                        disk_uuid: str | None, record: RecordWrite) -> dict:
-        """attach_disk with its record sent beside the reconfigure (RecordingBackend): the
-        record says where the disk will be (the free slot chosen, its controller's PCI slot,
-        the UUID recorded at create); should the host put it elsewhere, the record is
-        written again. 6 round trips with a kept lease, not 7 (issue 15)."""
-        ds = self.inventory.datastore(loc.datastore)
-        path = ds_path(ds.name, loc.descriptor_path)
-        target = self._require_vm(vm)
-        with self._vm_locks.hold(target.ref._moId):
-            using = self.inventory.devices_of_vms_on(ds, also=target.ref)
-            _, current = using.pop(target.ref._moId, (target.name, []))
-            disk = devices.find_disk(current, path)
-            if disk is None:
-                holders = devices.holders(dict(using.values()), path)
-                if holders:
-                    raise VolumeInUse(f"disk {path} is attached to VM {holders[0]}")
-                slot = devices.find_free_slot(current, vm=f"VM {target.name}")
-                foreseen = devices.foreseen_answer(current, slot, disk_uuid)
-                what = f"attaching {path} to VM {target.name}"
-                current, failed = self._reconfigure_recorded(
-                    target, devices.add_disk_specs(path, slot, attach_as, read_only), what,
-                    loc, record, record.make(foreseen))
-                disk = devices.find_disk(current, path)
-                if disk is None:  # a read that raced the task's end: look once more
-                    current = self._devices(target)
-                    disk = devices.find_disk(current, path)
-                if disk is None:
-                    self._write_back(loc, record, what)
-                    raise BackendError(f"{what}: the reconfigure succeeded but the VM shows "
-                                       "no such disk")
-                if failed is not None:  # the record did not land: the attach is taken back
-                    self._reconfigure(target, [devices.remove_disk_spec(disk)],
-                                      f"detaching {path} from VM {target.name}")
-                    raise failed
+            if disk is not None:  # attached here already
                 answer = self._answer(current, disk, disk_uuid, path)
-                if answer != foreseen:
+                if record is not None:
                     self._write_record(loc, record.make(answer), record.fence)
                 return answer
-        answer = self._answer(current, disk, disk_uuid, path)  # attached here already
-        self._write_record(loc, record.make(answer), record.fence)
-        return answer
+            holders = devices.holders(dict(using.values()), path)
+            if holders:
+                raise VolumeInUse(f"disk {path} is attached to VM {holders[0]}")
+            slot = devices.find_free_slot(current, vm=f"VM {target.name}")
+            specs = devices.add_disk_specs(path, slot, attach_as, read_only)
+            what = f"attaching {path} to VM {target.name}"
+            foreseen = devices.foreseen_answer(current, slot, disk_uuid)
+            failed: DockvolsError | None = None
+            if record is None:
+                current = self._reconfigure_and_read(target, specs, what)
+            else:
+                current, failed = self._reconfigure_recorded(target, specs, what, loc, record,
+                                                             record.make(foreseen))
+            disk = devices.find_disk(current, path)
+            if disk is None:  # a read that raced the task's end: look once more
+                current = self._devices(target)
+                disk = devices.find_disk(current, path)
+            if disk is None:
+                if record is not None:
+                    self._write_back(loc, record, what)
+                raise BackendError(f"{what}: the reconfigure succeeded but the VM shows no "
+                                   "such disk")
+            if failed is not None:  # the record did not land: the attach is taken back
+                self._reconfigure(target, [devices.remove_disk_spec(disk)],
+                                  f"detaching {path} from VM {target.name}")
+                raise failed
+            answer = self._answer(current, disk, disk_uuid, path)
+            if record is not None and answer != foreseen:
+                self._write_record(loc, record.make(answer), record.fence)
+            return answer
 
     def detach_recorded(self, loc: DiskLocation, vm: str, attach_info: dict | None,
                         record: RecordWrite) -> None:
-        """detach_disk with its record sent beside the reconfigure (RecordingBackend):
-        6 round trips with a kept lease, not 7 (issue 15)."""
-        path = ds_path(self.inventory.datastore(loc.datastore).name, loc.descriptor_path)
-        target = self.inventory.vm(vm) if vm else None
-        if target is not None:
-            with self._vm_locks.hold(target.ref._moId):
-                disk = devices.find_disk(self._devices(target), path)
-                if disk is not None:
-                    _, failed = self._reconfigure_recorded(
-                        target, [devices.remove_disk_spec(disk)],
-                        f"detaching {path} from VM {target.name}", loc, record,
-                        record.make(None), read_devices=False)
-                    if failed is not None:
-                        raise failed  # detached; the record still says attached
-                    return
-        self._write_record(loc, record.make(None), record.fence)  # not attached there
+        """The record sent beside the reconfigure (Backend.detach_recorded): 6 round trips
+        with a kept lease, not 7 (issue 15)."""
+        if not self._detach(loc, vm, record):
+            self._write_record(loc, record.make(None), record.fence)  # not attached there
 
     def _reconfigure_recorded(self, vm: VmRef, changes: list[Any], what: str,
                               loc: DiskLocation, record: RecordWrite, data: dict,
@@ -558,6 +534,12 @@ class VsphereBackend:
         return list(props.get("config.hardware.device") or [])
 
     def detach_disk(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> None:
+        self._detach(loc, vm, None)
+
+    def _detach(self, loc: DiskLocation, vm: str, record: RecordWrite | None) -> bool:
+        """Detach from ``vm`` (recovery, with none: from whoever holds the disk), with the
+        record sent beside the reconfigure where given; whether a disk was detached (and so
+        the record written)."""
         ds = self.inventory.datastore(loc.datastore)
         path = ds_path(ds.name, loc.descriptor_path)
         if vm:
@@ -567,13 +549,24 @@ class VsphereBackend:
             targets = [t for t in (self.inventory.vm(name) for name, devs in
                                    self.inventory.devices_of_vms_on(ds).values()
                                    if devices.find_disk(devs, path)) if t]
+        detached = False
         for target in targets:
             with self._vm_locks.hold(target.ref._moId):
                 disk = devices.find_disk(self._devices(target), path)
                 if disk is None:
                     continue  # not attached: detach is idempotent
-                self._reconfigure(target, [devices.remove_disk_spec(disk)],
-                                  f"detaching {path} from VM {target.name}")
+                what = f"detaching {path} from VM {target.name}"
+                if record is None:
+                    self._reconfigure(target, [devices.remove_disk_spec(disk)], what)
+                else:
+                    _, failed = self._reconfigure_recorded(
+                        target, [devices.remove_disk_spec(disk)], what, loc, record,
+                        record.make(None), read_devices=False)
+                    if failed is not None:
+                        raise failed  # detached; the record still says attached
+                    record = None  # written
+                detached = True
+        return detached
 
     def is_attached(self, loc: DiskLocation, vm: str, attach_info: dict | None) -> bool:
         ds = self.inventory.datastore(loc.datastore)

@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 from pyVmomi import vim
 
-from dockvols_common.atomic import atomic_write_bytes, fsync_dir
+from dockvols_common.atomic import atomic_write_bytes
 from dockvols_common.instance import temp_name
 
 from ..backends.base import Fence
 from ..errors import BackendError
+from ..lease_store import park_file, unpark_file
 from .faults import translate
 from .paths import ds_path, split_ds_path
 from .session import VsphereSession
@@ -343,27 +344,12 @@ class LocalDatastoreFiles:
             raise BackendError(f"deleting [{datastore}] {relative} failed: {exc}") from exc
 
     def park(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
-        path = self._path(datastore, relative)
-        staging = self._path(datastore, fence.staging)
-        try:
-            try:
-                os.rename(path, os.path.join(staging, name))
-            except FileNotFoundError as exc:
-                if not os.path.isdir(staging):
-                    raise fence.lost_error() from exc
-                raise BackendError(f"moving [{datastore}] {relative} aside: the file is "
-                                   "gone") from exc
-            fsync_dir(staging)
-        except OSError as exc:
-            raise BackendError(f"moving [{datastore}] {relative} aside failed: {exc}") from exc
+        park_file(self._path(datastore, relative), self._path(datastore, fence.staging), name,
+                  f"[{datastore}] {relative}", fence.lost_error)
 
     def unpark(self, datastore: str, relative: str, fence: Fence, name: str) -> None:
-        path = self._path(datastore, relative)
-        try:
-            os.rename(os.path.join(self._path(datastore, fence.staging), name), path)
-            fsync_dir(os.path.dirname(path))
-        except OSError as exc:
-            raise BackendError(f"moving [{datastore}] {relative} back failed: {exc}") from exc
+        unpark_file(self._path(datastore, relative), self._path(datastore, fence.staging),
+                    name, f"[{datastore}] {relative}")
 
     def find(self, datastore: str, folder: str, pattern: str) -> list[str]:
         root = self.root(datastore)

@@ -82,6 +82,17 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     monkeypatch.setattr(volumes, "fault_point", fault)
 
 
+def _cut_remove(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A volume whose remove died once its record was moved aside, the disk still there."""
+    dying = _service(root)
+    dying.create("vm1", "db", {"size": "8mb"})
+    _crash_at(monkeypatch, "remove.marked")
+    with pytest.raises(Crash):
+        dying.remove("vm1", "db")
+    _die(dying, root)
+    monkeypatch.undo()
+
+
 def test_a_create_marks_itself_instead_of_writing_a_creating_record(root, monkeypatch):
     service = _service(root)
     _crash_at(monkeypatch, "create.metadata_written")
@@ -146,8 +157,14 @@ def test_a_mark_beside_a_visible_record_leaves_the_volume_whole(root, monkeypatc
     dying = _service(root)
     dying.create("vm1", "db", {"size": "8mb"})
     _die(dying, root)
+    _the_next_holder_finds_the_volume_whole(root)
+
+
+def _the_next_holder_finds_the_volume_whole(root: Path) -> None:
     other = _service(root)
-    assert other.get("vm1", "db")["status"] == "detached"
+    other.attach("vm1", "db")  # takes the lease: the dead holder's grave is worked off
+    assert not any(e.startswith(".dead-") for e in _lease_entries(root))
+    assert other.detach("vm1", "db")["status"] == "detached"
     assert _files(root) == ["db-flat.vmdk", "db.json", "db.vmdk"]
 
 
@@ -164,13 +181,7 @@ def test_a_remove_moves_the_record_aside_before_the_disk_goes(root, monkeypatch)
 
 def test_a_remove_that_died_before_the_disk_went_is_finished_by_the_next_holder(
         root, monkeypatch):
-    dying = _service(root)
-    dying.create("vm1", "db", {"size": "8mb"})
-    _crash_at(monkeypatch, "remove.marked")
-    with pytest.raises(Crash):
-        dying.remove("vm1", "db")
-    _die(dying, root)
-    monkeypatch.undo()
+    _cut_remove(root, monkeypatch)
     other = _service(root)
     assert other.list("vm1") == []
     assert other.create("vm1", "db", {"size": "8mb"})["status"] == "detached"
@@ -184,9 +195,7 @@ def test_a_stale_remove_mark_never_touches_the_volume_made_again_after_it(root):
     service.remove("vm1", "db")
     service.create("vm1", "db", {"size": "8mb"})  # same kept lease: its marks stay in it
     _die(service, root)
-    other = _service(root)
-    assert other.get("vm1", "db")["status"] == "detached"
-    assert _files(root) == ["db-flat.vmdk", "db.json", "db.vmdk"]
+    _the_next_holder_finds_the_volume_whole(root)
 
 
 def test_a_remove_whose_disk_cannot_go_puts_the_record_back(root, monkeypatch):
@@ -204,13 +213,7 @@ def test_a_remove_whose_disk_cannot_go_puts_the_record_back(root, monkeypatch):
 
 def test_finishing_a_dead_holders_work_that_fails_keeps_its_grave_for_the_next(
         root, monkeypatch):
-    dying = _service(root)
-    _crash_at(monkeypatch, "remove.marked")
-    dying.create("vm1", "db", {"size": "8mb"})
-    with pytest.raises(Crash):
-        dying.remove("vm1", "db")
-    _die(dying, root)
-    monkeypatch.undo()
+    _cut_remove(root, monkeypatch)
 
     def refuse(self, loc):
         raise BackendError("the disk is busy")
