@@ -461,7 +461,10 @@ NOTES = """
   (measured side by side, not kept): the unlink meets the next fsync in the journal.
 - Get against the raw hop: with both halves on the lean server the rest is mostly the
   second hop's thread wake-ups and the service's own work; on a loaded 2-core machine the
-  ratio moves with the wait for a core at each of the four wake-ups.
+  ratio moves with the wait for a core at each of the four wake-ups. On a machine whose raw
+  hop is fast (0.13 ms, against 0.43-0.49 ms at the stops before) the fixed costs weigh
+  more: `bench/control_path.py` alternating this code and the stop before's, whose Get is
+  the same, gave 5.10/3.15x and 3.58/4.58x, either side of the 4x target.
 - vSphere is CPU-bound in one process: pyVmomi parses SOAP in pure Python, and an attach
   reads the devices of every VM on the datastore (to refuse a disk another VM holds): 16
   VMs' 208 devices, 30 ms of CPU of an attach+detach pair's 50-70. At 16 clients the
