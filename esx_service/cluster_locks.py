@@ -75,9 +75,10 @@ class VolumeLocks(Protocol):
         """Let the lease held for ``key`` expire at release, marks and all, for its next
         holder to finish what this one could not clean up."""
 
-    def on_takeover(self, finish: Callable[[str, list[str]], None]) -> None:
+    def on_takeover(self, finish: Callable[[str, dict[str, float]], None]) -> None:
         """Call ``finish(key, marks)`` with the marks of the dead holders whose entries the
-        lease for ``key`` took over, under that lease, before the operation holding it."""
+        lease for ``key`` took over (each with when it was made, by the datastore's clock),
+        under that lease, before the operation holding it."""
 
     def sweep(self, datastore: str) -> int:
         """Remove temp files and lease leftovers whose writers are provably dead; how many."""
@@ -130,7 +131,7 @@ class LocalVolumeLocks:
     def abandon(self, key: str) -> None:
         return None
 
-    def on_takeover(self, finish: Callable[[str, list[str]], None]) -> None:
+    def on_takeover(self, finish: Callable[[str, dict[str, float]], None]) -> None:
         return None
 
     def sweep(self, datastore: str) -> int:
@@ -153,7 +154,7 @@ class ClusterLocks:
         self._kept_guard = threading.Lock()
         self._closed = threading.Event()
         self._reaper: threading.Thread | None = None
-        self._finish: Callable[[str, list[str]], None] | None = None
+        self._finish: Callable[[str, dict[str, float]], None] | None = None
         self._marks = itertools.count(1)
 
     @contextmanager
@@ -194,9 +195,12 @@ class ClusterLocks:
         Should finishing fail, the graves stay for the next holder (and the operation fails
         with the reason)."""
         store = self.leases.store
-        marks = sorted({entry for grave in lease.graves
-                        for entry in store.list_dir(lease.datastore, f"{lease.path}/{grave}")
-                        if entry.startswith(MARK)})
+        marks: dict[str, float] = {}
+        for grave in lease.graves:
+            listed = store.list_times(lease.datastore, f"{lease.path}/{grave}")
+            for entry, made in listed.items():
+                if entry.startswith(MARK):
+                    marks[entry] = min(made, marks.get(entry, made))
         if marks:
             if self._finish is None or len(key.split("/")) != 3:  # nobody to finish them
                 log.warning("leaving %s in %s on %s: nothing here finishes what they mark",
@@ -224,7 +228,7 @@ class ClusterLocks:
         if lease is not None:
             lease.abandoned = True
 
-    def on_takeover(self, finish: Callable[[str, list[str]], None]) -> None:
+    def on_takeover(self, finish: Callable[[str, dict[str, float]], None]) -> None:
         self._finish = finish
 
     @contextmanager

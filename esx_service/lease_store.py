@@ -39,6 +39,11 @@ class LeaseStore(Protocol):
     def list_dir(self, datastore: str, relative: str) -> list[str]:
         """Names in the folder, hidden ones included; [] when it does not exist."""
 
+    def list_times(self, datastore: str, relative: str) -> dict[str, float]:
+        """Names in the folder with when each was last changed, in seconds since the epoch
+        by the datastore's clock (comparable with Backend.file_times); {} when it does not
+        exist."""
+
     def stamp(self, datastore: str, relative: str) -> str | None:
         """A value that changes on every ``touch`` of the entry; None when it is gone."""
 
@@ -107,6 +112,20 @@ class LocalLeaseStore:
                 return os.listdir(self.path(datastore, relative))
             except (FileNotFoundError, NotADirectoryError):
                 return []
+
+    def list_times(self, datastore: str, relative: str) -> dict[str, float]:
+        times: dict[str, float] = {}
+        with _failing("listing", datastore, relative):
+            try:
+                entries = list(os.scandir(self.path(datastore, relative)))
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+            for entry in entries:
+                try:
+                    times[entry.name] = entry.stat(follow_symlinks=False).st_mtime_ns / 1e9
+                except FileNotFoundError:
+                    continue  # gone since the listing
+        return times
 
     def stamp(self, datastore: str, relative: str) -> str | None:
         with _failing("reading", datastore, relative):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TypeVar
@@ -46,6 +46,7 @@ from .names import VolumeRef, check_mountable, match_datastore, parse_volume_nam
 from .op_gate import OperationGate, OpObserver
 from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
 
+CREATE_MARK = f"{MARK}create-"  # a create's mark (VolumeLocks.mark(key, "create"))
 log = logging.getLogger("dockvols.volumes")
 METADATA = "metadata"  # its key in a lease's memo
 T = TypeVar("T")
@@ -659,19 +660,21 @@ class VolumeService:
                 return self.view(after)
 
     # -- recovery ---------------------------------------------------------------------
-    def _discard(self, loc: DiskLocation) -> None:
+    def _discard(self, loc: DiskLocation, disk: bool = True) -> None:
         if not self._still_ours(loc):
             raise LeaseLost(f"the lock on {loc.name}@{loc.datastore} expired; nothing was "
                             "deleted, retrying is safe")
-        self.backend.delete_disk(loc)
+        if disk:
+            self.backend.delete_disk(loc)
         self._delete_metadata(loc)
 
-    def _finish_taken_over(self, key: str, marks: Sequence[str]) -> None:
+    def _finish_taken_over(self, key: str, marks: dict[str, float]) -> None:
         """What a dead holder of the volume's lease marked (a create, a remove's parked
         record), finished by the lease's next holder before its own operation: where the
         volume has no visible record, its disk is deleted (a create that never answered, or
         a remove that did not finish); a visible record means the marked work finished or
-        never began, and the volume stays as it is."""
+        never began, and the volume stays as it is. A disk older than every create's mark,
+        with no remove marked, was not made by them and stays (made_before)."""
         datastore, vmgroup, name = key.split("/")
         loc = DiskLocation(datastore, vmgroup, name)
         self._forget(loc)
@@ -679,10 +682,17 @@ class VolumeService:
         meta = VolumeMeta.from_dict(data) if data is not None else None
         if meta is not None and meta.visible:
             log.info("%s: a dead holder of its lock left %s; the volume is whole",
-                     meta.full_name, ", ".join(marks))
+                     meta.full_name, ", ".join(sorted(marks)))
+            return
+        created = [made for mark, made in marks.items() if mark.startswith(CREATE_MARK)]
+        if len(created) == len(marks) and made_before(self.backend.file_times(loc).disk,
+                                                      min(created)):
+            log.warning("%s@%s: a dead holder's create (%s) met a disk that was there before "
+                        "it; the disk is left as it is (import it with dockvols-admin volume "
+                        "import)", name, datastore, ", ".join(sorted(marks)))
             return
         log.warning("finishing what a dead holder of the lock on %s@%s left (%s): deleting "
-                    "its disk", name, datastore, ", ".join(marks))
+                    "its disk", name, datastore, ", ".join(sorted(marks)))
         if not self._still_ours(loc):
             raise LeaseLost(f"the lock on {name}@{datastore} expired before a dead holder's "
                             "work was finished; retrying is safe")
@@ -691,6 +701,13 @@ class VolumeService:
             self._delete_metadata(loc)
 
     def _finish_interrupted(self, loc: DiskLocation, meta: VolumeMeta) -> None:
+        times = self.backend.file_times(loc) if meta.status == CREATING else None
+        if times is not None and made_before(times.disk, times.record):
+            log.warning("cleaning up %s left creating by an interrupted create: its record "
+                        "only, the disk there is older than the create and stays (import it "
+                        "with dockvols-admin volume import)", meta.full_name)
+            self._discard(loc, disk=False)
+            return
         log.warning("cleaning up %s left %s by an interrupted operation",
                     meta.full_name, meta.status)
         self._discard(loc)
@@ -751,6 +768,16 @@ class VolumeService:
         if meta.visible and meta.resize_to is not None:
             self._finish_resize(loc, self._visible(loc))
             report["grown"] += 1
+
+
+def made_before(disk: float | None, when: float | None) -> bool:
+    """Whether a disk last changed at ``disk`` (Backend.file_times, the datastore's clock)
+    was there before ``when``, a create's mark or `creating` record: then the create did
+    not make it. It met it (DiskExists: a vDVS disk not yet imported, an import cut short)
+    and died before it could say so. Such a disk is never deleted; a clock stepped back
+    can only keep a disk that was the create's (for `dockvols-admin volume import` or an
+    admin), never have one deleted that was not."""
+    return disk is not None and when is not None and disk < when
 
 
 def _filesystem_note(meta: VolumeMeta, grown: bool) -> str:

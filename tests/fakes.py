@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections import Counter
 
 from esx_service.api import Api, Text
@@ -27,6 +28,7 @@ from esx_service.backends.base import (
     DatastoreInfo,
     DiskLocation,
     Fence,
+    FileTimes,
     RecordWrite,
     attach_then_record,
     detach_then_record,
@@ -93,6 +95,8 @@ class FakeBackend:
         self.metadata: dict[tuple[str, str, str], dict] = {}
         self.parked: dict[tuple[str, str], dict] = {}  # (staging, name) -> a parked record
         self.disks: dict[tuple[str, str, str], dict] = {}
+        # when each record was last written, by this machine's clock (file_times)
+        self.record_times: dict[tuple[str, str, str], float] = {}
         self.attached: dict[tuple[str, str, str], tuple[str, dict]] = {}
         self.powered_off: set[str] = set()
         self.fail_before: dict[str, BaseException] = {}
@@ -143,6 +147,7 @@ class FakeBackend:
             fence.check()
         # through JSON, as a real metadata file would go
         self.metadata[_key(loc)] = json.loads(json.dumps(data))
+        self.record_times[_key(loc)] = time.time()
         self._leave("write_metadata")
 
     def delete_metadata(self, loc: DiskLocation, fence: Fence | None = None) -> None:
@@ -173,7 +178,8 @@ class FakeBackend:
         disk_uuid = new_disk_uuid()
         self.disks[_key(loc)] = {"size_bytes": size_bytes, "diskformat": diskformat,
                                  "uuid": disk_uuid, "policy": policy,
-                                 "data": dict(data or {}), "number": self._next_disk}
+                                 "data": dict(data or {}), "number": self._next_disk,
+                                 "made_at": time.time()}
         return disk_uuid
 
     def close(self) -> None:
@@ -214,6 +220,12 @@ class FakeBackend:
 
     def disk_blank(self, loc: DiskLocation) -> bool | None:
         return None  # as the vsphere backend: the record says
+
+    def file_times(self, loc: DiskLocation) -> FileTimes:
+        disk = self.disks.get(_key(loc))
+        return FileTimes(disk["made_at"] if disk is not None else None,
+                         self.record_times.get(_key(loc)) if _key(loc) in self.metadata
+                         else None)
 
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         disk = self.disks.get(_key(loc))

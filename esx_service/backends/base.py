@@ -52,6 +52,17 @@ class DiskLocation:
         return f"{self.folder}/{self.stem}.json"
 
 
+@dataclass(frozen=True)
+class FileTimes:
+    """When a volume's disk (its descriptor) and its record were last changed, in seconds
+    since the epoch as the datastore stamps its files; None where there is no such file.
+    Both come from the same datastore's clock, so they compare with each other and with
+    the lease's marks (esx_service.cluster_locks), never with this host's clock."""
+
+    disk: float | None
+    record: float | None
+
+
 class Fence(Protocol):
     """A lease that fences writes (``esx_service.leases.Lease``): a backend stages a fenced
     write in ``staging`` (a folder on the same datastore) and renames it into place from
@@ -200,6 +211,13 @@ class Backend(Protocol):
 
     def delete_disk(self, loc: DiskLocation) -> None:
         """Delete descriptor and extent; missing is fine."""
+
+    def file_times(self, loc: DiskLocation) -> FileTimes:
+        """When the disk and the record were last changed. Whoever undoes a create that
+        died tells by it the create's own disk from one that was there before the create
+        began (a vDVS disk not yet imported, an import cut short), which the create met
+        (DiskExists) and must never delete: a disk older than the create's mark or its
+        `creating` record is not the create's (issue 15)."""
 
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         """Bytes the disk really uses on the datastore (0 if unknown)."""

@@ -51,6 +51,7 @@ from .base import (
     DatastoreInfo,
     DiskLocation,
     Fence,
+    FileTimes,
     RecordWrite,
     StoragePolicyService,
     attach_then_record,
@@ -383,6 +384,10 @@ class LocalBackend:
         except (OSError, ValueError):
             return None  # the attach itself reports what is wrong with the disk
 
+    def file_times(self, loc: DiskLocation) -> FileTimes:
+        return FileTimes(_modified(self._path(loc, loc.descriptor_path)),
+                         _modified(self._path(loc, loc.metadata_path)))
+
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         descriptor = self._path(loc, loc.descriptor_path)
         folder, name = os.path.split(descriptor)
@@ -659,6 +664,13 @@ def _beside(descriptor: str, extent_file: str) -> str:
     """The extent a descriptor names: in the descriptor's own folder, whatever path the
     descriptor gives (a descriptor names its extent relative to itself)."""
     return os.path.join(os.path.dirname(descriptor), os.path.basename(extent_file))
+
+
+def _modified(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns / 1e9
+    except FileNotFoundError:
+        return None
 
 
 def _unlink(path: str) -> None:

@@ -38,7 +38,7 @@ from ..vsphere.lease_store import HttpLeaseStore
 from ..vsphere.paths import ds_path
 from ..vsphere.session import RoundTrips, VsphereSession
 from ..vsphere.storage_policies import StoragePolicies
-from .base import DatastoreInfo, DiskLocation, Fence, RecordWrite
+from .base import DatastoreInfo, DiskLocation, Fence, FileTimes, RecordWrite
 
 log = logging.getLogger("dockvols.vsphere")
 
@@ -336,6 +336,27 @@ class VsphereBackend:
 
     def disk_blank(self, loc: DiskLocation) -> bool | None:
         return None  # a datastore search would tell, at a round trip: the record says
+
+    def file_times(self, loc: DiskLocation) -> FileTimes:
+        ds = self.inventory.datastore(loc.datastore)
+        descriptor = loc.descriptor_path.rpartition("/")[2]
+        record = loc.metadata_path.rpartition("/")[2]
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            matchPattern=[descriptor, record],
+            details=vim.host.DatastoreBrowser.FileInfo.Details(modification=True))
+        what = f"dating the files of {loc.descriptor_path} on {ds.name}"
+        try:
+            result = self.session.wait(self.session.invoke(
+                lambda: ds.browser.SearchDatastore_Task(
+                    datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
+        except vim.fault.FileNotFound:
+            return FileTimes(None, None)
+        except vim.fault.VimFault as exc:
+            raise translate(exc, what) from exc
+        files = (result.file or []) if result else []
+        found = {f.path: f.modification.timestamp() for f in files
+                 if f.modification is not None}
+        return FileTimes(found.get(descriptor), found.get(record))
 
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
         ds = self.inventory.datastore(loc.datastore)

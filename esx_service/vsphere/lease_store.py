@@ -75,6 +75,10 @@ class HttpLeaseStore:
     def list_dir(self, datastore: str, relative: str) -> list[str]:
         return [info.path for info in self._search(datastore, relative)]
 
+    def list_times(self, datastore: str, relative: str) -> dict[str, float]:
+        return {info.path: info.modification.timestamp()
+                for info in self._search(datastore, relative) if info.modification}
+
     def stamp(self, datastore: str, relative: str) -> str | None:
         parent, _, name = relative.rpartition("/")
         for info in self._search(datastore, parent):

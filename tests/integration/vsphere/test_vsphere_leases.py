@@ -6,6 +6,7 @@ sessions) as two hosts."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from dockvols_common.instance import Instance
 from esx_service.backends.base import DiskLocation
 from esx_service.backends.vsphere import VsphereBackend
 from esx_service.cluster_locks import ClusterLocks
-from esx_service.errors import LeaseLost
+from esx_service.errors import DiskExists, LeaseLost
 from esx_service.lease_store import LeaseStore
 from esx_service.leases import LeaseManager
 from esx_service.volumes import VolumeService
@@ -192,4 +193,47 @@ def test_a_remote_holders_cut_create_or_remove_is_finished_by_the_next_holder(
     assert not [e for e in b_store.list_dir(ds, lease_path) if e.startswith(".dead-")]
     b.remove(vm, name)
     assert a_backend.read_file(ds, disk) is None
+    b._locks.close()  # type: ignore[attr-defined]
+
+
+def test_a_remote_holders_create_that_met_a_disk_there_before_leaves_that_disk(
+        two_hosts: tuple[VsphereBackend, VsphereBackend], name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk at the volume's path with no record (a vDVS disk not yet imported): a create
+    meets it (DiskExists) and dies before taking its mark back. The next holder finds the
+    mark, dates the disk and the mark over the datastore browser, and leaves the disk: it
+    was there before the create."""
+    a_backend, b_backend = two_hosts
+    clock = FakeClock()
+    vm = "DC0_H0_VM0"
+    a = VolumeService(a_backend, locks=ClusterLocks(_manager(a_backend.lease_store(), "a",
+                                                             clock)))
+    b = VolumeService(b_backend, locks=ClusterLocks(_manager(b_backend.lease_store(), "b",
+                                                             clock)))
+    ds = a_backend.datastores()[0].name
+    loc = DiskLocation(ds, "_DEFAULT", name)
+    disk = f"{loc.folder}/{loc.stem}.vmdk"
+    a_backend.create_disk(loc, 10, "thin", None)  # the user's disk, no dockvols record
+    time.sleep(1.1)  # made a while before the create: whole seconds apart on any server
+
+    def die(self, key, mark):  # type: ignore[no-untyped-def]
+        raise _Crash("before the mark is taken back")
+    monkeypatch.setattr(ClusterLocks, "unmark", die)
+    with pytest.raises(_Crash):
+        a.create(vm, name, {"size": "10mb"})
+    monkeypatch.undo()
+    a_locks = a._locks
+    assert isinstance(a_locks, ClusterLocks)
+    a_locks._closed.set()
+    a_locks._kept.clear()
+    b_store = b._locks.leases.store  # type: ignore[attr-defined]
+    lease_path = f"{loc.folder}/.lease-{loc.stem}"
+    b_manager = b._locks.leases  # type: ignore[attr-defined]
+    assert b_manager.acquire(ds, lease_path, "first look", wait=False) is None  # a: live
+    clock.now += 2.1
+    with pytest.raises(DiskExists):
+        b.create(vm, name, {"size": "10mb"})
+    assert a_backend.read_file(ds, disk) is not None  # the user's disk is still there
+    assert not [e for e in b_store.list_dir(ds, lease_path) if e.startswith(".dead-")]
+    a_backend.delete_disk(loc)
     b._locks.close()  # type: ignore[attr-defined]

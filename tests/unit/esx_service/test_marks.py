@@ -277,3 +277,38 @@ def test_a_remove_under_a_lease_makes_one_fsync_where_a_removing_record_took_two
     service.remove("vm1", "db")
     # the staging folder, which the record was renamed into: durable before the disk goes
     assert len(synced) == 1 and synced[0].startswith("h1_")
+
+
+def _disk_there_before(root: Path) -> None:
+    """A disk at the volume's path and no record: a vDVS disk not yet imported, or an
+    import cut short. Made a day ago."""
+    folder = root / "dockvols" / "_DEFAULT"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "db-flat.vmdk").write_bytes(b"user data")
+    (folder / "db.vmdk").write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+        'createType="vmfs"\nRW 16384 VMFS "db-flat.vmdk"\n')
+    day_ago = os.stat(folder).st_mtime_ns - 86400 * 10**9
+    for f in ("db-flat.vmdk", "db.vmdk"):
+        os.utime(folder / f, ns=(day_ago, day_ago))
+
+
+def test_a_create_that_met_a_disk_there_before_and_died_leaves_that_disk(
+        root, monkeypatch):
+    _disk_there_before(root)
+    dying = _service(root)
+
+    def die(self, key, mark):
+        raise Crash("before the mark is taken back")
+    monkeypatch.setattr(ClusterLocks, "unmark", die)
+    with pytest.raises(Crash):
+        dying.create("vm1", "db", {"size": "8mb"})
+    _die(dying, root)
+    monkeypatch.undo()
+    other = _service(root)
+    with pytest.raises(DiskExists):  # the grave worked off, the disk left: still there
+        other.create("vm1", "db", {"size": "8mb"})
+    assert (root / "dockvols" / "_DEFAULT" / "db-flat.vmdk").read_bytes() == b"user data"
+    assert not any(e.startswith(".dead-") for e in _lease_entries(root))
+    assert _service(root).recover()["cleaned"] == 0  # and recovery leaves it too
+    assert _files(root) == ["db-flat.vmdk", "db.vmdk"]

@@ -78,10 +78,29 @@ class Harness:
                 f.write(b"\x53\xef" * 512)
 
     def set_status(self, name: str, status: str) -> None:
+        """The record says ``status``; a `creating` one dated before the disk, as a create
+        writes it (a disk older than the record is one the create met, and stays)."""
         loc = self.loc(name)
         data = self.backend.read_metadata(loc)
         data["status"] = status
         self.backend.write_metadata(loc, data)
+        if status == CREATING:
+            self.date_record(name, -1.0)
+
+    def date_record(self, name: str, seconds_after_disk: float) -> None:
+        """Date the record ``seconds_after_disk`` after the disk was made."""
+        loc = self.loc(name)
+        if self.kind == "fake":
+            disk = self.backend.disks.get((loc.datastore, loc.vmgroup, name))
+            if disk is not None:
+                self.backend.record_times[(loc.datastore, loc.vmgroup, name)] = (
+                    disk["made_at"] + seconds_after_disk)
+            return
+        folder = os.path.join(self.backend._paths[loc.datastore], loc.folder)
+        extent = os.path.join(folder, f"{name}-flat.vmdk")
+        if os.path.exists(extent):
+            made = os.stat(extent).st_mtime_ns + int(seconds_after_disk * 1e9)
+            os.utime(os.path.join(folder, f"{name}.json"), ns=(made, made))
 
 
 @pytest.fixture(params=["fake", "local"])
@@ -679,3 +698,15 @@ def test_an_attach_undone_by_a_failed_record_leaves_the_disk_blank(h, monkeypatc
         h.service.attach("vm1", "db")
     monkeypatch.setattr(h.backend, "write_metadata", real)
     assert h.service.attach("vm1", "db")["blank"] is True  # nothing saw the disk meanwhile
+
+
+def test_recovery_of_a_creating_record_keeps_a_disk_older_than_the_record(h):
+    # a create (with a total quota, or without leases: its `creating` record) met a disk
+    # that was there before it (DiskExists) and died before deleting its record: recovery
+    # deletes the record only
+    h.service.create("vm1", "db", {})
+    h.set_status("db", CREATING)
+    h.date_record("db", +5.0)
+    assert h.service.recover()["cleaned"] == 1
+    assert h.backend.read_metadata(h.loc("db")) is None
+    assert h.disk_exists("db")

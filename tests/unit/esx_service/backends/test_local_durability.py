@@ -170,6 +170,10 @@ def test_a_create_cut_before_its_last_folder_fsync_is_undone_whole(
     service.create("vm1", "db", {"size": "8mb"})
     meta = _file(local_backend, ".json")
     meta.write_text(meta.read_text().replace('"detached"', '"creating"'))
+    # ... written before the disk, as the create wrote it (recovery keeps a disk older
+    # than the `creating` record: not the create's)
+    made = (meta.parent / "db-flat.vmdk").stat().st_mtime_ns - 10**9
+    os.utime(meta, ns=(made, made))
     if descriptor_lost:
         _file(local_backend, ".vmdk").unlink()
     report = service.recover()
