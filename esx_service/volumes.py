@@ -774,9 +774,13 @@ def made_before(disk: float | None, when: float | None) -> bool:
     """Whether a disk last changed at ``disk`` (Backend.file_times, the datastore's clock)
     was there before ``when``, a create's mark or `creating` record: then the create did
     not make it. It met it (DiskExists: a vDVS disk not yet imported, an import cut short)
-    and died before it could say so. Such a disk is never deleted; a clock stepped back
-    can only keep a disk that was the create's (for `dockvols-admin volume import` or an
-    admin), never have one deleted that was not."""
+    and died before it could say so. Such a disk is never deleted. The times are the
+    datastore's stamps, so this judges wrongly only where the clocks stamping them moved
+    between the two: a create's own disk stamped by a clock behind the mark's is kept (an
+    orphan: the next create says DiskExists; `dockvols-admin volume import` adopts it), and
+    a foreign disk made less than a clock's lead before the create (a host's clock ahead
+    of the one that made the mark, or a clock stepped back since) counts as the create's.
+    A disk that sat there for longer than any clock is wrong is always kept."""
     return disk is not None and when is not None and disk < when
 
 
