@@ -315,24 +315,30 @@ class VsphereBackend:
 
     def _capacity_kb(self, loc: DiskLocation) -> int | None:
         """The disk's capacity from the datastore browser (a VmDiskQuery), None when the
-        server does not say."""
-        ds = self.inventory.datastore(loc.datastore)
+        server does not say (vcsim 0.24 answers a plain FileInfo)."""
         query = vim.host.DatastoreBrowser.VmDiskQuery(
             details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))
-        spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[f"{loc.name}.vmdk"],
-                                                    query=[query])
-        what = f"sizing disk {loc.descriptor_path} on {ds.name}"
+        for found in self._find_descriptor(loc, query, f"sizing disk {loc.descriptor_path}"):
+            capacity = getattr(found, "capacityKb", None)
+            if capacity:
+                return int(capacity)
+        return None
+
+    def _find_descriptor(self, loc: DiskLocation, query: vim.host.DatastoreBrowser.Query,
+                         what: str) -> list[vim.host.DatastoreBrowser.FileInfo]:
+        """The datastore browser's entry for the volume's descriptor, found under its file
+        stem (a name's encoded form: "my db" is my~20db.vmdk), never the name as typed."""
+        ds = self.inventory.datastore(loc.datastore)
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            matchPattern=[loc.descriptor_path.rpartition("/")[2]], query=[query])
+        what = f"{what} on {ds.name}"
         try:
             result = self.session.wait(self.session.invoke(
                 lambda: ds.browser.SearchDatastore_Task(
                     datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
         except vim.fault.VimFault as exc:
             raise translate(exc, what) from exc
-        for found in (result.file or []) if result else []:
-            capacity = getattr(found, "capacityKb", None)
-            if capacity:
-                return int(capacity)
-        return None
+        return list(result.file or []) if result else []
 
     def disk_blank(self, loc: DiskLocation) -> bool | None:
         return None  # a datastore search would tell, at a round trip: the record says

@@ -575,3 +575,23 @@ def test_a_detached_volume_is_extended_with_extend_virtual_disk_which_vcsim_lack
     view = service.get(VM0, name)
     assert (view["capacity_mb"], view.get("resize_to")) == (100, None)
     service.remove(VM0, name)
+
+
+
+@pytest.mark.parametrize("spelling", ["{}", "my {} db"])
+def test_a_detached_disk_is_found_for_its_size_under_its_file_stem(
+        backend: VsphereBackend, service: VolumeService, name: str, spelling: str):
+    """The never-shrink check of a detached grow (and of a grow finished after a crash)
+    asks the datastore browser for the disk: a name whose file stem is encoded (a space)
+    must be looked up under that stem, or the check sees no disk and sends the grow again
+    to a disk already that big. vcsim answers a plain FileInfo without capacityKb, so the
+    capacity itself is read from a fake session only (tests/unit/esx_service/vsphere/
+    test_vsphere_grow.py); that the search finds the disk is proven here."""
+    volume = spelling.format(name)
+    service.create(VM0, volume, {"size": "100mb"})
+    loc = DiskLocation(backend.datastores()[0].name, "_DEFAULT", volume)
+    query = vim.host.DatastoreBrowser.VmDiskQuery(
+        details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))
+    [found] = backend._find_descriptor(loc, query, "sizing")
+    assert found.path == f"{loc.stem}.vmdk"
+    service.remove(VM0, volume)

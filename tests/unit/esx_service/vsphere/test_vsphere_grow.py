@@ -8,6 +8,7 @@ its spec builder's never-shrink rule is checked here."""
 
 from __future__ import annotations
 
+import fnmatch
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,9 +25,10 @@ LOC = DiskLocation("ds1", "_DEFAULT", "db")
 class FakeSession:
     endpoint = "esx.example:443"
 
-    def __init__(self, capacity_kb: int | None) -> None:
+    def __init__(self, capacity_kb: int | None, file: str = "db.vmdk") -> None:
         self.calls: list[tuple[str, dict]] = []
         self.capacity_kb = capacity_kb
+        self.file = file  # the descriptor's name on the datastore
         self.disk_manager = SimpleNamespace(ExtendVirtualDisk_Task=self._extend)
         self.browser = SimpleNamespace(SearchDatastore_Task=self._search)
 
@@ -36,9 +38,12 @@ class FakeSession:
 
     def _search(self, **kwargs: Any) -> Any:
         self.calls.append(("SearchDatastore_Task", kwargs))
-        found = [vim.host.DatastoreBrowser.VmDiskInfo(path="db.vmdk",
+        matches = any(fnmatch.fnmatchcase(self.file, pattern)
+                      for pattern in kwargs["searchSpec"].matchPattern)
+        found = [vim.host.DatastoreBrowser.VmDiskInfo(path=self.file,
                                                       capacityKb=self.capacity_kb)]
-        return vim.host.DatastoreBrowser.SearchResults(file=found if self.capacity_kb else [])
+        return vim.host.DatastoreBrowser.SearchResults(
+            file=found if self.capacity_kb and matches else [])
 
     def invoke(self, call: Any) -> Any:
         return call()
@@ -77,9 +82,14 @@ def test_a_detached_disk_is_extended_with_extend_virtual_disk(known_kb):
 
 
 @pytest.mark.parametrize("known_kb", [300 * 1024, 400 * 1024])
-def test_a_detached_disk_already_that_big_is_left_alone(known_kb):
-    session = FakeSession(capacity_kb=known_kb)
-    backend_with(session).grow_disk(LOC, 300, None)
+@pytest.mark.parametrize("loc,file", [(LOC, "db.vmdk"),
+                                      (DiskLocation("ds1", "_DEFAULT", "my db"),
+                                       "my~20db.vmdk")])
+def test_a_detached_disk_already_that_big_is_left_alone(known_kb, loc, file):
+    # a name with an encoded file stem is looked up under that stem (it was looked up as
+    # typed, found nothing, and the grow was sent again to a disk already that big)
+    session = FakeSession(capacity_kb=known_kb, file=file)
+    backend_with(session).grow_disk(loc, 300, None)
     assert [name for name, _ in session.calls] == ["SearchDatastore_Task"]
 
 
