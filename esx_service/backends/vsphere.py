@@ -57,6 +57,11 @@ def _record_bytes(data: dict) -> bytes:
     return json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
 
 
+def _file_name(path: str) -> str:
+    """The last part of a datastore path: what the datastore browser matches."""
+    return path.rpartition("/")[2]
+
+
 class VsphereBackend:
     name = "vsphere"
 
@@ -318,24 +323,32 @@ class VsphereBackend:
         server does not say (vcsim 0.24 answers a plain FileInfo)."""
         query = vim.host.DatastoreBrowser.VmDiskQuery(
             details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))
-        for found in self._find_descriptor(loc, query, f"sizing disk {loc.descriptor_path}"):
+        for found in self._find_descriptor(loc, query):
             capacity = getattr(found, "capacityKb", None)
             if capacity:
                 return int(capacity)
         return None
 
-    def _find_descriptor(self, loc: DiskLocation, query: vim.host.DatastoreBrowser.Query,
-                         what: str) -> list[vim.host.DatastoreBrowser.FileInfo]:
+    def _find_descriptor(self, loc: DiskLocation, query: vim.host.DatastoreBrowser.Query
+                         ) -> list[vim.host.DatastoreBrowser.FileInfo]:
         """The datastore browser's entry for the volume's descriptor, found under its file
         stem (a name's encoded form: "my db" is my~20db.vmdk), never the name as typed."""
+        return self._search_folder(loc, vim.host.DatastoreBrowser.SearchSpec(
+            matchPattern=[_file_name(loc.descriptor_path)], query=[query]),
+            f"sizing disk {loc.descriptor_path}")
+
+    def _search_folder(self, loc: DiskLocation, spec: vim.host.DatastoreBrowser.SearchSpec,
+                       what: str) -> list[vim.host.DatastoreBrowser.FileInfo]:
+        """What the datastore browser finds in the volume's vmgroup folder; [] where the
+        folder is missing."""
         ds = self.inventory.datastore(loc.datastore)
-        spec = vim.host.DatastoreBrowser.SearchSpec(
-            matchPattern=[loc.descriptor_path.rpartition("/")[2]], query=[query])
         what = f"{what} on {ds.name}"
         try:
             result = self.session.wait(self.session.invoke(
                 lambda: ds.browser.SearchDatastore_Task(
                     datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
+        except vim.fault.FileNotFound:
+            return []
         except vim.fault.VimFault as exc:
             raise translate(exc, what) from exc
         return list(result.file or []) if result else []
@@ -344,41 +357,21 @@ class VsphereBackend:
         return None  # a datastore search would tell, at a round trip: the record says
 
     def file_times(self, loc: DiskLocation) -> FileTimes:
-        ds = self.inventory.datastore(loc.datastore)
-        descriptor = loc.descriptor_path.rpartition("/")[2]
-        record = loc.metadata_path.rpartition("/")[2]
-        spec = vim.host.DatastoreBrowser.SearchSpec(
+        descriptor, record = _file_name(loc.descriptor_path), _file_name(loc.metadata_path)
+        files = self._search_folder(loc, vim.host.DatastoreBrowser.SearchSpec(
             matchPattern=[descriptor, record],
-            details=vim.host.DatastoreBrowser.FileInfo.Details(modification=True))
-        what = f"dating the files of {loc.descriptor_path} on {ds.name}"
-        try:
-            result = self.session.wait(self.session.invoke(
-                lambda: ds.browser.SearchDatastore_Task(
-                    datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
-        except vim.fault.FileNotFound:
-            return FileTimes(None, None)
-        except vim.fault.VimFault as exc:
-            raise translate(exc, what) from exc
-        files = (result.file or []) if result else []
+            details=vim.host.DatastoreBrowser.FileInfo.Details(modification=True)),
+            f"dating the files of {loc.descriptor_path}")
         found = {f.path: f.modification.timestamp() for f in files
                  if f.modification is not None}
         return FileTimes(found.get(descriptor), found.get(record))
 
     def disk_allocated_bytes(self, loc: DiskLocation) -> int:
-        ds = self.inventory.datastore(loc.datastore)
-        spec = vim.host.DatastoreBrowser.SearchSpec(
+        files = self._search_folder(loc, vim.host.DatastoreBrowser.SearchSpec(
             matchPattern=[f"{loc.stem}.vmdk", f"{loc.stem}-*.vmdk"],
-            details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True, fileType=True))
-        what = f"sizing disk {loc.descriptor_path} on {ds.name}"
-        try:
-            result = self.session.wait(self.session.invoke(
-                lambda: ds.browser.SearchDatastore_Task(
-                    datastorePath=ds_path(ds.name, loc.folder), searchSpec=spec)), what)
-        except vim.fault.FileNotFound:
-            return 0
-        except vim.fault.VimFault as exc:
-            raise translate(exc, what) from exc
-        return sum(f.fileSize or 0 for f in (result.file or [])) if result else 0
+            details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True, fileType=True)),
+            f"sizing disk {loc.descriptor_path}")
+        return sum(f.fileSize or 0 for f in files)
 
     # -- adopting disks made elsewhere ------------------------------------------------
     def read_file(self, datastore: str, path: str, limit: int | None = None) -> bytes | None:

@@ -592,6 +592,6 @@ def test_a_detached_disk_is_found_for_its_size_under_its_file_stem(
     loc = DiskLocation(backend.datastores()[0].name, "_DEFAULT", volume)
     query = vim.host.DatastoreBrowser.VmDiskQuery(
         details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))
-    [found] = backend._find_descriptor(loc, query, "sizing")
+    [found] = backend._find_descriptor(loc, query)
     assert found.path == f"{loc.stem}.vmdk"
     service.remove(VM0, volume)

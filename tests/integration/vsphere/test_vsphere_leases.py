@@ -134,6 +134,30 @@ def test_recovery_leaves_a_volume_attached_to_another_hosts_vm_attached(
     locks.close()
 
 
+def _leased_services(two_hosts: tuple[VsphereBackend, VsphereBackend], clock: FakeClock
+                     ) -> tuple[VolumeService, VolumeService]:
+    """A VolumeService per host, each on its own leases, both on one fake clock."""
+    return tuple(VolumeService(backend, locks=ClusterLocks(  # type: ignore[return-value]
+        _manager(backend.lease_store(), host, clock)))
+        for backend, host in zip(two_hosts, "ab", strict=True))
+
+
+def _a_dies_and_its_lease_expires(a: VolumeService, b: VolumeService, loc: DiskLocation,
+                                  clock: FakeClock) -> tuple[LeaseStore, str]:
+    """``a`` dies holding the volume's lease (kept, never renewed nor released again); ``b``
+    finds it live, then the clock passes its bound. ``b``'s lease store and the lease's
+    path, to look into afterwards."""
+    a_locks = a._locks
+    assert isinstance(a_locks, ClusterLocks)
+    a_locks._closed.set()  # its keeper thread goes with it
+    a_locks._kept.clear()
+    lease_path = f"{loc.folder}/.lease-{loc.stem}"
+    b_manager = b._locks.leases  # type: ignore[attr-defined]
+    assert b_manager.acquire(loc.datastore, lease_path, "first look", wait=False) is None
+    clock.now += 2.1
+    return b_manager.store, lease_path
+
+
 class _Crash(BaseException):
     """The service dies here: nothing after it runs."""
 
@@ -149,10 +173,7 @@ def test_a_remote_holders_cut_create_or_remove_is_finished_by_the_next_holder(
     a_backend, b_backend = two_hosts
     clock = FakeClock()
     vm = "DC0_H0_VM0"
-    a = VolumeService(a_backend, locks=ClusterLocks(_manager(a_backend.lease_store(), "a",
-                                                             clock)))
-    b = VolumeService(b_backend, locks=ClusterLocks(_manager(b_backend.lease_store(), "b",
-                                                             clock)))
+    a, b = _leased_services(two_hosts, clock)
     ds = a_backend.datastores()[0].name
     loc = DiskLocation(ds, "_DEFAULT", name)
     disk = f"{loc.folder}/{loc.stem}.vmdk"
@@ -179,16 +200,7 @@ def test_a_remote_holders_cut_create_or_remove_is_finished_by_the_next_holder(
     monkeypatch.undo()
     assert a_backend.read_file(ds, disk) is not None  # the disk is there, no record
     assert a_backend.read_metadata(loc) is None
-    # a dies: its kept lease is never renewed nor released again
-    a_locks = a._locks
-    assert isinstance(a_locks, ClusterLocks)
-    a_locks._closed.set()  # its keeper thread goes with it
-    a_locks._kept.clear()
-    b_store = b._locks.leases.store  # type: ignore[attr-defined]
-    lease_path = f"{loc.folder}/.lease-{loc.stem}"
-    b_manager = b._locks.leases  # type: ignore[attr-defined]
-    assert b_manager.acquire(ds, lease_path, "first look", wait=False) is None  # a: live
-    clock.now += 2.1
+    b_store, lease_path = _a_dies_and_its_lease_expires(a, b, loc, clock)
     assert b.create(vm, name, {"size": "10mb"})["status"] == "detached"
     assert not [e for e in b_store.list_dir(ds, lease_path) if e.startswith(".dead-")]
     b.remove(vm, name)
@@ -206,10 +218,7 @@ def test_a_remote_holders_create_that_met_a_disk_there_before_leaves_that_disk(
     a_backend, b_backend = two_hosts
     clock = FakeClock()
     vm = "DC0_H0_VM0"
-    a = VolumeService(a_backend, locks=ClusterLocks(_manager(a_backend.lease_store(), "a",
-                                                             clock)))
-    b = VolumeService(b_backend, locks=ClusterLocks(_manager(b_backend.lease_store(), "b",
-                                                             clock)))
+    a, b = _leased_services(two_hosts, clock)
     ds = a_backend.datastores()[0].name
     loc = DiskLocation(ds, "_DEFAULT", name)
     disk = f"{loc.folder}/{loc.stem}.vmdk"
@@ -222,15 +231,7 @@ def test_a_remote_holders_create_that_met_a_disk_there_before_leaves_that_disk(
     with pytest.raises(_Crash):
         a.create(vm, name, {"size": "10mb"})
     monkeypatch.undo()
-    a_locks = a._locks
-    assert isinstance(a_locks, ClusterLocks)
-    a_locks._closed.set()
-    a_locks._kept.clear()
-    b_store = b._locks.leases.store  # type: ignore[attr-defined]
-    lease_path = f"{loc.folder}/.lease-{loc.stem}"
-    b_manager = b._locks.leases  # type: ignore[attr-defined]
-    assert b_manager.acquire(ds, lease_path, "first look", wait=False) is None  # a: live
-    clock.now += 2.1
+    b_store, lease_path = _a_dies_and_its_lease_expires(a, b, loc, clock)
     with pytest.raises(DiskExists):
         b.create(vm, name, {"size": "10mb"})
     assert a_backend.read_file(ds, disk) is not None  # the user's disk is still there
