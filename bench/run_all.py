@@ -452,10 +452,17 @@ NOTES = """
 
 ## Left
 
-- Create+Mount against the floor sits at the 1.15x target within this machine's noise
-  (single `bench/floor.py` runs gave 1.05x to 1.33x within one hour, the floor's own p50
-  from 22 to 62 ms). What is left is the four fsyncs a Create+Mount still makes (about
-  0.7 ms each here), the hops and Python between the phases. A rename over an existing
+- Create+Mount against the floor: 1.15-1.18x on the machine of the runs before (floor
+  p50 22 to 62 ms; single runs within an hour from 1.05x to 1.33x), but 1.30-1.35x in five
+  consecutive `bench/floor.py` runs on a machine whose floor is 9.75 ms (mkfs 6.3 of it;
+  Unmount+Remove 1.14-1.16x there). There the gap is a fixed ~3 ms: four HTTP hops (about
+  0.3 ms each with their parsing), three fsyncs (the `detached` record's file and folder,
+  the `attached` record's file: 0.1-0.5 ms each) and seven inode creations where the floor
+  makes two (the lease folder, its holder entry, the create's mark, the extent, the
+  descriptor, two records' temporary files), on a root ext4 where creating a file or a
+  folder took 100-200 us (3-5 us on tmpfs, measured side by side). Each is what crash
+  safety or the multi-host lease needs; none is made twice. The faster the floor, the more
+  these fixed costs weigh. A rename over an existing
   record costs 0.17 ms against 0.045 ms when the old record was linked into the trash
   first, but with the trash's thread unlinking it the attach came out no faster
   (measured side by side, not kept): the unlink meets the next fsync in the journal.
