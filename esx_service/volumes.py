@@ -276,9 +276,13 @@ class VolumeService:
                                formatted=source is not None and source[1].formatted,
                                blank=source is None)
             self._save(loc, meta)
-        except DiskExists:
+        except DiskExists as exc:
             self._undo_create(loc, disk_ours=False, mark=mark)
-            raise
+            raise DiskExists(
+                f"cannot create volume {meta.docker_name}: {exc.message}. No dockvols volume "
+                "records that disk (a vDVS volume not yet imported, or an import cut short); "
+                "it is left as it is. On the ESX host, `dockvols-admin volume import "
+                "--from-vdvs` adopts it under its name, or choose another name") from exc
         except BaseException:
             self._undo_create(loc, disk_ours=True, mark=mark)
             raise

@@ -36,6 +36,7 @@ from esx_service.backends.base import (
 from esx_service.errors import (
     BackendError,
     BadRequest,
+    DiskExists,
     InsufficientSpace,
     InvalidOption,
     UnknownDatastore,
@@ -171,7 +172,7 @@ class FakeBackend:
                   data: dict[int, bytes] | None = None, policy: str | None = None) -> str:
         self._check_ds(loc.datastore)
         if _key(loc) in self.disks:
-            raise BackendError(f"disk {loc.descriptor_path} already exists on {loc.datastore}")
+            raise DiskExists(f"disk {loc.descriptor_path} already exists on {loc.datastore}")
         if size_bytes > self.free[loc.datastore]:
             raise InsufficientSpace(f"datastore {loc.datastore} ran out of space")
         self._next_disk += 1

@@ -284,8 +284,7 @@ class LocalBackend:
         try:
             fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError as exc:
-            raise DiskExists(f"disk file {extent} already exists; it was not made by this "
-                             "create, so it is left alone") from exc
+            raise DiskExists(f"disk file {extent} already exists") from exc
         try:
             try:
                 if diskformat != "thin":

@@ -15,6 +15,7 @@ from esx_service.backends.local import LocalBackend
 from esx_service.errors import (
     AccessDenied,
     BackendError,
+    DiskExists,
     InsufficientSpace,
     InvalidName,
     InvalidOption,
@@ -710,3 +711,17 @@ def test_recovery_of_a_creating_record_keeps_a_disk_older_than_the_record(h):
     assert h.service.recover()["cleaned"] == 1
     assert h.backend.read_metadata(h.loc("db")) is None
     assert h.disk_exists("db")
+
+
+def test_a_create_meeting_a_disk_no_volume_records_says_how_to_adopt_it_and_leaves_it(h):
+    # a vDVS disk not yet imported sits where the volume's disk would go
+    h.backend.create_disk(h.loc("db"), 8, "thin", None)
+    with pytest.raises(DiskExists) as caught:
+        h.service.create("vm1", "db", {"size": "8mb"})
+    message = caught.value.message
+    assert message.startswith("cannot create volume db: ")
+    assert "db.vmdk" in message or "db-flat.vmdk" in message  # which disk
+    assert "dockvols-admin volume import --from-vdvs" in message  # what to do
+    assert h.disk_exists("db")  # left as it was, and no record made for it
+    assert h.backend.read_metadata(h.loc("db")) is None
+    assert h.service.list("vm1") == []
