@@ -76,3 +76,25 @@ def test_vdvs_volumes_are_adopted_from_their_folders_and_keep_their_data(
     assert "fstype=ext4 from vDVS side-car" in done.stdout
     assert "legacy vol@datastore2" in dv.out("volume", "ls", "-q").splitlines()
     assert read(dv, "legacy vol@datastore2") == "kept by vDVS"
+
+
+def test_a_create_meeting_a_vdvs_disk_leaves_it_and_says_how_to_adopt_it(
+        dv: Docker, esx: Daemon, run_dir: Path, datastore: Path, tmp_path: Path) -> None:
+    """A vDVS volume not yet imported sits where `docker volume create` of its name would put
+    the disk: the create is refused with what to do, the disk keeps its data, and the import
+    the message names adopts it."""
+    disk = datastore / "dockvols" / "_DEFAULT" / "waiting.vmdk"
+    qemu_disk(tmp_path, disk, "still vDVS's\n")
+    extent = disk.with_name("waiting-flat.vmdk")
+    before = extent.read_bytes()
+    refused = dv("volume", "create", "-d", dv.driver, "waiting", check=False)
+    assert refused.returncode != 0
+    assert "cannot create volume waiting: disk file" in refused.stderr
+    assert "dockvols-admin volume import --from-vdvs" in refused.stderr
+    assert extent.read_bytes() == before and disk.exists()
+    assert not disk.with_name("waiting.json").exists()
+    assert "waiting" not in dv.out("volume", "ls", "-q").splitlines()
+    done = admin(run_dir, "volume", "import", "--from-vdvs", "--datastore", "datastore1")
+    assert done.returncode == 0, done.stderr
+    assert "as waiting@datastore1" in done.stdout
+    assert read(dv, "waiting") == "still vDVS's"
