@@ -9,7 +9,9 @@ from .errors import InvalidOption
 
 MB = 1024 * 1024
 _UNITS_MB = {"mb": 1, "gb": 1024, "tb": 1024 * 1024}
-_SIZE = re.compile(r"(\d+)\s*(mb|gb|tb)", re.IGNORECASE)
+# vDVS's mb/gb/tb, and Docker's own spellings of the same binary units (`-m 512m`,
+# `--shm-size 1g`) and their IEC names: 10g, 10G, 10gb and 10GiB are all 10,240 MB.
+_SIZE = re.compile(r"(\d+)\s*([mgt])(?:i?b)?", re.IGNORECASE)
 MAX_SIZE_MB = 62 * 1024 * 1024  # the VMDK format's limit, 62 TB
 # mkfs.xfs from xfsprogs 5.19 on refuses filesystems under 300 MB.
 MIN_SIZE_MB = {"ext4": 8, "xfs": 300}
@@ -77,8 +79,8 @@ def parse_size_mb(value: str) -> int:
     if match is None or not digits:
         raise InvalidOption(
             f"invalid size {_shown(value)}: use X[mb|gb|tb] with X a positive integer, "
-            "e.g. 200mb or 10gb")
-    unit = _UNITS_MB[match.group(2).lower()]
+            "e.g. 200mb or 10gb (10g and 10GiB mean 10gb too)")
+    unit = _UNITS_MB[match.group(2).lower() + "b"]
     if len(digits) > 20 or int(digits) * unit > MAX_SIZE_MB:
         raise InvalidOption(f"invalid size {_shown(value)}: the largest disk is 62tb")
     return int(digits) * unit

@@ -23,13 +23,17 @@ def test_no_options_give_the_defaults(raw):
 @pytest.mark.parametrize("text,mb", [
     ("100mb", 100), ("200MB", 200), ("10gb", 10 * 1024), ("1Tb", 1024 * 1024),
     ("1 gb", 1024), (" 8mb ", 8), ("62tb", 62 * 1024 * 1024),
+    # Docker's spellings of the same binary units, and their IEC names
+    ("10g", 10 * 1024), ("10G", 10 * 1024), ("512m", 512), ("1t", 1024 * 1024),
+    ("10GiB", 10 * 1024), ("200MiB", 200), ("1tib", 1024 * 1024), ("10 g", 10 * 1024),
 ])
 def test_size_forms(text, mb):
     assert parse_size_mb(text) == mb
     assert parse_options({"size": text}).size_mb == mb
 
 
-@pytest.mark.parametrize("bad", ["0mb", "10", "gb", "-1gb", "1.5gb", "10kb", "10 g", "", "ten gb"])
+@pytest.mark.parametrize("bad", ["0mb", "10", "gb", "-1gb", "1.5gb", "10kb", "10k", "", "ten gb",
+                                 "10gbb", "10ib", "10b", "10gi", "0g"])
 def test_bad_sizes_name_the_value_and_the_accepted_form(bad):
     with pytest.raises(InvalidOption) as err:
         parse_options({"size": bad})
