@@ -372,7 +372,12 @@ class VolumeService:
 
     def _clone_source(self, vm: str, clone_from: str) -> tuple[DiskLocation, VolumeMeta]:
         _, src = self._locate(vm, clone_from)
-        meta = self._visible(src)
+        try:
+            meta = self._visible(src)
+        except VolumeNotFound as exc:
+            raise VolumeNotFound(f"cannot clone from {clone_from!r}: {exc.message} (in "
+                                 f"vmgroup {src.vmgroup}; clone-from names a volume of "
+                                 "the same vmgroup, name or name@datastore)") from exc
         self._require_detached(meta, "clone")
         return src, meta
 

@@ -507,10 +507,13 @@ def test_clone_from_an_attached_volume_is_refused_naming_the_vm(h):
     assert not h.disk_exists("copy")
 
 
-def test_clone_from_a_missing_volume_is_not_found(h):
-    with pytest.raises(VolumeNotFound):
+def test_clone_from_a_missing_volume_is_not_found_naming_the_option(h):
+    with pytest.raises(VolumeNotFound) as caught:
         h.service.create("vm1", "copy", {"clone-from": "ghost"})
+    assert caught.value.message.startswith("cannot clone from 'ghost': ")
+    assert "vmgroup _DEFAULT" in caught.value.message
     assert h.backend.read_metadata(h.loc("copy")) is None
+    assert not h.disk_exists("copy")
 
 
 def test_clone_across_datastores(h):
