@@ -13,9 +13,10 @@ write is fenced by the volume's lease, so a host that lost it cannot overwrite.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import replace
 from typing import TypeVar
 
@@ -40,6 +41,7 @@ from .errors import (
     VolumeInUse,
     VolumeNotFound,
 )
+from .file_names import name_of_stem
 from .listing import Listed, ListingMemo
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta, json_copy
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
@@ -63,6 +65,7 @@ class VolumeService:
         self._locks: VolumeLocks = locks or LocalVolumeLocks()
         self.gate = OperationGate(observer)
         self._listing = ListingMemo()
+        self._two_lease_imports = threading.Lock()  # adopt: one such import at a time
         self._locks.on_takeover(self._finish_taken_over)
 
     # -- naming -----------------------------------------------------------------------
@@ -337,8 +340,20 @@ class VolumeService:
         # A fresh lease, never one kept from an operation before: a create's mark in it
         # would have the lease's next holder delete the user's disk, moved in below
         # before its record, should this service die in between.
+        held = _volume_of_disk(loc.datastore, source)
+        if held == loc:
+            held = None  # the disk is already where the volume's goes: one lease
         with self.gate.operation("admin-import", vm, f"{loc.name}@{loc.datastore}"), \
-                self._locks.hold(_key(loc), fresh=True):
+                ExitStack() as leases:
+            if held is not None:
+                # The source's lease too: it keeps a create of that name from making its
+                # record while its disk is moved away. Taken before the target's, never
+                # while holding one, as a clone takes its source after its target (so the
+                # two cannot wait on each other); imports that take two go one at a time.
+                leases.enter_context(self._two_lease_imports)
+                leases.enter_context(self._locks.hold(_key(held)))
+            leases.enter_context(self._locks.hold(_key(loc), fresh=True))
+            self._refuse_a_volumes_disk(loc.datastore, source, held, origin)
             existing = self._meta(loc)
             if existing is not None:
                 state = "" if existing.visible else f" (it is {existing.status})"
@@ -369,6 +384,21 @@ class VolumeService:
             log.info("imported %s as %s (vmgroup %s, %s)", origin, meta.full_name,
                      loc.vmgroup, format_size_mb(options.size_mb))
             return self.view(meta, loc)
+
+    def _refuse_a_volumes_disk(self, datastore: str, source: str, held: DiskLocation | None,
+                               origin: str) -> None:
+        """An import moves its disk: never the disk of a volume dockvols records, which
+        would be left a record without a disk. Volumes are not renamed by importing."""
+        folder, _, file_name = source.rpartition("/")
+        record = f"{folder}/{file_name[:-len('.vmdk')]}.json"
+        meta = self._meta(held) if held is not None else None
+        if meta is None and not (file_name.endswith(".vmdk") and folder.startswith(
+                "dockvols/") and self.backend.read_file(datastore, record, 1) is not None):
+            return
+        what = meta.full_name if meta is not None else f"the volume recorded in {record}"
+        raise VolumeExists(f"cannot import {origin}: it is the disk of {what}, and an import "
+                           "moves its disk; a volume is not renamed by importing (for a copy "
+                           "under another name, create one with -o clone-from)")
 
     def _clone_source(self, vm: str, clone_from: str) -> tuple[DiskLocation, VolumeMeta]:
         _, src = self._locate(vm, clone_from)
@@ -808,3 +838,13 @@ def meta_full(loc: DiskLocation) -> str:
 
 def _key(loc: DiskLocation) -> str:
     return f"{loc.datastore}/{loc.vmgroup}/{loc.name}"
+
+
+def _volume_of_disk(datastore: str, path: str) -> DiskLocation | None:
+    """The volume whose disk ``path`` would be in dockvols' layout (dockvols/<vmgroup>/
+    <stem>.vmdk, a stem that names its volume); None elsewhere."""
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != "dockvols" or not parts[2].endswith(".vmdk"):
+        return None
+    name = name_of_stem(parts[2][:-len(".vmdk")])
+    return DiskLocation(datastore, parts[1], name) if name else None

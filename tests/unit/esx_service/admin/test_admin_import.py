@@ -207,3 +207,27 @@ def test_a_failed_metadata_write_puts_the_disk_back_where_it_was(stack, run, mon
         [f for f in before if not f.startswith("dockvols")]
     assert describe_vmdk((ds / "x" / "disk.vmdk").read_bytes()).extents[0][1] == \
         "disk-flat.vmdk"
+
+
+def test_importing_a_volumes_own_disk_under_another_name_is_refused_and_moves_nothing(
+        stack, run):
+    # it moved the disk away and left the first volume a record without a disk
+    ds = stack.datastore("ds1")
+    stack.service.create("host1", "old db", {"size": "8mb"})
+    stem = file_stem("old db")
+    before = files_under(ds)
+    result = run("volume", "import", "--path", f"[ds1] dockvols/_DEFAULT/{stem}.vmdk",
+                 "--name", "new name")
+    assert result.code == 1 and "VolumeExists" in result.err
+    assert "it is the disk of old db@ds1" in result.err and "clone-from" in result.err
+    assert files_under(ds) == before
+    assert stack.service.get("host1", "old db")["status"] == "detached"
+    # a record whose stem names no volume (written by hand) protects its disk all the same
+    make_disk(ds / "dockvols" / "_DEFAULT", "odd~zz")
+    (ds / "dockvols" / "_DEFAULT" / "odd~zz.json").write_text("{}")
+    before = files_under(ds)
+    result = run("volume", "import", "--path", "[ds1] dockvols/_DEFAULT/odd~zz.vmdk",
+                 "--name", "other")
+    assert result.code == 1 and "the volume recorded in dockvols/_DEFAULT/odd~zz.json" \
+        in result.err
+    assert files_under(ds) == before
