@@ -353,7 +353,8 @@ class VolumeService:
                 leases.enter_context(self._two_lease_imports)
                 leases.enter_context(self._locks.hold(_key(held)))
             leases.enter_context(self._locks.hold(_key(loc), fresh=True))
-            self._refuse_a_volumes_disk(loc.datastore, source, held, origin)
+            if source != loc.descriptor_path:  # in place, its record is `existing` below
+                self._refuse_a_volumes_disk(loc.datastore, source, held, origin)
             existing = self._meta(loc)
             if existing is not None:
                 state = "" if existing.visible else f" (it is {existing.status})"
@@ -388,14 +389,22 @@ class VolumeService:
     def _refuse_a_volumes_disk(self, datastore: str, source: str, held: DiskLocation | None,
                                origin: str) -> None:
         """An import moves its disk: never the disk of a volume dockvols records, which
-        would be left a record without a disk. Volumes are not renamed by importing."""
+        would be left a record without a disk. Volumes are not renamed by importing. The
+        record is read once: through ``held`` where its name leads to that file, else as a
+        file (a stem that names no volume)."""
         folder, _, file_name = source.rpartition("/")
-        record = f"{folder}/{file_name[:-len('.vmdk')]}.json"
-        meta = self._meta(held) if held is not None else None
-        if meta is None and not (file_name.endswith(".vmdk") and folder.startswith(
-                "dockvols/") and self.backend.read_file(datastore, record, 1) is not None):
+        if not (folder.startswith("dockvols/") and file_name.endswith(".vmdk")):
             return
-        what = meta.full_name if meta is not None else f"the volume recorded in {record}"
+        record = f"{folder}/{file_name[:-len('.vmdk')]}.json"
+        if held is not None and held.metadata_path == record:
+            meta = self._meta(held)
+            if meta is None:
+                return
+            what = meta.full_name
+        elif self.backend.read_file(datastore, record, 1) is not None:
+            what = f"the volume recorded in {record}"
+        else:
+            return
         raise VolumeExists(f"cannot import {origin}: it is the disk of {what}, and an import "
                            "moves its disk; a volume is not renamed by importing (for a copy "
                            "under another name, create one with -o clone-from)")
@@ -719,19 +728,20 @@ class VolumeService:
         self._forget(loc)
         data = self.backend.read_metadata(loc)
         meta = VolumeMeta.from_dict(data) if data is not None else None
+        left = ", ".join(sorted(marks))
         if meta is not None and meta.visible:
             log.info("%s: a dead holder of its lock left %s; the volume is whole",
-                     meta.full_name, ", ".join(sorted(marks)))
+                     meta.full_name, left)
             return
         created = [made for mark, made in marks.items() if mark.startswith(CREATE_MARK)]
         if len(created) == len(marks) and made_before(self.backend.file_times(loc).disk,
                                                       min(created)):
             log.warning("%s@%s: a dead holder's create (%s) met a disk that was there before "
                         "it; the disk is left as it is (import it with dockvols-admin volume "
-                        "import)", name, datastore, ", ".join(sorted(marks)))
+                        "import)", name, datastore, left)
             return
         log.warning("finishing what a dead holder of the lock on %s@%s left (%s): deleting "
-                    "its disk", name, datastore, ", ".join(sorted(marks)))
+                    "its disk", name, datastore, left)
         if not self._still_ours(loc):
             raise LeaseLost(f"the lock on {name}@{datastore} expired before a dead holder's "
                             "work was finished; retrying is safe")
