@@ -13,6 +13,7 @@ write is fenced by the volume's lease, so a host that lost it cannot overwrite.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import TypeVar
 
 from dockvols_common.faults import fault_point
 
-from .access import AccessRules, OpenAccess
+from .access import DEFAULT_VMGROUP, AccessRules, OpenAccess
 from .backends.base import Backend, DatastoreInfo, DiskLocation, Fence, RecordWrite
 from .cluster_locks import MARK, LocalVolumeLocks, VolumeLocks
 from .errors import (
@@ -47,6 +48,7 @@ from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta, json_c
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
 from .op_gate import OperationGate, OpObserver
 from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
+from .vsphere.paths import ds_path
 
 CREATE_MARK = f"{MARK}create-"  # a create's mark (VolumeLocks.mark(key, "create"))
 log = logging.getLogger("dockvols.volumes")
@@ -284,8 +286,8 @@ class VolumeService:
             raise DiskExists(
                 f"cannot create volume {meta.docker_name}: {exc.message}. No dockvols volume "
                 "records that disk (a vDVS volume not yet imported, or an import cut short); "
-                "it is left as it is. On the ESX host, `dockvols-admin volume import "
-                "--from-vdvs` adopts it under its name, or choose another name") from exc
+                f"it is left as it is. On the ESX host, `{_import_in_place(loc)}` adopts "
+                "it under this name, or choose another name") from exc
         except BaseException:
             self._undo_create(loc, disk_ours=True, mark=mark)
             raise
@@ -848,6 +850,17 @@ def meta_full(loc: DiskLocation) -> str:
 
 def _key(loc: DiskLocation) -> str:
     return f"{loc.datastore}/{loc.vmgroup}/{loc.name}"
+
+
+def _import_in_place(loc: DiskLocation) -> str:
+    """The admin command that adopts the disk at the volume's own path as that volume
+    (--from-vdvs would skip one in a vmgroup folder vDVS did not know)."""
+    command = (f"dockvols-admin volume import --path "
+               f"{shlex.quote(ds_path(loc.datastore, loc.descriptor_path))} "
+               f"--name {shlex.quote(loc.name)}")
+    if loc.vmgroup != DEFAULT_VMGROUP:
+        command += f" --vmgroup {shlex.quote(loc.vmgroup)}"
+    return command
 
 
 def _volume_of_disk(datastore: str, path: str) -> DiskLocation | None:

@@ -5,6 +5,7 @@ data on them must survive: the plugin probes before mkfs and never formats them.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -90,11 +91,13 @@ def test_a_create_meeting_a_vdvs_disk_leaves_it_and_says_how_to_adopt_it(
     refused = dv("volume", "create", "-d", dv.driver, "waiting", check=False)
     assert refused.returncode != 0
     assert "cannot create volume waiting: disk file" in refused.stderr
-    assert "dockvols-admin volume import --from-vdvs" in refused.stderr
+    named = "dockvols-admin volume import --path '[datastore1] " \
+            "dockvols/_DEFAULT/waiting.vmdk' --name waiting"
+    assert f"`{named}` adopts it" in refused.stderr
     assert extent.read_bytes() == before and disk.exists()
     assert not disk.with_name("waiting.json").exists()
     assert "waiting" not in dv.out("volume", "ls", "-q").splitlines()
-    done = admin(run_dir, "volume", "import", "--from-vdvs", "--datastore", "datastore1")
+    done = admin(run_dir, *shlex.split(named)[1:])  # the command the message names
     assert done.returncode == 0, done.stderr
-    assert "as waiting@datastore1" in done.stdout
+    assert "as volume waiting@datastore1" in done.stdout
     assert read(dv, "waiting") == "still vDVS's"

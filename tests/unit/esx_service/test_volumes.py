@@ -724,7 +724,18 @@ def test_a_create_meeting_a_disk_no_volume_records_says_how_to_adopt_it_and_leav
     message = caught.value.message
     assert message.startswith("cannot create volume db: ")
     assert "db.vmdk" in message or "db-flat.vmdk" in message  # which disk
-    assert "dockvols-admin volume import --from-vdvs" in message  # what to do
+    # what to do: the import that adopts it where it is (any vmgroup; --from-vdvs skips a
+    # vmgroup folder vDVS did not know)
+    assert ("dockvols-admin volume import --path '[ds1] dockvols/_DEFAULT/db.vmdk' "
+            "--name db` adopts it") in message
     assert h.disk_exists("db")  # left as it was, and no record made for it
     assert h.backend.read_metadata(h.loc("db")) is None
     assert h.service.list("vm1") == []
+
+
+def test_the_import_a_refused_create_names_quotes_its_path_name_and_vmgroup():
+    from esx_service.volumes import _import_in_place
+
+    assert _import_in_place(DiskLocation("ds 1", "team-a", "my db")) == (
+        "dockvols-admin volume import --path '[ds 1] dockvols/team-a/my~20db.vmdk' "
+        "--name 'my db' --vmgroup team-a")
