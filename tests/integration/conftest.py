@@ -222,6 +222,18 @@ def mounts_under(root: Path) -> list[str]:
     return result
 
 
+def layout_files(datastore: Path) -> list[Path]:
+    """Every file of dockvols' layout on ``datastore``, but for the trash (what is there was
+    removed, and is being freed after the answer: esx_service/backends/trash.py).
+
+    os.walk, not Path.rglob: a lease's staging folder may go between listing its parent and
+    reading it (the keeper releases it a moment after the operation), and rglob raises on that
+    where os.walk passes over it."""
+    return sorted(Path(folder) / name
+                  for folder, subfolders, names in os.walk(datastore / "dockvols")
+                  if TRASH_FOLDER not in Path(folder).parts for name in names)
+
+
 def loops_on(root: Path) -> list[str]:
     """``<device> <backing file>`` of each loop device bound to a file under ``root``."""
     return [f"{dev} {backing}" for dev, backing in loop_table() if str(root) in backing]

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DRIVER, TRASH_FOLDER, Docker
+from .conftest import DRIVER, Docker, layout_files
 
 
 def disk_files(*roots: Path) -> list[str]:
-    """Every file of dockvols' layout, but for the trash: what is there was removed, and is
-    being freed after the answer (esx_service/backends/trash.py)."""
-    return sorted(str(p) for root in roots if root.exists()
-                  for p in (root / "dockvols").rglob("*")
-                  if p.is_file() and TRASH_FOLDER not in p.parts)
+    return sorted(str(p) for root in roots for p in layout_files(root))
 
 
 @pytest.mark.parametrize("name, opts, expected", [

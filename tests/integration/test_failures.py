@@ -12,7 +12,7 @@ import pytest
 
 from bench.processes import Daemon, python_daemon, wait_for
 
-from .conftest import DRIVER, TRASH_FOLDER, Docker, loops_on, mounts_under, plugin_daemon
+from .conftest import DRIVER, Docker, layout_files, loops_on, mounts_under, plugin_daemon
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,7 @@ def small_esx(run_dir: Path, small_datastore: Path) -> Iterator[Daemon]:
 
 def residue(datastore: Path) -> list[str]:
     """What a failure left, but for the trash: a disk undone is freed after the answer."""
-    return sorted(p.name for p in (datastore / "dockvols").rglob("*")
-                  if p.is_file() and TRASH_FOLDER not in p.parts)
+    return sorted(p.name for p in layout_files(datastore))
 
 
 def test_full_datastore_refuses_thick_disks_and_leaves_nothing(

@@ -272,7 +272,15 @@ def _record_lost(backend: LocalBackend, stem: str = "db") -> None:
     """A create cut by a host crash before its `detached` record: the `creating` record's
     name is there (journaled before the extent's), its content is not (never fsynced)."""
     folder = _file(backend, ".json").parent
-    (folder / f"{stem}.json").write_bytes(b"")
+    record = folder / f"{stem}.json"
+    record.write_bytes(b"")
+    # ... and its stamp is the `creating` write's, before the disk's: recovery keeps a disk
+    # older than the record (made_before), which an emptying done here, after the
+    # descriptor's, would date the disk as whenever the two straddle a clock tick
+    disk = next(f for f in (folder / f"{stem}.vmdk", folder / f"{stem}-flat.vmdk")
+                if f.exists())
+    made = disk.stat().st_mtime_ns - 10**9
+    os.utime(record, ns=(made, made))
 
 
 @pytest.mark.parametrize("descriptor", ["emptied", "missing"])
