@@ -84,7 +84,8 @@ def create_app(settings: WebSettings, source: AdminSource) -> Flask:
             choices=view.choices(volumes, inventory, groups),
             groups=view.quota_rows(groups, inventory.get("quotas", [])),
             running=ops["running"], recent=ops["recent"], sorts=list(view.SORTS),
-            size=view.size, duration=view.duration, progress_pct=view.progress_pct,
+            size=view.size, capacity=view.capacity, duration=view.duration,
+            progress_pct=view.progress_pct,
             now=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 
     @app.get("/healthz")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from esx_service.options import format_size_mb
+from dockvols_common.sizes import rounded_size_text, size_text
 
 MB = 1024 * 1024
 SORTS: dict[str, Callable[[dict], Any]] = {
@@ -71,15 +71,15 @@ class DatastoreView:
 
     @property
     def capacity(self) -> str:
-        return format_size_mb(self.capacity_bytes / MB)
+        return rounded_size_text(self.capacity_bytes / MB)
 
     @property
     def free(self) -> str:
-        return format_size_mb(self.free_bytes / MB)
+        return rounded_size_text(self.free_bytes / MB)
 
     @property
     def provisioned(self) -> str:
-        return format_size_mb(sum(v["capacity_mb"] for v in self.volumes))
+        return rounded_size_text(sum(v["capacity_mb"] for v in self.volumes))
 
 
 def datastore_views(inventory: dict, volumes: list[dict], filters: Filters) -> list[DatastoreView]:
@@ -104,8 +104,8 @@ def quota_rows(vmgroups: list[dict], quotas: list[dict]) -> list[dict]:
     for q in quotas:
         limit = q["limit_mb"]
         by_group.setdefault(q["vmgroup"], []).append({
-            **q, "used": format_size_mb(q["used_mb"]),
-            "limit": format_size_mb(limit) if limit else "unlimited",
+            **q, "used": rounded_size_text(q["used_mb"]),
+            "limit": size_text(limit) if limit else "unlimited",
             "pct": min(100.0, round(100 * q["used_mb"] / limit, 1)) if limit else None})
     return [{"name": g["name"], "vms": g.get("vms", []), "volumes": g.get("volumes", 0),
              "default_datastore": g.get("default_datastore") or "",
@@ -125,7 +125,13 @@ def choices(volumes: list[dict], inventory: dict, vmgroups: list[dict]) -> dict[
 
 
 def size(mb: float | None) -> str:
-    return "?" if mb is None else format_size_mb(mb)
+    """A usage figure, at a glance (12.3mb, 1.5gb)."""
+    return "?" if mb is None else rounded_size_text(mb)
+
+
+def capacity(mb: int | None) -> str:
+    """A volume's size as it was asked for, exactly (10gb, 1536mb)."""
+    return "?" if mb is None else size_text(mb)
 
 
 def duration(ms: float | None) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dockvols_common.sizes import UNITS_MB as _UNITS_MB
+
 from .errors import InvalidOption
 
 MB = 1024 * 1024
-_UNITS_MB = {"mb": 1, "gb": 1024, "tb": 1024 * 1024}
 # vDVS's mb/gb/tb, and Docker's own spellings of the same binary units (`-m 512m`,
 # `--shm-size 1g`) and their IEC names: 10g, 10G, 10gb and 10GiB are all 10,240 MB.
 _SIZE = re.compile(r"(\d+)\s*([mgt])(?:i?b)?", re.IGNORECASE)
@@ -55,14 +56,6 @@ class VolumeOptions:
     def from_dict(cls, data: dict) -> VolumeOptions:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
-
-
-def format_size_mb(size_mb: float) -> str:
-    """The same units users type: 200mb, 10gb, 1.5tb."""
-    for unit in ("tb", "gb"):
-        if size_mb >= _UNITS_MB[unit]:
-            return f"{size_mb / _UNITS_MB[unit]:.1f}".rstrip("0").rstrip(".") + unit
-    return f"{size_mb:.1f}".rstrip("0").rstrip(".") + "mb"
 
 
 def _shown(value: str, limit: int = 40) -> str:

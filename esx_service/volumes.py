@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from dockvols_common.faults import fault_point
+from dockvols_common.sizes import rounded_size_text, size_text
 
 from .access import DEFAULT_VMGROUP, AccessRules, OpenAccess
 from .backends.base import Backend, DatastoreInfo, DiskLocation, Fence, RecordWrite
@@ -47,7 +48,7 @@ from .listing import Listed, ListingMemo
 from .metadata import ATTACHED, CREATING, DETACHED, REMOVING, VolumeMeta, json_copy
 from .names import VolumeRef, check_mountable, match_datastore, parse_volume_name
 from .op_gate import OperationGate, OpObserver
-from .options import MB, VolumeOptions, format_size_mb, parse_options, parse_size_mb
+from .options import MB, VolumeOptions, parse_options, parse_size_mb
 from .vsphere.paths import ds_path
 
 CREATE_MARK = f"{MARK}create-"  # a create's mark (VolumeLocks.mark(key, "create"))
@@ -385,7 +386,7 @@ class VolumeService:
                         self.backend.move_disk(loc.datastore, loc.descriptor_path, source)
                     raise
             log.info("imported %s as %s (vmgroup %s, %s)", origin, meta.full_name,
-                     loc.vmgroup, format_size_mb(options.size_mb))
+                     loc.vmgroup, size_text(options.size_mb))
             return self.view(meta, loc)
 
     def _refuse_a_volumes_disk(self, datastore: str, source: str, held: DiskLocation | None,
@@ -434,8 +435,8 @@ class VolumeService:
             lambda: sum(m.reserved_mb for m in self.volumes_in(loc.datastore, loc.vmgroup)))
         if size_mb * MB > info.free_bytes:
             raise InsufficientSpace(
-                f"cannot create {loc.name}@{loc.datastore} of {format_size_mb(size_mb)}: "
-                f"datastore {loc.datastore} has {format_size_mb(info.free_bytes // MB)} free")
+                f"cannot create {loc.name}@{loc.datastore} of {size_text(size_mb)}: "
+                f"datastore {loc.datastore} has {rounded_size_text(info.free_bytes // MB)} free")
 
     def volumes_in(self, datastore: str, vmgroup: str | None) -> list[VolumeMeta]:
         """Metadata of every volume on a datastore (of one vmgroup, or all), any status."""
@@ -569,8 +570,8 @@ class VolumeService:
             before = meta.options.size_mb
             if size_mb < before:
                 raise InvalidOption(
-                    f"cannot shrink volume {meta.full_name} to {format_size_mb(size_mb)}: its "
-                    f"size is {format_size_mb(before)}, and volumes only grow")
+                    f"cannot shrink volume {meta.full_name} to {size_text(size_mb)}: its "
+                    f"size is {size_text(before)}, and volumes only grow")
             if size_mb > before:
                 with self._quota_lock(loc):
                     self._check_growth(loc, meta, size_mb)
@@ -592,8 +593,8 @@ class VolumeService:
                     "filesystem": _filesystem_note(meta, size_mb > before)}
 
     def _check_growth(self, loc: DiskLocation, meta: VolumeMeta, size_mb: int) -> None:
-        what = (f"cannot grow volume {meta.full_name} from {format_size_mb(meta.options.size_mb)}"
-                f" to {format_size_mb(size_mb)}")
+        what = (f"cannot grow volume {meta.full_name} from "
+                f"{size_text(meta.options.size_mb)} to {size_text(size_mb)}")
         try:
             self.access.check_create(
                 loc.vmgroup, loc.datastore, size_mb,
@@ -605,8 +606,8 @@ class VolumeService:
         extra_mb = size_mb - meta.options.size_mb
         if extra_mb * MB > info.free_bytes:
             raise InsufficientSpace(
-                f"{what}: that needs {format_size_mb(extra_mb)} more and datastore "
-                f"{loc.datastore} has {format_size_mb(info.free_bytes // MB)} free")
+                f"{what}: that needs {size_text(extra_mb)} more and datastore "
+                f"{loc.datastore} has {rounded_size_text(info.free_bytes // MB)} free")
 
     def _finish_resize(self, loc: DiskLocation, meta: VolumeMeta) -> VolumeMeta:
         """Grow the disk to the recorded target, then record it as the size."""
@@ -837,7 +838,7 @@ def made_before(disk: float | None, when: float | None) -> bool:
 
 def _filesystem_note(meta: VolumeMeta, grown: bool) -> str:
     if not grown:
-        return f"already {format_size_mb(meta.options.size_mb)}: nothing to do"
+        return f"already {size_text(meta.options.size_mb)}: nothing to do"
     if meta.status == ATTACHED:
         return (f"the dockvols plugin of VM {meta.attached_to} grows the mounted filesystem "
                 "online within seconds")

@@ -13,6 +13,7 @@ from typing import Protocol
 from dockvols_common.faults import fault_point
 from dockvols_common.locks import NamedLocks
 from dockvols_common.oplog import logged
+from dockvols_common.sizes import size_text
 from dockvols_common.wire import VOLUME_IN_USE, VOLUME_NOT_FOUND
 
 from .blockdev import BlockDevices
@@ -40,13 +41,17 @@ class LiveUsers(Protocol):
     def users_of(self, canonical: str) -> set[str]: ...
 
 
+def _size(size_mb: float | None) -> str:
+    return "?" if size_mb is None else size_text(size_mb)
+
+
 def status_of(view: dict) -> dict:
     """The ``Status`` map ``docker volume inspect`` shows."""
     attached = view.get("attached_to")
-    capacity = {"size": f"{view.get('capacity_mb')}mb",
-                "allocated": f"{view.get('allocated_mb', '?')}mb"}
+    capacity = {"size": _size(view.get("capacity_mb")),
+                "allocated": _size(view.get("allocated_mb"))}
     if view.get("resize_to"):
-        capacity["growing to"] = f"{view['resize_to']}mb"
+        capacity["growing to"] = _size(view["resize_to"])
     status = {
         "datastore": view.get("datastore"),
         "vmgroup": view.get("vmgroup"),
@@ -410,7 +415,7 @@ class VolumeManager:
             if note == "not mounted on this host":
                 note = reply.get("filesystem") or note
             return {"Name": name, "Status": status_of(view),
-                    "Previous": f"{reply.get('previous_capacity_mb')}mb", "Filesystem": note}
+                    "Previous": _size(reply.get("previous_capacity_mb")), "Filesystem": note}
 
     def _detach_quietly(self, name: str, canonical: str) -> None:
         try:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from dockvols_common.cli import Result, run_main
+from dockvols_common.sizes import size_text
 
 from ..errors import DockvolsError
-from ..options import format_size_mb
 from . import import_cli, tables
 from .client import AdminClient, NotJson, Refused, Unreachable
 from .db import AdminDb
@@ -97,9 +97,9 @@ def volume_resize(c: AdminClient, a: argparse.Namespace) -> Result:
     volume = reply["volume"]
     before, after = reply["previous_capacity_mb"], volume["capacity_mb"]
     head = (f"volume {volume['name']} of vmgroup {volume['vmgroup']} is already "
-            f"{format_size_mb(after)}" if before == after else
+            f"{size_text(after)}" if before == after else
             f"volume {volume['name']} of vmgroup {volume['vmgroup']} grown from "
-            f"{format_size_mb(before)} to {format_size_mb(after)}")
+            f"{size_text(before)} to {size_text(after)}")
     return reply, f"{head}; {reply['filesystem']}"
 
 

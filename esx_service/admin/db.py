@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from dockvols_common.sizes import size_text
+
 from ..access import DEFAULT_VMGROUP
 from ..errors import BadRequest, ConfigError, NotFound
 from ..metadata import utc_now
-from ..options import format_size_mb
 
 SCHEMA_VERSION = 1
 ALL_DATASTORES = "_ALL_DS"  # an access rule for every datastore without a rule of its own
@@ -389,6 +390,6 @@ def _check_limits(maxsize_mb: int, totalsize_mb: int) -> None:
     if maxsize_mb < 0 or totalsize_mb < 0:
         raise BadRequest("volume-maxsize and volume-totalsize must not be negative")
     if maxsize_mb and totalsize_mb and maxsize_mb > totalsize_mb:
-        raise BadRequest(f"volume-maxsize {format_size_mb(maxsize_mb)} is over volume-totalsize "
-                         f"{format_size_mb(totalsize_mb)}: no volume of that size could ever be "
+        raise BadRequest(f"volume-maxsize {size_text(maxsize_mb)} is over volume-totalsize "
+                         f"{size_text(totalsize_mb)}: no volume of that size could ever be "
                          "created")

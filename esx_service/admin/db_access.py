@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dockvols_common.sizes import size_text
+
 from ..errors import AccessDenied, QuotaExceeded
-from ..options import format_size_mb as size
 from .db import ALL_DATASTORES, AccessRule, AdminDb
 
 
@@ -48,11 +49,11 @@ def check_rule(rule: AccessRule, datastore: str, size_mb: int,
                            f"{datastore}: allow-create is off{which}")
     if rule.volume_maxsize_mb and size_mb > rule.volume_maxsize_mb:
         raise QuotaExceeded(f"volume-maxsize of vmgroup {rule.vmgroup} on {datastore}{which} is "
-                            f"{size(rule.volume_maxsize_mb)}; {size(size_mb)} was asked")
+                            f"{size_text(rule.volume_maxsize_mb)}; {size_text(size_mb)} was asked")
     if rule.volume_totalsize_mb:
         used = used_mb()  # a scan of the datastore's metadata: only when a total is set
         if used + size_mb > rule.volume_totalsize_mb:
             raise QuotaExceeded(
                 f"volume-totalsize of vmgroup {rule.vmgroup} on {datastore}{which} is "
-                f"{size(rule.volume_totalsize_mb)}; {size(used)} is used and {size(size_mb)} "
-                "was asked")
+                f"{size_text(rule.volume_totalsize_mb)}; {size_text(used)} is used and "
+                f"{size_text(size_mb)} was asked")

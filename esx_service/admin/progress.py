@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO, TypeVar
 
-from ..options import format_size_mb
+from dockvols_common.sizes import rounded_size_text
 
 T = TypeVar("T")
 ADMIN_VM = "admin"  # the identity of every call on the admin socket
@@ -29,8 +29,8 @@ def describe(ops: list[dict], elapsed: float) -> str:
         if p and p.get("total"):
             pct = 100 * p["done"] / p["total"]
             if p.get("unit") == "bytes":
-                parts.append(f"{head}: {pct:.0f}% ({format_size_mb(p['done'] / MB)} of "
-                             f"{format_size_mb(p['total'] / MB)})")
+                parts.append(f"{head}: {pct:.0f}% ({rounded_size_text(p['done'] / MB)} of "
+                             f"{rounded_size_text(p['total'] / MB)})")
             else:
                 parts.append(f"{head}: {pct:.0f}%")
         else:

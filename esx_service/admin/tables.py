@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..options import format_size_mb
+from dockvols_common.sizes import rounded_size_text, size_text
 
 Row = dict
 Column = tuple[str, Callable[[Row], str]]  # (header, cell of a row)
 
 
 def limit_mb(mb: int) -> str:
-    return format_size_mb(mb) if mb else "unlimited"
+    return size_text(mb) if mb else "unlimited"
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -41,8 +41,8 @@ VOLUME_COLUMNS: dict[str, Column] = {
     "volume": ("Volume", lambda v: v["volume"]),
     "datastore": ("Datastore", lambda v: v["datastore"]),
     "vmgroup": ("VMGroup", lambda v: v["vmgroup"]),
-    "capacity": ("Capacity", lambda v: format_size_mb(v["capacity_mb"])),
-    "used": ("Used", lambda v: format_size_mb(v["allocated_mb"])),
+    "capacity": ("Capacity", lambda v: size_text(v["capacity_mb"])),
+    "used": ("Used", lambda v: rounded_size_text(v["allocated_mb"])),
     "filesystem": ("Filesystem", lambda v: v["fstype"]),
     "policy": ("Policy", lambda v: v.get("vsan_policy_name") or "N/A"),
     "disk-format": ("Disk Format", lambda v: v["diskformat"]),
@@ -56,9 +56,9 @@ VOLUME_COLUMNS: dict[str, Column] = {
 TOTAL_COLUMNS: list[Column] = [
     ("Datastore", lambda t: t["datastore"]),
     ("Volumes", lambda t: str(t["volumes"])),
-    ("Capacity", lambda t: format_size_mb(t["capacity_mb"])),
-    ("Used", lambda t: format_size_mb(t["used_mb"])),
-    ("Free", lambda t: format_size_mb(t["free_mb"])),
+    ("Capacity", lambda t: rounded_size_text(t["capacity_mb"])),
+    ("Used", lambda t: rounded_size_text(t["used_mb"])),
+    ("Free", lambda t: rounded_size_text(t["free_mb"])),
 ]
 
 VMGROUP_COLUMNS: list[Column] = [
@@ -75,7 +75,7 @@ ACCESS_COLUMNS: list[Column] = [
     ("Allow Create", lambda a: "yes" if a["allow_create"] else "no"),
     ("Max Volume Size", lambda a: limit_mb(a["volume_maxsize_mb"])),
     ("Total Size", lambda a: limit_mb(a["volume_totalsize_mb"])),
-    ("Used", lambda a: format_size_mb(a["used_mb"])),
+    ("Used", lambda a: rounded_size_text(a["used_mb"])),
 ]
 
 POLICY_COLUMNS: list[Column] = [

@@ -45,7 +45,7 @@ def test_thin_disk_is_sparse(dv: Docker, datastore: Path) -> None:
         extent = datastore / f"dockvols/_DEFAULT/{name}-flat.vmdk"
         assert extent.stat().st_size == 1024 ** 3
         assert extent.stat().st_blocks * 512 < 16 * 1024 * 1024
-        assert dv.inspect_volume(name)["Status"]["capacity"]["size"] == "1024mb"
+        assert dv.inspect_volume(name)["Status"]["capacity"]["size"] == "1gb"
 
 
 def test_inspect_shows_the_disk_facts(dv: Docker) -> None:

@@ -120,11 +120,11 @@ def test_the_guest_command_grows_a_mounted_volume_before_it_returns(
     start_writer(dv, "guestgrow", "gw")
     done = guest("guestgrow", "1gb")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == ("volume guestgrow grown from 300mb to 1024mb; xfs "
+    assert done.stdout.strip() == ("volume guestgrow grown from 300mb to 1gb; xfs "
                                    "filesystem grown online to fill its 1024 mb device")
     assert df_kb(dv, "gw") > 900 * 1024  # at once: no waiting for a periodic check
     again = guest("guestgrow", "1gb")
-    assert again.returncode == 0 and "already 1024mb" in again.stdout
+    assert again.returncode == 0 and "already 1gb" in again.stdout
     stop_writer_and_verify(dv, "guestgrow", "gw")
 
 

@@ -148,14 +148,6 @@ def test_from_dict_ignores_unknown_keys():
     assert VolumeOptions.from_dict({"size_mb": 5, "future": 1}) == VolumeOptions(size_mb=5)
 
 
-@pytest.mark.parametrize("size_mb, shown", [
-    (0, "0mb"), (0.4, "0.4mb"), (200, "200mb"), (1536, "1.5gb"), (10240, "10gb"),
-    (20 * 1024 * 1024, "20tb"),
-])
-def test_sizes_are_shown_in_the_units_users_type(size_mb: float, shown: str) -> None:
-    from esx_service.options import format_size_mb
-
-    assert format_size_mb(size_mb) == shown
 
 
 @pytest.mark.parametrize("digits", [60, 4300, 5000, 100_000])

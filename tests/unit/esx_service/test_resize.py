@@ -113,7 +113,7 @@ def test_over_the_datastore_free_space_is_refused_naming_it():
     backend = FakeBackend({"ds1": 1 * GB})
     service = VolumeService(backend)
     service.create("vm1", "db", {"size": "500mb"})
-    with pytest.raises(InsufficientSpace, match=r"needs 1\.5gb more and datastore ds1 has "
+    with pytest.raises(InsufficientSpace, match=r"needs 1548mb more and datastore ds1 has "
                                                 r"1gb free"):
         service.resize("vm1", "db", "2gb")
     meta = VolumeMeta.from_dict(backend.read_metadata(DiskLocation("ds1", "_DEFAULT", "db")))

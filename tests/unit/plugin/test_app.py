@@ -102,7 +102,7 @@ def test_get_answers_the_volume_with_status(app, rig):
     status, reply = post(app, "/VolumeDriver.Get", {"Name": "db"})
     assert status == 200 and reply["Err"] == ""
     assert reply["Volume"]["Name"] == "db"
-    assert reply["Volume"]["Status"]["capacity"]["size"] == "1024mb"
+    assert reply["Volume"]["Status"]["capacity"]["size"] == "1gb"
     assert reply["Volume"]["CreatedAt"]
 
 

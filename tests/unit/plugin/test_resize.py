@@ -157,7 +157,7 @@ def test_status_shows_a_grow_in_progress(rig):
     data["resize_to"] = 300
     rig.backend.write_metadata(loc, data)
     status = rig.manager.get("db")["Status"]
-    assert status["capacity"] == {"size": "100mb", "allocated": "0.0mb", "growing to": "300mb"}
+    assert status["capacity"] == {"size": "100mb", "allocated": "0mb", "growing to": "300mb"}
 
 
 # -- the plugin's own HTTP route ---------------------------------------------------------
@@ -170,7 +170,7 @@ def test_the_resize_route_answers_the_volume_and_what_happened(rig):
     mounted(rig)
     status, reply = post(create_app(rig.manager).test_client(), {"Name": "db", "Size": "1gb"})
     assert status == 200 and reply["Err"] == ""
-    assert reply["Status"]["capacity"]["size"] == "1024mb"
+    assert reply["Status"]["capacity"]["size"] == "1gb"
     assert "grown online" in reply["Filesystem"]
 
 

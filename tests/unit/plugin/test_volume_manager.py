@@ -273,7 +273,7 @@ def test_get_answers_name_status_and_created_at(rig):
     assert answer["CreatedAt"] == rig.service.get("vm1", "db")["created_at"]
     status = answer["Status"]
     assert status["datastore"] == "ds1"
-    assert status["capacity"]["size"] == "1024mb"
+    assert status["capacity"]["size"] == "1gb"
     assert status["attached to VM"] == "detached"
     assert "stale" not in status
     assert "Mountpoint" not in answer
@@ -299,7 +299,7 @@ def test_get_is_served_from_the_cache_marked_stale_when_the_service_is_unreachab
     rig.client.unreachable = True
     answer = rig.manager.get("db")
     assert answer["Name"] == "db"
-    assert answer["Status"]["capacity"]["size"] == "1024mb"
+    assert answer["Status"]["capacity"]["size"] == "1gb"
     assert "unreachable" in answer["Status"]["stale"]
 
 
