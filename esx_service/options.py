@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -65,6 +66,17 @@ def _shown(value: str, limit: int = 40) -> str:
     return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
+def _with_guess(key: object) -> str:
+    """An unknown option's name, with the valid one it most likely misspells (`sizee`,
+    `disk-format`, `attach_as`): the list of valid options that follows is long."""
+    text = _shown(str(key))
+    folded = str(key).lower().replace("_", "-")
+    if folded in VALID_OPTIONS:
+        return f"{text} (did you mean {folded!r}?)"
+    close = difflib.get_close_matches(folded, list(VALID_OPTIONS), n=1, cutoff=0.75)
+    return f"{text} (did you mean {close[0]!r}?)" if close else text
+
+
 def parse_size_mb(value: str) -> int:
     match = _SIZE.fullmatch(value.strip())
     # Thousands of digits: int() refuses past 4,300 of them, and no disk needs 20.
@@ -96,7 +108,7 @@ def parse_options(raw: object) -> VolumeOptions:
     unknown = sorted(k for k in raw if k not in VALID_OPTIONS)
     if unknown:
         raise InvalidOption(
-            f"unknown option {', '.join(map(repr, unknown))}; valid options are: "
+            f"unknown option {', '.join(map(_with_guess, unknown))}; valid options are: "
             f"{describe_valid_options()}"
         )
     for key, value in raw.items():

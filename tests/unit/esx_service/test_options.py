@@ -93,12 +93,28 @@ def test_unknown_options_are_listed_with_every_valid_option_and_its_default():
     with pytest.raises(InvalidOption) as err:
         parse_options({"sise": "10gb", "color": "red"})
     message = err.value.message
-    assert "'color', 'sise'" in message
+    assert "'color', 'sise' (did you mean 'size'?)" in message
     for key, (default, _) in VALID_OPTIONS.items():
         assert f"{key}=" in message
         assert f"(default {default})" in message
     assert "size=X[mb|gb|tb], X a positive integer (default 100mb)" in message
     assert describe_valid_options() in message
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("sizee", "size"), ("disk-format", "diskformat"), ("attach_as", "attach-as"),
+    ("Fstype", "fstype"), ("clone_from", "clone-from"), ("vsan-policy", "vsan-policy-name"),
+])
+def test_a_misspelt_option_is_named_with_the_one_it_most_likely_means(typed, meant):
+    with pytest.raises(InvalidOption) as err:
+        parse_options({typed: "x"})
+    assert err.value.message.startswith(f"unknown option {typed!r} (did you mean {meant!r}?);")
+
+
+def test_an_option_like_none_is_named_without_a_guess():
+    with pytest.raises(InvalidOption) as err:
+        parse_options({"color": "red"})
+    assert err.value.message.startswith("unknown option 'color'; valid options are: ")
 
 
 def test_xfs_below_300mb_is_refused_with_the_minimum():
