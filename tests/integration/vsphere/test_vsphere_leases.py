@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -142,6 +143,30 @@ def _leased_services(two_hosts: tuple[VsphereBackend, VsphereBackend], clock: Fa
         for backend, host in zip(two_hosts, "ab", strict=True))
 
 
+@dataclass
+class _TwoHolders:
+    """Two hosts' services on one datastore and one fake clock, and a volume's place."""
+
+    a: VolumeService
+    b: VolumeService
+    a_backend: VsphereBackend
+    clock: FakeClock
+    ds: str
+    loc: DiskLocation
+    vm: str = "DC0_H0_VM0"
+
+    @property
+    def disk(self) -> str:
+        return f"{self.loc.folder}/{self.loc.stem}.vmdk"
+
+    @classmethod
+    def of(cls, two_hosts: tuple[VsphereBackend, VsphereBackend], name: str) -> _TwoHolders:
+        clock = FakeClock()
+        a, b = _leased_services(two_hosts, clock)
+        ds = two_hosts[0].datastores()[0].name
+        return cls(a, b, two_hosts[0], clock, ds, DiskLocation(ds, "_DEFAULT", name))
+
+
 def _a_dies_and_its_lease_expires(a: VolumeService, b: VolumeService, loc: DiskLocation,
                                   clock: FakeClock) -> tuple[LeaseStore, str]:
     """``a`` dies holding the volume's lease (kept, never renewed nor released again); ``b``
@@ -170,13 +195,8 @@ def test_a_remote_holders_cut_create_or_remove_is_finished_by_the_next_holder(
     staging folder, no record) or a remove that died after moving its record aside (the
     disk still there) is finished by the next holder, once the dead one's lease expired:
     the grave listed, the disk deleted, the grave deleted, under the lease."""
-    a_backend, b_backend = two_hosts
-    clock = FakeClock()
-    vm = "DC0_H0_VM0"
-    a, b = _leased_services(two_hosts, clock)
-    ds = a_backend.datastores()[0].name
-    loc = DiskLocation(ds, "_DEFAULT", name)
-    disk = f"{loc.folder}/{loc.stem}.vmdk"
+    h = _TwoHolders.of(two_hosts, name)
+    a, b, a_backend, ds, loc, disk, vm = h.a, h.b, h.a_backend, h.ds, h.loc, h.disk, h.vm
     if cut == "create":
         real = VsphereBackend.write_metadata
 
@@ -200,7 +220,7 @@ def test_a_remote_holders_cut_create_or_remove_is_finished_by_the_next_holder(
     monkeypatch.undo()
     assert a_backend.read_file(ds, disk) is not None  # the disk is there, no record
     assert a_backend.read_metadata(loc) is None
-    b_store, lease_path = _a_dies_and_its_lease_expires(a, b, loc, clock)
+    b_store, lease_path = _a_dies_and_its_lease_expires(a, b, loc, h.clock)
     assert b.create(vm, name, {"size": "10mb"})["status"] == "detached"
     assert not [e for e in b_store.list_dir(ds, lease_path) if e.startswith(".dead-")]
     b.remove(vm, name)
@@ -215,13 +235,8 @@ def test_a_remote_holders_create_that_met_a_disk_there_before_leaves_that_disk(
     meets it (DiskExists) and dies before taking its mark back. The next holder finds the
     mark, dates the disk and the mark over the datastore browser, and leaves the disk: it
     was there before the create."""
-    a_backend, b_backend = two_hosts
-    clock = FakeClock()
-    vm = "DC0_H0_VM0"
-    a, b = _leased_services(two_hosts, clock)
-    ds = a_backend.datastores()[0].name
-    loc = DiskLocation(ds, "_DEFAULT", name)
-    disk = f"{loc.folder}/{loc.stem}.vmdk"
+    h = _TwoHolders.of(two_hosts, name)
+    a, b, a_backend, ds, loc, disk, vm = h.a, h.b, h.a_backend, h.ds, h.loc, h.disk, h.vm
     a_backend.create_disk(loc, 10, "thin", None)  # the user's disk, no dockvols record
     time.sleep(1.1)  # made a while before the create: whole seconds apart on any server
 
@@ -231,7 +246,7 @@ def test_a_remote_holders_create_that_met_a_disk_there_before_leaves_that_disk(
     with pytest.raises(_Crash):
         a.create(vm, name, {"size": "10mb"})
     monkeypatch.undo()
-    b_store, lease_path = _a_dies_and_its_lease_expires(a, b, loc, clock)
+    b_store, lease_path = _a_dies_and_its_lease_expires(a, b, loc, h.clock)
     with pytest.raises(DiskExists):
         b.create(vm, name, {"size": "10mb"})
     assert a_backend.read_file(ds, disk) is not None  # the user's disk is still there
