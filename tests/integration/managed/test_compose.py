@@ -15,15 +15,27 @@ COMPOSE_FILE = Path(__file__).parent / "compose" / "docker-compose.yml"
 PROJECT = "dvm"
 
 
-def compose(dv: Docker, driver: str, *args: str) -> str:
+def compose_command(env: dict[str, str]) -> list[str]:
+    """Debian 12's docker-compose is v1, a program of its own; Debian 13's is v2, which
+    may come as the Docker CLI's plugin only (`docker compose`)."""
     binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose (v1, Debian package docker-compose) is not installed; "
-                    "scripts/install-deps.sh should install it")
-    done = subprocess.run([binary, "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
+    if binary is not None:
+        return [binary]
+    plugin = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True,
+                            text=True, timeout=30, check=False)
+    if plugin.returncode == 0:
+        return ["docker", "compose"]
+    pytest.fail("neither docker-compose nor `docker compose` runs (Debian package "
+                "docker-compose); scripts/install-deps.sh should install it")
+
+
+def compose(dv: Docker, driver: str, *args: str) -> str:
+    command = compose_command(dv.env)
+    done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
                           env={**dv.env, "DOCKVOLS_DRIVER": driver}, capture_output=True,
                           text=True, timeout=180)
-    assert done.returncode == 0, f"docker-compose {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    assert done.returncode == 0, f"{' '.join(command)} {' '.join(args)}:\n{done.stdout}" \
+                                 f"{done.stderr}"
     return done.stdout.strip()
 
 
@@ -48,6 +60,7 @@ def test_compose_service_keeps_its_data_across_down_and_up(
         assert mdv.out("exec", container, "cat", "/data/keep") == "precious"
         assert len(mdv.out("exec", container, "cat", "/data/starts").splitlines()) == 2
     finally:
-        subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, "down", "-v",
-                        "-t", "2"], env=mdv.env, capture_output=True, timeout=180, check=False)
+        subprocess.run([*compose_command(mdv.env), "-f", str(COMPOSE_FILE), "-p", PROJECT,
+                        "down", "-v", "-t", "2"], env=mdv.env, capture_output=True,
+                       timeout=180, check=False)
     assert volume not in mdv.out("volume", "ls", "-q").split()
