@@ -36,6 +36,16 @@ def test_volume_ls_shows_every_vmgroup_with_all_columns_and_totals(stack, run) -
     assert totals[3].split()[:3] == ["ds2", "2", "1gb"]
 
 
+def test_volume_ls_shows_a_capacity_exactly_and_a_total_rounded(stack, run) -> None:
+    make(stack, "host1", "odd", "1536mb", diskformat="zeroedthick")
+    result = run("volume", "ls")
+    assert result.code == 0, result.err
+    row = result.out.splitlines()[2].split()
+    assert row[:5] == ["odd", "ds1", "_DEFAULT", "1536mb", "1.5gb"]  # capacity, used
+    totals = result.out.split("\n\n")[1].splitlines()
+    assert totals[2].split()[:4] == ["ds1", "1", "1.5gb", "1.5gb"]
+
+
 def test_volume_ls_filters_by_datastore_and_vmgroup(stack, run) -> None:
     stack.db.create_vmgroup("g1", default_datastore="ds1")
     stack.db.add_vms("g1", ["vm1"])
