@@ -14,6 +14,8 @@ import time
 from flask import Flask, Response, abort, render_template, request
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from dockvols_common.sizes import rounded_size_text, size_text
+
 from . import view
 from .settings import WebSettings
 from .source import AdminSource, SourceError
@@ -84,7 +86,7 @@ def create_app(settings: WebSettings, source: AdminSource) -> Flask:
             choices=view.choices(volumes, inventory, groups),
             groups=view.quota_rows(groups, inventory.get("quotas", [])),
             running=ops["running"], recent=ops["recent"], sorts=list(view.SORTS),
-            size=view.size, capacity=view.capacity, duration=view.duration,
+            size=rounded_size_text, capacity=size_text, duration=view.duration,
             progress_pct=view.progress_pct,
             now=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 

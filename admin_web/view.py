@@ -124,16 +124,6 @@ def choices(volumes: list[dict], inventory: dict, vmgroups: list[dict]) -> dict[
     }
 
 
-def size(mb: float | None) -> str:
-    """A usage figure, at a glance (12.3mb, 1.5gb)."""
-    return "?" if mb is None else rounded_size_text(mb)
-
-
-def capacity(mb: int | None) -> str:
-    """A volume's size as it was asked for, exactly (10gb, 1536mb)."""
-    return "?" if mb is None else size_text(mb)
-
-
 def duration(ms: float | None) -> str:
     if ms is None:
         return "running"

@@ -70,9 +70,7 @@ def _with_guess(key: object) -> str:
     """An unknown option's name, with the valid one it most likely misspells (`sizee`,
     `disk-format`, `attach_as`): the list of valid options that follows is long."""
     text = _shown(str(key))
-    folded = str(key).lower().replace("_", "-")
-    if folded in VALID_OPTIONS:
-        return f"{text} (did you mean {folded!r}?)"
+    folded = str(key).lower().replace("_", "-")  # an exact match after folding scores 1.0
     close = difflib.get_close_matches(folded, list(VALID_OPTIONS), n=1, cutoff=0.75)
     return f"{text} (did you mean {close[0]!r}?)" if close else text
 

@@ -41,17 +41,13 @@ class LiveUsers(Protocol):
     def users_of(self, canonical: str) -> set[str]: ...
 
 
-def _size(size_mb: float | None) -> str:
-    return "?" if size_mb is None else size_text(size_mb)
-
-
 def status_of(view: dict) -> dict:
     """The ``Status`` map ``docker volume inspect`` shows."""
     attached = view.get("attached_to")
-    capacity = {"size": _size(view.get("capacity_mb")),
-                "allocated": _size(view.get("allocated_mb"))}
+    capacity = {"size": size_text(view.get("capacity_mb")),
+                "allocated": size_text(view.get("allocated_mb"))}
     if view.get("resize_to"):
-        capacity["growing to"] = _size(view["resize_to"])
+        capacity["growing to"] = size_text(view["resize_to"])
     status = {
         "datastore": view.get("datastore"),
         "vmgroup": view.get("vmgroup"),
@@ -415,7 +411,7 @@ class VolumeManager:
             if note == "not mounted on this host":
                 note = reply.get("filesystem") or note
             return {"Name": name, "Status": status_of(view),
-                    "Previous": _size(reply.get("previous_capacity_mb")), "Filesystem": note}
+                    "Previous": size_text(reply.get("previous_capacity_mb")), "Filesystem": note}
 
     def _detach_quietly(self, name: str, canonical: str) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,22 +16,23 @@ COMPOSE_FILE = Path(__file__).parent / "compose" / "docker-compose.yml"
 PROJECT = "dvm"
 
 
-def compose_command(env: dict[str, str]) -> list[str]:
+@functools.cache
+def compose_command() -> tuple[str, ...]:
     """Debian 12's docker-compose is v1, a program of its own; Debian 13's is v2, which
-    may come as the Docker CLI's plugin only (`docker compose`)."""
+    may come as the Docker CLI's plugin only (`docker compose`). Found once per run."""
     binary = shutil.which("docker-compose")
     if binary is not None:
-        return [binary]
-    plugin = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True,
+        return (binary,)
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True,
                             text=True, timeout=30, check=False)
     if plugin.returncode == 0:
-        return ["docker", "compose"]
+        return ("docker", "compose")
     pytest.fail("neither docker-compose nor `docker compose` runs (Debian package "
                 "docker-compose); scripts/install-deps.sh should install it")
 
 
 def compose(dv: Docker, driver: str, *args: str) -> str:
-    command = compose_command(dv.env)
+    command = compose_command()
     done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
                           env={**dv.env, "DOCKVOLS_DRIVER": driver}, capture_output=True,
                           text=True, timeout=180)
@@ -60,7 +62,7 @@ def test_compose_service_keeps_its_data_across_down_and_up(
         assert mdv.out("exec", container, "cat", "/data/keep") == "precious"
         assert len(mdv.out("exec", container, "cat", "/data/starts").splitlines()) == 2
     finally:
-        subprocess.run([*compose_command(mdv.env), "-f", str(COMPOSE_FILE), "-p", PROJECT,
+        subprocess.run([*compose_command(), "-f", str(COMPOSE_FILE), "-p", PROJECT,
                         "down", "-v", "-t", "2"], env=mdv.env, capture_output=True,
                        timeout=180, check=False)
     assert volume not in mdv.out("volume", "ls", "-q").split()

@@ -25,3 +25,7 @@ def test_a_shown_size_is_a_valid_size_option_of_the_same_size(size_mb: int) -> N
 ])
 def test_a_usage_figure_is_rounded_to_read_at_a_glance(size_mb: float, shown: str) -> None:
     assert rounded_size_text(size_mb) == shown
+
+
+def test_a_size_an_answer_did_not_carry_shows_as_unknown() -> None:
+    assert size_text(None) == rounded_size_text(None) == "?"

@@ -164,8 +164,6 @@ def test_from_dict_ignores_unknown_keys():
     assert VolumeOptions.from_dict({"size_mb": 5, "future": 1}) == VolumeOptions(size_mb=5)
 
 
-
-
 @pytest.mark.parametrize("digits", [60, 4300, 5000, 100_000])
 def test_a_size_of_thousands_of_digits_is_refused_naming_the_limit(digits):
     with pytest.raises(InvalidOption, match=r"largest disk is 62tb") as err:
